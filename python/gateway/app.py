@@ -1,0 +1,366 @@
+"""The Granian-served application (RSGI): routes → dialect → pipeline → router → back.
+
+Granian imports ``gateway.app:app`` in every worker process; ``__rsgi_init__`` builds that worker's Gateway from
+the config named by ``GATEWAY_CONFIG`` (one aiohttp session, one record writer, one router per worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from gateway import tokens
+from gateway.config import Config, load_config
+from gateway.context import RequestContext
+from gateway.dialects import openai as oai
+from gateway.errors import GatewayError, UpstreamError
+from gateway.pipeline import Pipeline
+from gateway.pricing import cost
+from gateway.routing.router import Router
+from gateway.stages import build_stages
+from gateway.stages.auth import Authenticator, key_from_headers
+from gateway.stages.enrich import enrich_headers
+from gateway.store.sqlite import SqliteStore
+from gateway.telemetry.records import RecordWriter
+from gateway.types import ChatChunk, ChatRequest, ChatResponse, Usage
+
+log = logging.getLogger("gateway")
+
+JSON = "application/json"
+_NOT_SENT = object()
+
+
+class Gateway:
+    """One worker's gateway: config, store, router, pipeline and record writer."""
+
+    def __init__(self, cfg: Config, http: aiohttp.ClientSession) -> None:
+        self.cfg = cfg
+        self.http = http
+        self.store = SqliteStore(cfg.store.sqlite_path)
+        self.records = RecordWriter(
+            self._write_records, batch_size=cfg.store.record_batch_size, flush_ms=cfg.store.record_flush_ms
+        )
+        self.auth = Authenticator(cfg.keys, self.store)
+        self.router = Router(cfg, http)
+        self.pipeline = Pipeline(build_stages(cfg, self))
+        self.max_body = cfg.server.max_body_bytes
+        self.started = int(time.time())
+        self._writer_store: SqliteStore | None = None
+
+    def _write_records(self, batch: Any) -> None:
+        # The writer thread gets its own connection: sqlite3 connections are not shared across threads here.
+        if self._writer_store is None:
+            self._writer_store = SqliteStore(self.cfg.store.sqlite_path)
+        self._writer_store.insert_records(batch)
+
+    async def close(self) -> None:
+        self.records.close()
+        await self.http.close()
+
+    # ------------------------------------------------------------ edge helpers
+
+    async def read_body(self, scope: Any, proto: Any) -> bytes:
+        declared = scope.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise self._too_large()
+        if declared is not None:
+            body = await proto()
+        else:
+            parts, size = [], 0
+            async for part in proto:
+                size += len(part)
+                if size > self.max_body:
+                    raise self._too_large()
+                parts.append(part)
+            body = b"".join(parts)
+        if len(body) > self.max_body:
+            raise self._too_large()
+        return body
+
+    def _too_large(self) -> GatewayError:
+        return GatewayError(
+            "body_too_large",
+            f"The request body exceeds the gateway's limit of {self.max_body} bytes; send a smaller request.",
+        )
+
+    def authenticate(self, ctx: RequestContext, scope: Any) -> None:
+        h = scope.headers
+        ctx.principal = self.auth.authenticate(key_from_headers(h.get("authorization"), h.get("x-api-key")))
+        tags = h.get("x-gateway-tags")
+        if tags:
+            ctx.tags = [t.strip() for t in tags.split(",") if t.strip()]
+        agent = h.get("x-gateway-agent")
+        if agent:
+            ctx.agent, _, run = agent.partition("/")
+            ctx.agent_run = run or None
+
+    def resolve(self, ctx: RequestContext, model: str) -> str:
+        """The model group for ``model``, if it exists and the caller may use it."""
+        group = self.router.resolve(model)
+        p = ctx.principal
+        if group is None or (p is not None and p.models and not p.may_use(group) and not p.may_use(model)):
+            if group is None:
+                raise GatewayError(
+                    "model_not_found",
+                    f"The model {model!r} does not exist on this gateway. GET /v1/models lists the models your key "
+                    "may use.",
+                    param="model",
+                )
+            raise GatewayError(
+                "model_not_allowed",
+                f"Your key may not use the model {model!r}. GET /v1/models lists the models it may use.",
+                param="model",
+            )
+        return group
+
+    def visible_models(self, ctx: RequestContext) -> list[str]:
+        p = ctx.principal
+        return [g for g in self.router.group_names() if p is None or p.may_use(g)]
+
+    def finish_record(self, ctx: RequestContext) -> None:
+        self.records.submit(ctx.record())
+
+    def settle(self, ctx: RequestContext, usage: Usage) -> None:
+        ctx.usage = usage
+        target = ctx.scratch.get("target")
+        if target is not None:
+            ctx.cost = cost(usage, target.price)
+
+    # ------------------------------------------------------------ chat
+
+    async def chat(self, scope: Any, proto: Any, dialect: Any) -> None:
+        ctx = RequestContext("chat", dialect.name)
+        sent: Any = _NOT_SENT
+        try:
+            self.authenticate(ctx, scope)
+            req: ChatRequest = dialect.parse_chat(await self.read_body(scope, proto))
+            ctx.req, ctx.model, ctx.stream = req, req.model, req.stream
+            group = self.resolve(ctx, req.model)
+            await self.pipeline.pre(ctx, req)
+            short = ctx.scratch.get("short_circuit")
+            if req.stream:
+                sent = await self.chat_stream(ctx, proto, dialect, group, req)
+                return
+            resp: ChatResponse = short if short is not None else await self.router.complete(ctx, group, req)
+            self.settle(ctx, resp.usage)
+            resp = await self.pipeline.post(ctx, resp)
+            body = dialect.render_response(resp)
+            proto.response_bytes(200, enrich_headers(ctx, JSON), body)
+            sent = None
+        except GatewayError as e:
+            self.fail(ctx, proto, dialect, e, sent)
+        except Exception as e:  # never a stack trace to the caller, never a dead worker
+            log.exception("internal error on request %s", ctx.request_id)
+            err = GatewayError("internal_error", f"The gateway failed on this request ({type(e).__name__}); "
+                               f"quote request id {ctx.request_id} when reporting it.")
+            self.fail(ctx, proto, dialect, err, sent)
+        finally:
+            await self.pipeline.finish(ctx)
+            self.finish_record(ctx)
+
+    def fail(self, ctx: RequestContext, proto: Any, dialect: Any, err: GatewayError, sent: Any) -> None:
+        ctx.status = err.status
+        ctx.error = (err.code, err.message)
+        if sent is _NOT_SENT:
+            headers = enrich_headers(ctx, JSON)
+            headers.extend(err.headers.items())
+            proto.response_bytes(err.status, headers, dialect.error_body(err))
+
+    async def chat_stream(
+        self, ctx: RequestContext, proto: Any, dialect: Any, group: str, req: ChatRequest
+    ) -> Any:
+        """Relay a stream chunk by chunk. Returns once the stream is over (the response is then 'sent')."""
+        first, rest = await self.router.open_stream(ctx, group, req)
+        ctx.ttfb = time.perf_counter_ns() - ctx.started
+        renderer = dialect.stream(req)
+        transport = proto.response_stream(200, enrich_headers(ctx, dialect.stream_content_type))
+        pipeline = self.pipeline
+        usage: Usage | None = None
+        texts: list[str] = []
+        last: ChatChunk | None = None
+        upstream_wait = 0
+        try:
+            chunk: ChatChunk | None = first
+            it: AsyncIterator[ChatChunk] = rest
+            while True:
+                if chunk is not None:
+                    last = chunk
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    for d in chunk.choices:
+                        if d.content:
+                            texts.append(d.content)
+                        if d.tool_calls:
+                            texts.extend(tc.get("function", {}).get("arguments") or "" for tc in d.tool_calls)
+                    out = pipeline.on_chunk(ctx, chunk)
+                    if out is not None:
+                        data = renderer.chunk(out)
+                        if data:
+                            await transport.send_bytes(data)
+                t0 = time.perf_counter_ns()
+                try:
+                    chunk = await anext(it)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    upstream_wait += time.perf_counter_ns() - t0
+            for c in pipeline.on_stream_end(ctx):
+                data = renderer.chunk(c)
+                if data:
+                    await transport.send_bytes(data)
+            final = usage if usage is not None else self.count_stream_usage(ctx, req, texts)
+            self.settle(ctx, final)
+            await transport.send_bytes(renderer.end(final, last))
+        except GatewayError as e:
+            await self._stream_error(ctx, transport, renderer, req, texts, usage, e)
+        except asyncio.CancelledError:
+            self._client_gone(ctx, req, texts, usage)
+            raise
+        except Exception as e:
+            if isinstance(e, UpstreamError):
+                err = e.to_gateway_error()
+                await self._stream_error(ctx, transport, renderer, req, texts, usage, err)
+            elif _is_disconnect(e):
+                self._client_gone(ctx, req, texts, usage)
+            else:
+                log.exception("stream failed on request %s", ctx.request_id)
+                err = GatewayError("internal_error", f"The stream failed in the gateway; request id {ctx.request_id}.")
+                await self._stream_error(ctx, transport, renderer, req, texts, usage, err)
+        finally:
+            ctx.upstream_ns += upstream_wait
+            await _aclose(rest)
+        return None
+
+    async def _stream_error(
+        self, ctx: RequestContext, transport: Any, renderer: Any, req: ChatRequest, texts: list[str],
+        usage: Usage | None, err: GatewayError,
+    ) -> None:
+        """After the first byte the status line is gone: end with an error event in the caller's dialect."""
+        ctx.status = err.status
+        ctx.error = (err.code, err.message)
+        ctx.flags["stream_error_after_first_byte"] = True
+        self.settle(ctx, usage if usage is not None else self.count_stream_usage(ctx, req, texts))
+        try:
+            await transport.send_bytes(renderer.error(err))
+        except Exception:
+            pass
+
+    def _client_gone(self, ctx: RequestContext, req: ChatRequest, texts: list[str], usage: Usage | None) -> None:
+        ctx.status = 499
+        ctx.error = ("client_disconnected", "the client closed the stream")
+        self.settle(ctx, usage if usage is not None else self.count_stream_usage(ctx, req, texts))
+
+    def count_stream_usage(self, ctx: RequestContext, req: ChatRequest, texts: list[str]) -> Usage:
+        """The upstream sent no usage: count it ourselves (exact for OpenAI encodings, estimated otherwise)."""
+        model = ctx.upstream_model or req.model
+        return Usage(
+            input_tokens=tokens.count_request(req, model, ctx.provider),
+            output_tokens=tokens.count_text("".join(texts), model, ctx.provider),
+            estimated=True,
+        )
+
+    # ------------------------------------------------------------ embeddings & models
+
+    async def embeddings(self, scope: Any, proto: Any) -> None:
+        ctx = RequestContext("embeddings", "openai")
+        try:
+            self.authenticate(ctx, scope)
+            req = oai.parse_embeddings(await self.read_body(scope, proto))
+            ctx.model = req.model
+            group = self.resolve(ctx, req.model)
+            resp = await self.router.embed(ctx, group, req)
+            self.settle(ctx, resp.usage)
+            proto.response_bytes(200, enrich_headers(ctx, JSON), oai.render_embeddings(resp))
+        except GatewayError as e:
+            self.fail(ctx, proto, oai.OpenAIDialect, e, _NOT_SENT)
+        except Exception as e:
+            log.exception("internal error on request %s", ctx.request_id)
+            err = GatewayError("internal_error", f"The gateway failed on this request ({type(e).__name__}).")
+            self.fail(ctx, proto, oai.OpenAIDialect, err, _NOT_SENT)
+        finally:
+            self.finish_record(ctx)
+
+    async def models(self, scope: Any, proto: Any) -> None:
+        ctx = RequestContext("models", "openai")
+        try:
+            self.authenticate(ctx, scope)
+            proto.response_bytes(200, enrich_headers(ctx, JSON), oai.render_models(self.visible_models(ctx), self.started))
+        except GatewayError as e:
+            self.fail(ctx, proto, oai.OpenAIDialect, e, _NOT_SENT)
+        finally:
+            self.finish_record(ctx)
+
+
+def _is_disconnect(e: Exception) -> bool:
+    return type(e).__name__ in ("RSGIProtocolClosed", "ProtocolClosed", "ConnectionResetError", "BrokenPipeError")
+
+
+async def _aclose(it: Any) -> None:
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except (Exception, asyncio.CancelledError):
+            pass
+
+
+# ---------------------------------------------------------------- RSGI application
+
+
+class App:
+    """The RSGI entry point: a fixed route table, no framework."""
+
+    def __init__(self, config_path: str | None = None) -> None:
+        self.config_path = config_path
+        self.gw: Gateway | None = None
+        self.ready = False
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        path = self.config_path or os.environ.get("GATEWAY_CONFIG", "examples/demo.yaml")
+        cfg = load_config(path)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+        http = aiohttp.ClientSession(connector=connector, loop=loop, auto_decompress=True)
+        self.gw = Gateway(cfg, http)
+        self.ready = True
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.gw is not None:
+            loop.run_until_complete(self.gw.close())
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        gw = self.gw
+        if scope.proto != "http" or gw is None:
+            return
+        method, path = scope.method, scope.path
+        if method == "POST":
+            if path in ("/v1/chat/completions", "/chat/completions"):
+                return await gw.chat(scope, proto, oai.OpenAIDialect)
+            if path in ("/v1/embeddings", "/embeddings"):
+                return await gw.embeddings(scope, proto)
+            from gateway.dialects import anthropic as anth
+
+            if path == "/v1/messages":
+                return await gw.chat(scope, proto, anth.AnthropicDialect)
+            if path == "/v1/messages/count_tokens":
+                return await anth.count_tokens(gw, scope, proto)
+        elif method == "GET":
+            if path in ("/v1/models", "/models"):
+                return await gw.models(scope, proto)
+            if path == "/healthz":
+                return proto.response_bytes(200, [("content-type", JSON)], b'{"status":"ok"}')
+            if path == "/readyz":
+                ok = self.ready
+                return proto.response_bytes(200 if ok else 503, [("content-type", JSON)],
+                                            b'{"status":"ready"}' if ok else b'{"status":"starting"}')
+        err = GatewayError("not_found", f"No route for {method} {path}. The gateway serves /v1/chat/completions, "
+                           "/v1/embeddings, /v1/models, /v1/messages and /v1/messages/count_tokens.")
+        proto.response_bytes(err.status, [("content-type", JSON)], oai.error_body(err))
+
+
+app = App()

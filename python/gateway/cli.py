@@ -1,0 +1,181 @@
+"""``gateway serve | demo | simulate | keys | check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from gateway.config import ConfigError, load_config
+
+DEMO_KEY = "gw-demo-key-change-me"
+
+
+def serve(config: str, host: str | None, port: int | None, workers: int | None) -> int:
+    from granian.constants import Interfaces, Loops
+    from granian.server import Server
+
+    cfg_path = str(Path(config).resolve())
+    try:
+        cfg = load_config(cfg_path)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    os.environ["GATEWAY_CONFIG"] = cfg_path
+    Path(cfg.store.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+    n = workers or cfg.server.workers
+    Server(
+        "gateway.app:app",
+        address=host or cfg.server.host,
+        port=port or cfg.server.port,
+        interface=Interfaces.RSGI,
+        workers=n,
+        loop=Loops.uvloop,
+        log_access=False,
+        backlog=2048,
+    ).serve()
+    return 0
+
+
+def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def demo(config: str, port: int, sim_port: int) -> int:
+    """Simulator + gateway in the foreground; Ctrl-C stops both."""
+    env = {**os.environ, "SIM_URL": f"http://127.0.0.1:{sim_port}", "PORT": str(port)}
+    env.setdefault("GATEWAY_DEMO_KEY", DEMO_KEY)
+    py = sys.executable
+    sim = subprocess.Popen([py, "-m", "gateway", "simulate", "--port", str(sim_port)], env=env)
+    gw: subprocess.Popen[bytes] | None = None
+    try:
+        if not _wait_http(f"http://127.0.0.1:{sim_port}/healthz", 30, sim):
+            print("the simulator did not start", file=sys.stderr)
+            return 1
+        gw = subprocess.Popen([py, "-m", "gateway", "serve", "--config", config, "--port", str(port)], env=env)
+        if not _wait_http(f"http://127.0.0.1:{port}/readyz", 60, gw):
+            print("the gateway did not start", file=sys.stderr)
+            return 1
+        key = env["GATEWAY_DEMO_KEY"]
+        base = f"http://127.0.0.1:{port}"
+        print(
+            f"""
+Gateway ready on {base}  (simulator on 127.0.0.1:{sim_port}; records in .gateway/)
+Demo key: {key}
+
+  curl {base}/v1/chat/completions -H "Authorization: Bearer {key}" \\
+       -H "Content-Type: application/json" \\
+       -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+  python -c "from openai import OpenAI; c = OpenAI(base_url='{base}/v1', api_key='{key}'); \\
+print(c.chat.completions.create(model='gpt-4o-mini', messages=[{{'role': 'user', 'content': 'Hello!'}}]).choices[0].message.content)"
+
+Ctrl-C stops both.""",
+            flush=True,
+        )
+        while sim.poll() is None and gw.poll() is None:
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in (gw, sim):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in (gw, sim):
+            if p is not None:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def keys(args: argparse.Namespace) -> int:
+    from gateway.store.sqlite import SqliteStore
+
+    cfg = load_config(args.config)
+    store = SqliteStore(cfg.store.sqlite_path)
+    if args.keys_cmd == "create":
+        key_id, key = store.create_key(args.tenant, team=args.team, name=args.name, models=args.models or [])
+        print(json.dumps({"key_id": key_id, "key": key, "tenant": args.tenant, "note": "shown once; store it now"}))
+    elif args.keys_cmd == "list":
+        print(json.dumps(store.list_keys(args.tenant), indent=2))
+    elif args.keys_cmd == "revoke":
+        if not store.revoke_key(args.key_id):
+            print(f"no active key {args.key_id}", file=sys.stderr)
+            return 1
+        print(f"revoked {args.key_id}")
+    return 0
+
+
+def check_config(path: str) -> int:
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    n = sum(len(g.deployments) for g in cfg.models.values())
+    print(f"ok: {len(cfg.models)} model groups, {n} deployments, {len(cfg.keys)} keys")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "simulate":
+        from gateway.simulate.server import main as simulate
+
+        return simulate(argv[1:])
+    ap = argparse.ArgumentParser(prog="gateway", description="The AI gateway.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the gateway (Granian, RSGI)")
+    s.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "examples/demo.yaml"))
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int)
+    d = sub.add_parser("demo", help="run the simulator and the gateway with the demo config")
+    d.add_argument("--config", default="examples/demo.yaml")
+    d.add_argument("--port", type=int, default=int(os.environ.get("PORT", "4000")))
+    d.add_argument("--sim-port", type=int, default=int(os.environ.get("SIM_PORT", "4010")))
+    sub.add_parser("simulate", help="run the provider simulator (see `gateway simulate --help`)")
+    k = sub.add_parser("keys", help="manage gateway keys in the store")
+    k.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "examples/demo.yaml"))
+    ks = k.add_subparsers(dest="keys_cmd", required=True)
+    kc = ks.add_parser("create")
+    kc.add_argument("--tenant", required=True)
+    kc.add_argument("--team")
+    kc.add_argument("--name")
+    kc.add_argument("--models", nargs="*")
+    kl = ks.add_parser("list")
+    kl.add_argument("--tenant")
+    kr = ks.add_parser("revoke")
+    kr.add_argument("key_id")
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("file")
+    args = ap.parse_args(argv)
+    if args.cmd == "serve":
+        return serve(args.config, args.host, args.port, args.workers)
+    if args.cmd == "demo":
+        return demo(args.config, args.port, args.sim_port)
+    if args.cmd == "keys":
+        return keys(args)
+    return check_config(args.file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

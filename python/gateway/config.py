@@ -1,0 +1,227 @@
+"""The gateway's one YAML config file, decoded into typed msgspec Structs.
+
+``${VAR}`` / ``${VAR:-default}`` in any string value is replaced from the environment (secrets stay out of the
+file). Every error names the path of the offending field, e.g. ``$.models.chat.deployments[0].api_base``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Price(msgspec.Struct, forbid_unknown_fields=True):
+    """USD per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cached_input: float | None = None
+    cache_creation: float | None = None
+
+
+class AwsCredentials(msgspec.Struct, forbid_unknown_fields=True):
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+
+class Deployment(msgspec.Struct, forbid_unknown_fields=True):
+    """One upstream endpoint that can serve a model group."""
+
+    id: str
+    model: str  # the upstream's model name (Azure: the deployment name)
+    provider: Literal["openai", "azure", "anthropic", "gemini", "bedrock"] = "openai"
+    api_base: str = "https://api.openai.com/v1"
+    api_key: str | None = None
+    api_version: str | None = None  # Azure OpenAI / Anthropic version header
+    aws: AwsCredentials | None = None
+    region: str = "default"
+    price: Price | None = None  # None: looked up in the built-in price table by ``model``
+    weight: float = 1.0
+    priority: int = 0
+    timeout_s: float = 120.0
+    connect_timeout_s: float = 5.0
+    max_concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    headers: dict[str, str] = {}
+    tags: list[str] = []
+    context_window: int | None = None
+
+
+class ModelGroup(msgspec.Struct, forbid_unknown_fields=True):
+    """What the caller asks for (``model``): a name mapped to one or more deployments."""
+
+    deployments: list[Deployment]
+    strategy: Literal["weighted", "priority", "least_latency", "lowest_cost", "least_busy"] = "weighted"
+    fallbacks: list[str] = []
+    aliases: list[str] = []
+    max_attempts: int = 3
+    timeout_s: float = 300.0
+
+
+class KeyConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """A gateway key declared in config (hashed at load; the plain value never leaves this struct)."""
+
+    key: str
+    tenant: str
+    team: str | None = None
+    name: str | None = None
+    models: list[str] = []
+    residency: list[str] = []
+    profile: str | None = None
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 4000
+    workers: int = 1
+    max_body_bytes: int = 4 * 1024 * 1024
+    expose_upstream_errors: bool = True
+
+
+class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
+    sqlite_path: str = ".gateway/gateway.db"
+    record_batch_size: int = 256
+    record_flush_ms: int = 200
+
+
+class PiiConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = False
+    # entity type -> mask | reject | flag | allow; types not named get ``default``
+    policies: dict[str, Literal["mask", "reject", "flag", "allow"]] = {}
+    default: Literal["mask", "reject", "flag", "allow"] = "mask"
+    entities: list[str] | None = None  # None: every structured type the scanner knows
+    session_ttl_s: int = 3600
+
+
+class StageProfile(msgspec.Struct, forbid_unknown_fields=True):
+    """Per key-profile overrides of stage settings."""
+
+    pii: PiiConfig | None = None
+
+
+class LimitRule(msgspec.Struct, forbid_unknown_fields=True):
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = False
+    per_key: LimitRule | None = None
+    per_tenant: LimitRule | None = None
+    per_model: dict[str, LimitRule] = {}
+    keys: dict[str, LimitRule] = {}  # key name -> rule
+    tenants: dict[str, LimitRule] = {}
+
+
+class ValidateConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    retries: int = 1
+    fallback: bool = True
+
+
+class Stages(msgspec.Struct, forbid_unknown_fields=True):
+    pii: PiiConfig = msgspec.field(default_factory=PiiConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    validate: ValidateConfig = msgspec.field(default_factory=ValidateConfig)
+    profiles: dict[str, StageProfile] = {}
+
+
+class StateConfig(msgspec.Struct, forbid_unknown_fields=True):
+    redis_url: str | None = None
+    on_redis_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+
+
+class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):
+    key: str | None = None
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    models: dict[str, ModelGroup]
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
+    keys: list[KeyConfig] = []
+    stages: Stages = msgspec.field(default_factory=Stages)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    prices: dict[str, Price] = {}  # overrides of the built-in price table, by upstream model name
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str, env: dict[str, str]) -> Any:
+    if isinstance(node, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable ${{{name}}} is not set (use ${{{name}:-default}})")
+
+        return _ENV.sub(sub, node)
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{path}.{k}", env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(node)]
+    return node
+
+
+def _check(cfg: Config) -> None:
+    """Cross-field rules msgspec can't express."""
+    seen: set[str] = set()
+    for name, group in cfg.models.items():
+        if not group.deployments:
+            raise ConfigError(f"$.models.{name}.deployments: a model group needs at least one deployment")
+        for i, dep in enumerate(group.deployments):
+            if dep.id in seen:
+                raise ConfigError(f"$.models.{name}.deployments[{i}].id: duplicate deployment id {dep.id!r}")
+            seen.add(dep.id)
+            if dep.provider == "bedrock" and dep.aws is None:
+                raise ConfigError(f"$.models.{name}.deployments[{i}].aws: bedrock deployments need aws credentials")
+        for j, fb in enumerate(group.fallbacks):
+            if fb not in cfg.models:
+                raise ConfigError(f"$.models.{name}.fallbacks[{j}]: unknown model group {fb!r}")
+    for i, key in enumerate(cfg.keys):
+        for m in key.models:
+            if m not in cfg.models and not any(m in g.aliases for g in cfg.models.values()):
+                raise ConfigError(f"$.keys[{i}].models: unknown model group {m!r}")
+        if key.profile and key.profile not in cfg.stages.profiles:
+            raise ConfigError(f"$.keys[{i}].profile: unknown profile {key.profile!r}")
+
+
+def parse_config(text: str, env: dict[str, str] | None = None, source: str = "<config>") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    raw = _interpolate(raw, "$", dict(os.environ) if env is None else env)
+    try:
+        cfg = msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config: {e.strerror}") from None
+    return parse_config(text, source=str(p))

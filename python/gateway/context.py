@@ -1,0 +1,160 @@
+"""Per-request state that every stage reads and writes, and the record it becomes when the request ends."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from gateway.types import ChatRequest, Principal, Usage
+
+
+class Record(msgspec.Struct, omit_defaults=True):
+    """One structured record per request: the contract that the audit log, dashboards and spend reports read.
+
+    Never holds prompt or completion text, PII values or credentials: only who, what, how much, how long.
+    """
+
+    request_id: str
+    ts: float  # unix seconds at arrival
+    endpoint: str  # chat | embeddings | messages | count_tokens | models
+    dialect: str  # openai | anthropic
+    status: int
+    key_id: str | None = None
+    tenant: str | None = None
+    team: str | None = None
+    user: str | None = None
+    tags: list[str] | None = None
+    agent: str | None = None
+    agent_run: str | None = None
+    model_requested: str | None = None
+    model_served: str | None = None  # deployment id
+    upstream_model: str | None = None
+    provider: str | None = None
+    region: str | None = None
+    stream: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    usage_estimated: bool = False
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    upstream_ms: float = 0.0
+    overhead_ms: float = 0.0
+    ttfb_ms: float | None = None
+    route: str | None = None
+    attempts: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    flags: dict[str, Any] | None = None
+
+
+class RequestContext:
+    """Everything known about one request as it moves through the pipeline."""
+
+    __slots__ = (
+        "agent",
+        "agent_run",
+        "attempts",
+        "cache",
+        "cost",
+        "deployment",
+        "dialect",
+        "endpoint",
+        "error",
+        "flags",
+        "model",
+        "principal",
+        "provider",
+        "region",
+        "req",
+        "request_id",
+        "response_headers",
+        "route",
+        "scratch",
+        "started",
+        "started_wall",
+        "status",
+        "stream",
+        "tags",
+        "ttfb",
+        "upstream_model",
+        "upstream_ns",
+        "usage",
+    )
+
+    def __init__(self, endpoint: str, dialect: str) -> None:
+        self.request_id = uuid.uuid4().hex
+        self.started = time.perf_counter_ns()
+        self.started_wall = time.time()
+        self.endpoint = endpoint
+        self.dialect = dialect
+        self.principal: Principal | None = None
+        self.req: ChatRequest | None = None
+        self.model: str | None = None  # the model group asked for
+        self.deployment: str | None = None
+        self.provider: str | None = None
+        self.upstream_model: str | None = None
+        self.region: str | None = None
+        self.route: str | None = None
+        self.attempts = 0
+        self.stream = False
+        self.usage = Usage()
+        self.cost = 0.0
+        self.upstream_ns = 0
+        self.ttfb: int | None = None
+        self.status = 200
+        self.error: tuple[str, str] | None = None
+        self.cache = "off"
+        self.tags: list[str] | None = None
+        self.agent: str | None = None
+        self.agent_run: str | None = None
+        self.flags: dict[str, Any] = {}
+        self.response_headers: dict[str, str] = {}
+        self.scratch: dict[str, Any] = {}  # per-stage working state (e.g. the PII vault)
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter_ns() - self.started) / 1e6
+
+    def record(self) -> Record:
+        total = self.elapsed_ms()
+        upstream = self.upstream_ns / 1e6
+        p = self.principal
+        return Record(
+            request_id=self.request_id,
+            ts=self.started_wall,
+            endpoint=self.endpoint,
+            dialect=self.dialect,
+            status=self.status,
+            key_id=p.key_id if p else None,
+            tenant=p.tenant if p else None,
+            team=p.team if p else None,
+            user=self.req.user if self.req is not None else None,
+            tags=self.tags,
+            agent=self.agent,
+            agent_run=self.agent_run,
+            model_requested=self.model,
+            model_served=self.deployment,
+            upstream_model=self.upstream_model,
+            provider=self.provider,
+            region=self.region,
+            stream=self.stream,
+            input_tokens=self.usage.input_tokens,
+            output_tokens=self.usage.output_tokens,
+            cached_tokens=self.usage.cached_tokens,
+            reasoning_tokens=self.usage.reasoning_tokens,
+            usage_estimated=self.usage.estimated,
+            cost_usd=self.cost,
+            latency_ms=round(total, 3),
+            upstream_ms=round(upstream, 3),
+            overhead_ms=round(max(0.0, total - upstream), 3),
+            ttfb_ms=round(self.ttfb / 1e6, 3) if self.ttfb is not None else None,
+            route=self.route,
+            attempts=self.attempts,
+            error_code=self.error[0] if self.error else None,
+            error_message=self.error[1] if self.error else None,
+            flags=self.flags or None,
+        )

@@ -1,0 +1,97 @@
+"""The stage contract and the ordered pipeline that runs stages over one RequestContext.
+
+A stage may implement any of:
+
+- ``pre(ctx, req)``: before routing, in order. Raise :class:`GatewayError` to reject; set
+  ``ctx.scratch["short_circuit"]`` to a ChatResponse to answer without calling upstream (e.g. a cache hit).
+- ``post(ctx, resp) -> resp``: after a non-stream response, in reverse order.
+- ``on_chunk(ctx, chunk) -> chunk | None``: per stream chunk, in reverse order, synchronous (keep it tiny).
+- ``on_stream_end(ctx) -> list[chunk]``: flush what a stage held back (e.g. a split PII placeholder).
+- ``finish(ctx)``: always, once, after the answer (success or error): settle reservations here.
+
+The pipeline looks up which stages override which hook once, at construction, so an unused hook costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.context import RequestContext
+from gateway.types import ChatChunk, ChatRequest, ChatResponse
+
+
+class Stage:
+    name = "stage"
+
+    async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
+        return None
+
+    async def post(self, ctx: RequestContext, resp: ChatResponse) -> ChatResponse:
+        return resp
+
+    def on_chunk(self, ctx: RequestContext, chunk: ChatChunk) -> ChatChunk | None:
+        return chunk
+
+    def on_stream_end(self, ctx: RequestContext) -> list[ChatChunk]:
+        return []
+
+    async def finish(self, ctx: RequestContext) -> None:
+        return None
+
+
+def _overrides(stage: Stage, hook: str) -> bool:
+    return getattr(type(stage), hook) is not getattr(Stage, hook)
+
+
+class Pipeline:
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = list(stages)
+        self._pre = [s for s in self.stages if _overrides(s, "pre")]
+        rev = list(reversed(self.stages))
+        self._post = [s for s in rev if _overrides(s, "post")]
+        self._chunk = [s for s in rev if _overrides(s, "on_chunk") or _overrides(s, "on_stream_end")]
+        self._finish = [s for s in rev if _overrides(s, "finish")]
+
+    @property
+    def touches_chunks(self) -> bool:
+        return bool(self._chunk)
+
+    async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
+        for s in self._pre:
+            await s.pre(ctx, req)
+            if "short_circuit" in ctx.scratch:
+                return
+
+    async def post(self, ctx: RequestContext, resp: ChatResponse) -> ChatResponse:
+        for s in self._post:
+            resp = await s.post(ctx, resp)
+        return resp
+
+    def on_chunk(self, ctx: RequestContext, chunk: ChatChunk) -> ChatChunk | None:
+        for s in self._chunk:
+            out = s.on_chunk(ctx, chunk)
+            if out is None:
+                return None
+            chunk = out
+        return chunk
+
+    def on_stream_end(self, ctx: RequestContext) -> list[ChatChunk]:
+        """What each stage held back, passed through the per-chunk hooks of the stages after it."""
+        out: list[ChatChunk] = []
+        for i, s in enumerate(self._chunk):
+            for c in s.on_stream_end(ctx):
+                kept: ChatChunk | None = c
+                for t in self._chunk[i + 1 :]:
+                    kept = t.on_chunk(ctx, kept)
+                    if kept is None:
+                        break
+                if kept is not None:
+                    out.append(kept)
+        return out
+
+    async def finish(self, ctx: RequestContext) -> None:
+        for s in self._finish:
+            try:
+                await s.finish(ctx)
+            except Exception:  # a failing settle must not cost the caller its answer or its record
+                ctx.flags.setdefault("finish_errors", []).append(s.name)

@@ -1,0 +1,147 @@
+"""The provider contract: one adapter per wire format.
+
+An adapter does three things: ``complete``, ``stream`` and ``embed``. Translation between the canonical types and
+the wire format is done by pure functions in the adapter's module (easy to test without a network); the methods
+here only add I/O. Every adapter extracts usage from every response and every stream — accounting is part of
+translation, not an afterthought.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.config import Deployment
+from gateway.errors import GatewayError, UpstreamError
+from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+
+
+class Provider(ABC):
+    """An upstream deployment reachable over HTTP."""
+
+    def __init__(self, dep: Deployment, http: aiohttp.ClientSession) -> None:
+        self.dep = dep
+        self.http = http
+        self.timeout = aiohttp.ClientTimeout(total=dep.timeout_s, connect=dep.connect_timeout_s)
+
+    @abstractmethod
+    async def complete(self, req: ChatRequest) -> ChatResponse: ...
+
+    @abstractmethod
+    def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Chunks as they arrive. Raises :class:`UpstreamError` before the first chunk if the call fails."""
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        raise GatewayError(
+            "unsupported_feature",
+            f"Deployment {self.dep.id!r} ({self.dep.provider}) does not serve embeddings; "
+            "use a model group backed by an embeddings-capable provider.",
+        )
+
+    # ------------------------------------------------------------ shared I/O helpers
+
+    def scrub(self, text: str) -> str:
+        """Never let a provider credential travel back in an upstream's error text."""
+        for secret in (self.dep.api_key, self.dep.aws.secret_access_key if self.dep.aws else None):
+            if secret and secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """POST and return the response once its status is 2xx; anything else becomes an UpstreamError."""
+        try:
+            resp = await self.http.post(url, data=body, headers=headers, timeout=self.timeout)
+        except asyncio.TimeoutError:
+            raise UpstreamError(504, "timed out", deployment=self.dep.id, timeout=True) from None
+        except aiohttp.ClientError as e:
+            raise UpstreamError(502, f"connection failed ({type(e).__name__})", deployment=self.dep.id) from None
+        if resp.status >= 300:
+            await self.raise_for_status(resp)
+        return resp
+
+    async def read(self, resp: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await resp.read()
+        except asyncio.TimeoutError:
+            raise UpstreamError(504, "timed out reading the response", deployment=self.dep.id, timeout=True) from None
+        except aiohttp.ClientError as e:
+            raise UpstreamError(502, f"connection lost ({type(e).__name__})", deployment=self.dep.id) from None
+
+    async def raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
+        try:
+            body = await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            body = b""
+        finally:
+            resp.release()
+        retry_after = parse_retry_after(resp.headers.get("retry-after"))
+        if resp.status in (401, 403):
+            # The caller can't fix the gateway's credentials; don't echo what the provider said about them.
+            raise UpstreamError(
+                502,
+                f"the provider rejected the gateway's credentials (HTTP {resp.status}); check deployment "
+                f"{self.dep.id!r}'s api_key",
+                deployment=self.dep.id,
+            )
+        raise UpstreamError(
+            resp.status, self.scrub(error_message(body, resp.status)), retry_after=retry_after, deployment=self.dep.id
+        )
+
+    def bad_response(self, what: str) -> UpstreamError:
+        return UpstreamError(502, f"returned a malformed response ({what})", deployment=self.dep.id, bad_response=True)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # HTTP-date form: rare for LLM providers; the router falls back to its own cooldown
+
+
+def error_message(body: bytes, status: int) -> str:
+    """The human part of any provider's error body (OpenAI, Anthropic, Google and AWS shapes)."""
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"][:500]
+        if isinstance(err, str):
+            return err[:500]
+        if isinstance(data.get("message"), str):
+            return data["message"][:500]
+    return f"HTTP {status}"
+
+
+async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes, bytes]]:
+    """Server-sent events as (event name, data) pairs, yielded as soon as each event is complete."""
+    buf = b""
+    async for piece in resp.content.iter_any():
+        buf += piece
+        while True:
+            end = buf.find(b"\n\n")
+            if end < 0:
+                break
+            block, buf = buf[:end], buf[end + 2 :]
+            event, data = b"", []
+            for line in block.split(b"\n"):
+                line = line.rstrip(b"\r")
+                if line.startswith(b"data:"):
+                    data.append(line[5:].lstrip(b" "))
+                elif line.startswith(b"event:"):
+                    event = line[6:].strip()
+            if data:
+                yield event, b"\n".join(data)
+    if buf.strip():
+        raise UpstreamError(502, "stream ended inside an event", bad_response=True)

@@ -1,0 +1,261 @@
+"""OpenAI-compatible upstreams: OpenAI, Azure OpenAI, vLLM, Ollama, Groq, Together, Mistral, DeepSeek, OpenRouter.
+
+They differ only in URL, auth header and api-version, all of which come from the deployment's config. Responses
+already have the OpenAI dialect's shape, so they keep their raw bytes for the dialect to relay untouched; only the
+fields the gateway needs (usage, choices for post stages) are decoded, by msgspec, skipping everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import orjson
+
+from gateway.config import Deployment
+from gateway.errors import UpstreamError
+from gateway.providers.base import Provider, iter_sse
+from gateway.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    Delta,
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Message,
+    Usage,
+)
+
+# ---------------------------------------------------------------- wire types (decode only what we read)
+
+
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = 0
+
+
+class _CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = 0
+
+
+class WireUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+
+
+class _WireMessage(msgspec.Struct):
+    role: str = "assistant"
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    reasoning_content: str | None = None
+
+
+class _WireChoice(msgspec.Struct):
+    message: _WireMessage
+    index: int = 0
+    finish_reason: str | None = None
+
+
+class _WireResponse(msgspec.Struct):
+    choices: list[_WireChoice]
+    id: str = ""
+    model: str = ""
+    created: int = 0
+    usage: WireUsage | None = None
+    system_fingerprint: str | None = None
+
+
+class _WireDelta(msgspec.Struct):
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    reasoning_content: str | None = None
+
+
+class _WireChunkChoice(msgspec.Struct):
+    delta: _WireDelta | None = None
+    index: int = 0
+    finish_reason: str | None = None
+
+
+class _WireChunk(msgspec.Struct):
+    id: str = ""
+    model: str = ""
+    created: int = 0
+    choices: list[_WireChunkChoice] = []
+    usage: WireUsage | None = None
+
+
+class _WireEmbedding(msgspec.Struct):
+    embedding: list[float] | str
+    index: int = 0
+
+
+class _WireEmbeddings(msgspec.Struct):
+    data: list[_WireEmbedding]
+    model: str = ""
+    usage: WireUsage | None = None
+
+
+_response_decoder = msgspec.json.Decoder(_WireResponse)
+_chunk_decoder = msgspec.json.Decoder(_WireChunk)
+_embeddings_decoder = msgspec.json.Decoder(_WireEmbeddings)
+
+# ---------------------------------------------------------------- pure translation
+
+
+def usage_from_wire(u: WireUsage | None) -> Usage:
+    if u is None:
+        return Usage()
+    return Usage(
+        input_tokens=u.prompt_tokens,
+        output_tokens=u.completion_tokens,
+        cached_tokens=(u.prompt_tokens_details.cached_tokens or 0) if u.prompt_tokens_details else 0,
+        reasoning_tokens=(u.completion_tokens_details.reasoning_tokens or 0) if u.completion_tokens_details else 0,
+    )
+
+
+def request_to_wire(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
+    """The canonical request as an OpenAI body, addressed to ``upstream_model``. Streams always ask for usage."""
+    body: dict[str, Any] = msgspec.to_builtins(req)
+    extra = body.pop("extra", None)
+    if extra:
+        body.update(extra)
+    body["model"] = upstream_model
+    if req.stream:
+        body["stream_options"] = {**(req.stream_options or {}), "include_usage": True}
+    return body
+
+
+def response_from_wire(body: bytes) -> ChatResponse:
+    w = _response_decoder.decode(body)
+    return ChatResponse(
+        id=w.id,
+        model=w.model,
+        created=w.created,
+        system_fingerprint=w.system_fingerprint,
+        choices=[
+            Choice(
+                index=c.index,
+                finish_reason=c.finish_reason,
+                message=Message(
+                    role=c.message.role,
+                    content=c.message.content,
+                    tool_calls=c.message.tool_calls,
+                    reasoning=c.message.reasoning_content,
+                ),
+            )
+            for c in w.choices
+        ],
+        usage=usage_from_wire(w.usage),
+        raw=body,
+    )
+
+
+def chunk_from_wire(data: bytes) -> ChatChunk:
+    w = _chunk_decoder.decode(data)
+    return ChatChunk(
+        id=w.id,
+        model=w.model,
+        created=w.created,
+        choices=[
+            Delta(
+                index=c.index,
+                role=c.delta.role,
+                content=c.delta.content,
+                tool_calls=c.delta.tool_calls,
+                reasoning=c.delta.reasoning_content,
+                finish_reason=c.finish_reason,
+            )
+            if c.delta is not None
+            else Delta(index=c.index, finish_reason=c.finish_reason)
+            for c in w.choices
+        ],
+        usage=usage_from_wire(w.usage) if w.usage is not None else None,
+        raw=data,
+    )
+
+
+def embeddings_from_wire(body: bytes) -> EmbeddingResponse:
+    w = _embeddings_decoder.decode(body)
+    return EmbeddingResponse(
+        model=w.model,
+        data=[Embedding(index=e.index, embedding=e.embedding) for e in w.data],
+        usage=usage_from_wire(w.usage),
+        raw=body,
+    )
+
+
+def endpoint(dep: Deployment, path: str) -> str:
+    """The URL of ``path`` (``chat/completions`` or ``embeddings``) on this deployment."""
+    base = dep.api_base.rstrip("/")
+    if dep.provider == "azure":
+        return f"{base}/openai/deployments/{dep.model}/{path}?api-version={dep.api_version or '2024-10-21'}"
+    return f"{base}/{path}"
+
+
+def auth_headers(dep: Deployment) -> dict[str, str]:
+    headers = {"content-type": "application/json", **dep.headers}
+    if dep.api_key:
+        if dep.provider == "azure":
+            headers["api-key"] = dep.api_key
+        else:
+            headers["authorization"] = f"Bearer {dep.api_key}"
+    return headers
+
+
+# ---------------------------------------------------------------- I/O
+
+
+class OpenAIProvider(Provider):
+    def __init__(self, dep: Deployment, http: Any) -> None:
+        super().__init__(dep, http)
+        self.chat_url = endpoint(dep, "chat/completions")
+        self.embed_url = endpoint(dep, "embeddings")
+        self.headers = auth_headers(dep)
+
+    async def complete(self, req: ChatRequest) -> ChatResponse:
+        body = orjson.dumps(request_to_wire(req, self.dep.model))
+        resp = await self.post(self.chat_url, body, self.headers)
+        data = await self.read(resp)
+        try:
+            return response_from_wire(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise self.bad_response(str(e)) from None
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+        body = orjson.dumps(request_to_wire(req, self.dep.model))
+        resp = await self.post(self.chat_url, body, self.headers)
+        try:
+            async for _event, data in iter_sse(resp):
+                if data == b"[DONE]":
+                    return
+                try:
+                    chunk = chunk_from_wire(data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                    raise self.bad_response(f"stream chunk: {e}") from None
+                yield chunk
+            raise UpstreamError(502, "stream ended without [DONE]", deployment=self.dep.id, bad_response=True)
+        except TimeoutError:
+            raise UpstreamError(504, "stream timed out", deployment=self.dep.id, timeout=True) from None
+        except UpstreamError:
+            raise
+        except Exception as e:  # aiohttp payload errors on a dropped connection
+            raise UpstreamError(502, f"stream broke ({type(e).__name__})", deployment=self.dep.id) from None
+        finally:
+            resp.release()
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        wire: dict[str, Any] = msgspec.to_builtins(req)
+        wire.update(wire.pop("extra", None) or {})
+        wire["model"] = self.dep.model
+        resp = await self.post(self.embed_url, orjson.dumps(wire), self.headers)
+        data = await self.read(resp)
+        try:
+            return embeddings_from_wire(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise self.bad_response(str(e)) from None

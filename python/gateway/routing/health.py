@@ -1,0 +1,101 @@
+"""Per-deployment health: latency EWMAs, cooldowns after 429/5xx/timeouts, and a circuit breaker.
+
+The breaker opens after ``failure_threshold`` consecutive failures, stays open for ``open_s`` seconds, then lets
+a single half-open probe through: success closes it, failure re-opens it. A 429 is a cooldown (the provider said
+when to come back), not a breaker failure.
+"""
+
+from __future__ import annotations
+
+import time
+
+from gateway.errors import UpstreamError
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+class Health:
+    __slots__ = (
+        "alpha",
+        "consecutive_failures",
+        "cooldown_until",
+        "ewma_total_ms",
+        "ewma_ttft_ms",
+        "failure_threshold",
+        "inflight",
+        "open_s",
+        "opened_at",
+        "probe_in_flight",
+        "requests",
+        "failures",
+        "state",
+    )
+
+    def __init__(self, failure_threshold: int = 5, open_s: float = 30.0, alpha: float = 0.2) -> None:
+        self.failure_threshold = failure_threshold
+        self.open_s = open_s
+        self.alpha = alpha
+        self.ewma_ttft_ms: float | None = None
+        self.ewma_total_ms: float | None = None
+        self.consecutive_failures = 0
+        self.cooldown_until = 0.0
+        self.state = CLOSED
+        self.opened_at = 0.0
+        self.probe_in_flight = False
+        self.inflight = 0
+        self.requests = 0
+        self.failures = 0
+
+    def available(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if now < self.cooldown_until:
+            return False
+        if self.state == OPEN:
+            if now - self.opened_at < self.open_s:
+                return False
+            self.state = HALF_OPEN
+            self.probe_in_flight = False
+        if self.state == HALF_OPEN:
+            return not self.probe_in_flight
+        return True
+
+    def begin(self) -> None:
+        self.inflight += 1
+        self.requests += 1
+        if self.state == HALF_OPEN:
+            self.probe_in_flight = True
+
+    def end(self) -> None:
+        self.inflight -= 1
+
+    def success(self, total_ms: float, ttft_ms: float | None = None) -> None:
+        self.consecutive_failures = 0
+        self.state = CLOSED
+        self.probe_in_flight = False
+        self.ewma_total_ms = self._ewma(self.ewma_total_ms, total_ms)
+        if ttft_ms is not None:
+            self.ewma_ttft_ms = self._ewma(self.ewma_ttft_ms, ttft_ms)
+
+    def failure(self, err: UpstreamError, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.failures += 1
+        self.probe_in_flight = False
+        if err.status == 429:
+            self.cooldown_until = max(self.cooldown_until, now + (err.retry_after if err.retry_after else 1.0))
+            return
+        if not err.retryable:
+            return  # the request was bad, not the deployment
+        self.consecutive_failures += 1
+        if err.timeout:
+            self.ewma_total_ms = self._ewma(self.ewma_total_ms, 1000.0 * 60)
+        if self.state == HALF_OPEN or self.consecutive_failures >= self.failure_threshold:
+            self.state = OPEN
+            self.opened_at = now
+
+    def _ewma(self, cur: float | None, sample: float) -> float:
+        return sample if cur is None else cur + self.alpha * (sample - cur)
+
+    def latency_ms(self) -> float:
+        """The latency the least-latency strategy compares: TTFT when streams were seen, else total."""
+        v = self.ewma_ttft_ms if self.ewma_ttft_ms is not None else self.ewma_total_ms
+        return v if v is not None else 0.0

@@ -1,0 +1,77 @@
+"""Routing strategies: pure functions that order a group's available deployments, best first.
+
+Each returns the ordered list and a short reason for the first choice (it goes into ``x-gateway-route``).
+The router walks the list for failover, so the order past the first element matters too.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+
+class Candidate(Protocol):
+    @property
+    def weight(self) -> float: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def unit_cost(self) -> float: ...
+    @property
+    def latency_ms(self) -> float: ...
+    @property
+    def inflight(self) -> int: ...
+
+
+T = TypeVar("T", bound=Candidate)
+
+
+def weighted(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
+    """Weighted random without replacement (Efraimidis–Spirakis keys)."""
+    if len(cands) == 1:
+        return list(cands), "only"
+    keyed = sorted(cands, key=lambda c: rng.random() ** (1.0 / c.weight) if c.weight > 0 else -1.0, reverse=True)
+    total = sum(c.weight for c in cands) or 1.0
+    return keyed, f"weighted p={keyed[0].weight / total:.2f}"
+
+
+def priority(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
+    ordered = sorted(cands, key=lambda c: c.priority)
+    return ordered, f"priority {ordered[0].priority}"
+
+
+def lowest_cost(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
+    ordered = sorted(cands, key=lambda c: c.unit_cost)
+    return ordered, f"lowest_cost ${ordered[0].unit_cost:.4g}/Mtok"
+
+
+def least_busy(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
+    ordered = sorted(cands, key=lambda c: (c.inflight, rng.random()))
+    return ordered, f"least_busy inflight={ordered[0].inflight}"
+
+
+def least_latency(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
+    """Power of two choices on the latency EWMA: the faster of two random picks goes first, so a slow
+    deployment still gets a share of probe traffic and is noticed when it recovers. Unmeasured ones go first."""
+    if len(cands) == 1:
+        return list(cands), "only"
+    unmeasured = [c for c in cands if c.latency_ms == 0.0]
+    if unmeasured:
+        first = rng.choice(unmeasured)
+        reason = "least_latency unmeasured"
+    else:
+        a, b = rng.sample(list(cands), 2)
+        first = a if a.latency_ms <= b.latency_ms else b
+        reason = f"least_latency ewma={first.latency_ms:.0f}ms"
+    rest = sorted((c for c in cands if c is not first), key=lambda c: c.latency_ms)
+    return [first, *rest], reason
+
+
+STRATEGIES: dict[str, Callable[..., tuple[list, str]]] = {
+    "weighted": weighted,
+    "priority": priority,
+    "lowest_cost": lowest_cost,
+    "least_busy": least_busy,
+    "least_latency": least_latency,
+}

@@ -1,0 +1,72 @@
+"""Authentication: a gateway key (``Authorization: Bearer`` or ``x-api-key``) → the calling Principal.
+
+Keys are looked up by SHA-256 hash: first among the keys declared in config (hashed at load), then in the store.
+Store answers are cached for a few seconds in each worker so the hot path is a hash and a dict lookup; a revoked
+key stops working within ``ttl_s``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from gateway.config import KeyConfig
+from gateway.errors import GatewayError
+from gateway.store.sqlite import SqliteStore, hash_key
+from gateway.types import Principal
+
+
+def principal_from_config(k: KeyConfig, index: int) -> Principal:
+    return Principal(
+        key_id=f"cfg_{k.name or index}",
+        tenant=k.tenant,
+        team=k.team,
+        name=k.name,
+        models=tuple(k.models),
+        residency=tuple(k.residency),
+        profile=k.profile,
+    )
+
+
+def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key.strip()
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return None
+
+
+class Authenticator:
+    def __init__(self, keys: Iterable[KeyConfig], store: SqliteStore | None, ttl_s: float = 5.0) -> None:
+        self.static = {hash_key(k.key): principal_from_config(k, i) for i, k in enumerate(keys)}
+        self.store = store
+        self.ttl_s = ttl_s
+        self.cache: dict[str, tuple[Principal | None, float]] = {}
+
+    def authenticate(self, key: str | None) -> Principal:
+        if not key:
+            raise GatewayError(
+                "missing_api_key",
+                "No gateway key: send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
+            )
+        h = hash_key(key)
+        p = self.static.get(h)
+        if p is not None:
+            return p
+        now = time.monotonic()
+        hit = self.cache.get(h)
+        if hit is not None and hit[1] > now:
+            p = hit[0]
+        elif self.store is not None:
+            p = self.store.find_key(h)
+            if len(self.cache) > 100_000:
+                self.cache.clear()
+            self.cache[h] = (p, now + self.ttl_s)
+        if p is None:
+            raise GatewayError(
+                "invalid_api_key",
+                "The gateway key is not valid (unknown or revoked). Check the key or ask an admin for a new one.",
+            )
+        return p

@@ -1,0 +1,172 @@
+"""The embedded store: gateway keys (hashed) and per-request records, in one SQLite file.
+
+WAL mode lets every Granian worker process write to the same file; each connection is used by one thread only
+(the request path reads keys through a short-lived cache; the record writer thread owns its own connection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.context import Record
+from gateway.types import Principal
+
+KEY_PREFIX = "gw-"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    key_id      TEXT PRIMARY KEY,
+    key_hash    TEXT NOT NULL UNIQUE,
+    display     TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    team        TEXT,
+    name        TEXT,
+    models      TEXT NOT NULL DEFAULT '[]',
+    residency   TEXT NOT NULL DEFAULT '[]',
+    profile     TEXT,
+    created_at  REAL NOT NULL,
+    revoked_at  REAL
+);
+CREATE TABLE IF NOT EXISTS records (
+    request_id  TEXT PRIMARY KEY,
+    ts          REAL NOT NULL,
+    tenant      TEXT,
+    key_id      TEXT,
+    status      INTEGER NOT NULL,
+    model_served TEXT,
+    cost_usd    REAL NOT NULL DEFAULT 0,
+    body        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_tenant_ts ON records (tenant, ts);
+"""
+
+
+def hash_key(key: str) -> str:
+    """Keys are 256-bit random tokens, so a plain SHA-256 is a safe, fast lookup hash."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(p, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def _principal(row: Sequence[Any]) -> Principal:
+    key_id, tenant, team, name, models, residency, profile = row
+    return Principal(
+        key_id=key_id,
+        tenant=tenant,
+        team=team,
+        name=name,
+        models=tuple(orjson.loads(models)),
+        residency=tuple(orjson.loads(residency)),
+        profile=profile,
+    )
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.conn = connect(path)
+
+    # ------------------------------------------------------------ keys
+
+    def create_key(
+        self,
+        tenant: str,
+        team: str | None = None,
+        name: str | None = None,
+        models: Iterable[str] = (),
+        residency: Iterable[str] = (),
+        profile: str | None = None,
+    ) -> tuple[str, str]:
+        """Returns (key_id, the plain key). The plain key is shown once and never stored."""
+        key = new_key()
+        key_id = "key_" + secrets.token_hex(8)
+        self.conn.execute(
+            "INSERT INTO keys (key_id, key_hash, display, tenant, team, name, models, residency, profile, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key_id,
+                hash_key(key),
+                key[:7] + "…" + key[-4:],
+                tenant,
+                team,
+                name,
+                orjson.dumps(list(models)).decode(),
+                orjson.dumps(list(residency)).decode(),
+                profile,
+                time.time(),
+            ),
+        )
+        return key_id, key
+
+    def find_key(self, key_hash: str) -> Principal | None:
+        row = self.conn.execute(
+            "SELECT key_id, tenant, team, name, models, residency, profile FROM keys"
+            " WHERE key_hash = ? AND revoked_at IS NULL",
+            (key_hash,),
+        ).fetchone()
+        return _principal(row) if row else None
+
+    def list_keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT key_id, display, tenant, team, name, models, created_at, revoked_at FROM keys"
+        args: tuple[Any, ...] = ()
+        if tenant:
+            sql += " WHERE tenant = ?"
+            args = (tenant,)
+        cols = ("key_id", "display", "tenant", "team", "name", "models", "created_at", "revoked_at")
+        out = []
+        for row in self.conn.execute(sql + " ORDER BY created_at", args):
+            d = dict(zip(cols, row, strict=True))
+            d["models"] = orjson.loads(d["models"])
+            out.append(d)
+        return out
+
+    def revoke_key(self, key_id: str) -> bool:
+        cur = self.conn.execute(
+            "UPDATE keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", (time.time(), key_id)
+        )
+        return cur.rowcount == 1
+
+    # ------------------------------------------------------------ records
+
+    def insert_records(self, records: Sequence[Record], encode: Any = orjson.dumps) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO records (request_id, ts, tenant, key_id, status, model_served, cost_usd, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.request_id, r.ts, r.tenant, r.key_id, r.status, r.model_served, r.cost_usd, encode(r)) for r in records],
+        )
+
+    def records(self, tenant: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        sql = "SELECT body FROM records"
+        args: tuple[Any, ...] = ()
+        if tenant is not None:
+            sql += " WHERE tenant = ?"
+            args = (tenant,)
+        sql += " ORDER BY ts DESC LIMIT ?"
+        return [orjson.loads(row[0]) for row in self.conn.execute(sql, (*args, limit))]
+
+    def count_records(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+    def close(self) -> None:
+        self.conn.close()
