@@ -21,11 +21,12 @@ from gateway.context import RequestContext
 from gateway.dialects import openai as oai
 from gateway.errors import GatewayError, UpstreamError
 from gateway.pipeline import Pipeline
-from gateway.pricing import cost
+from gateway.pricing import charge
 from gateway.routing.router import Router
 from gateway.stages import build_stages
 from gateway.stages.auth import Authenticator, key_from_headers
 from gateway.stages.enrich import enrich_headers
+from gateway.state.local import LocalState
 from gateway.store.sqlite import SqliteStore
 from gateway.telemetry.records import RecordWriter
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, Usage
@@ -48,6 +49,7 @@ class Gateway:
         )
         self.auth = Authenticator(cfg.keys, self.store)
         self.router = Router(cfg, http)
+        self.state = LocalState()
         self.pipeline = Pipeline(build_stages(cfg, self))
         self.max_body = cfg.server.max_body_bytes
         self.started = int(time.time())
@@ -95,6 +97,9 @@ class Gateway:
         tags = h.get("x-gateway-tags")
         if tags:
             ctx.tags = [t.strip() for t in tags.split(",") if t.strip()]
+        session = h.get("x-gateway-session")
+        if session:
+            ctx.scratch["session"] = session
         agent = h.get("x-gateway-agent")
         if agent:
             ctx.agent, _, run = agent.partition("/")
@@ -127,10 +132,10 @@ class Gateway:
         self.records.submit(ctx.record())
 
     def settle(self, ctx: RequestContext, usage: Usage) -> None:
-        ctx.usage = usage
+        """Charge a finished stream's usage to the deployment that served it."""
         target = ctx.scratch.get("target")
         if target is not None:
-            ctx.cost = cost(usage, target.price)
+            charge(ctx, usage, target.price)
 
     # ------------------------------------------------------------ chat
 
@@ -141,14 +146,13 @@ class Gateway:
             self.authenticate(ctx, scope)
             req: ChatRequest = dialect.parse_chat(await self.read_body(scope, proto))
             ctx.req, ctx.model, ctx.stream = req, req.model, req.stream
-            group = self.resolve(ctx, req.model)
+            group = ctx.scratch["group"] = self.resolve(ctx, req.model)
             await self.pipeline.pre(ctx, req)
             short = ctx.scratch.get("short_circuit")
             if req.stream:
                 sent = await self.chat_stream(ctx, proto, dialect, group, req)
                 return
             resp: ChatResponse = short if short is not None else await self.router.complete(ctx, group, req)
-            self.settle(ctx, resp.usage)
             resp = await self.pipeline.post(ctx, resp)
             body = dialect.render_response(resp)
             proto.response_bytes(200, enrich_headers(ctx, JSON), body)
@@ -275,7 +279,6 @@ class Gateway:
             ctx.model = req.model
             group = self.resolve(ctx, req.model)
             resp = await self.router.embed(ctx, group, req)
-            self.settle(ctx, resp.usage)
             proto.response_bytes(200, enrich_headers(ctx, JSON), oai.render_embeddings(resp))
         except GatewayError as e:
             self.fail(ctx, proto, oai.OpenAIDialect, e, _NOT_SENT)

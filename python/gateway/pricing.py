@@ -8,6 +8,7 @@ from importlib import resources
 import orjson
 
 from gateway.config import Config, Deployment, Price
+from gateway.context import RequestContext
 from gateway.types import Usage
 
 
@@ -60,3 +61,9 @@ def cost(usage: Usage, price: Price) -> float:
 def context_window(model: str) -> int | None:
     row = lookup(model)
     return int(row["context_window"]) if row and "context_window" in row else None
+
+
+def charge(ctx: RequestContext, usage: Usage, price: Price) -> None:
+    """Add one upstream call's usage and cost to the request (a request may pay for retries and hedges)."""
+    ctx.usage = ctx.usage.plus(usage)
+    ctx.cost += cost(usage, price)

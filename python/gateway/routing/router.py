@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from gateway.config import Config, Deployment, ModelGroup
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, UpstreamError
-from gateway.pricing import price_for
+from gateway.pricing import charge, price_for
 from gateway.providers import make_provider
 from gateway.providers.base import Provider
 from gateway.routing.health import Health
@@ -78,14 +78,21 @@ class Router:
 
     # ------------------------------------------------------------ planning
 
-    def plan(self, ctx: RequestContext, group: str) -> Iterator[tuple[Target, str]]:
-        """Deployments to try, in order, with the reason for each: the group's own, then its fallbacks'."""
+    def plan(
+        self, ctx: RequestContext, group: str, only: str | None = None, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> Iterator[tuple[Target, str]]:
+        """Deployments to try, in order, with the reason for each: the group's own, then its fallbacks'.
+        ``only`` restricts the plan to one deployment (a retry on the same one); ``exclude`` skips some."""
         residency = ctx.principal.residency if ctx.principal else ()
-        seen: set[str] = set()
+        seen: set[str] = set(exclude)
         chain = [group, *self.groups[group].fallbacks]
         any_in_region = False
         for i, name in enumerate(chain):
-            allowed = [t for t in self.targets[name] if not residency or t.dep.region in residency]
+            allowed = [
+                t
+                for t in self.targets[name]
+                if (not residency or t.dep.region in residency) and (only is None or t.dep.id == only)
+            ]
             any_in_region = any_in_region or bool(allowed)
             now = time.monotonic()
             healthy = [t for t in allowed if t.health.available(now)]
@@ -110,14 +117,20 @@ class Router:
     # ------------------------------------------------------------ execution
 
     async def _attempts(
-        self, ctx: RequestContext, group: str, call: Callable[[Target], Awaitable[R]]
+        self,
+        ctx: RequestContext,
+        group: str,
+        call: Callable[[Target], Awaitable[R]],
+        only: str | None = None,
+        exclude: set[str] | frozenset[str] = frozenset(),
     ) -> R:
         g = self.groups[group]
         deadline = time.monotonic() + g.timeout_s
         last: UpstreamError | None = None
         notes: list[str] = []
-        for target, reason in self.plan(ctx, group):
-            if ctx.attempts >= g.max_attempts or time.monotonic() >= deadline:
+        budget = ctx.attempts + g.max_attempts
+        for target, reason in self.plan(ctx, group, only, exclude):
+            if ctx.attempts >= budget or time.monotonic() >= deadline:
                 break
             ctx.attempts += 1
             target.health.begin()
@@ -158,17 +171,32 @@ class Router:
         ctx.route = reason
         ctx.scratch["target"] = target
 
-    async def complete(self, ctx: RequestContext, group: str, req: ChatRequest) -> ChatResponse:
+    async def complete(
+        self,
+        ctx: RequestContext,
+        group: str,
+        req: ChatRequest,
+        only: str | None = None,
+        exclude: set[str] | frozenset[str] = frozenset(),
+    ) -> ChatResponse:
+        """One answer; its usage and cost are charged to ``ctx`` (every attempt that returned is paid for)."""
+
         async def call(t: Target) -> ChatResponse:
             t0 = time.perf_counter_ns()
             resp = await t.provider.complete(req)
             t.health.success((time.perf_counter_ns() - t0) / 1e6)
+            charge(ctx, resp.usage, t.price)
+            return resp
+
+        return await self._attempts(ctx, group, call, only, exclude)
+
+    async def embed(self, ctx: RequestContext, group: str, req: EmbeddingRequest) -> EmbeddingResponse:
+        async def call(t: Target) -> EmbeddingResponse:
+            resp = await t.provider.embed(req)
+            charge(ctx, resp.usage, t.price)
             return resp
 
         return await self._attempts(ctx, group, call)
-
-    async def embed(self, ctx: RequestContext, group: str, req: EmbeddingRequest) -> EmbeddingResponse:
-        return await self._attempts(ctx, group, lambda t: t.provider.embed(req))
 
     async def open_stream(
         self, ctx: RequestContext, group: str, req: ChatRequest

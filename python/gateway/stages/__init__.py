@@ -1,5 +1,5 @@
 """Pipeline stages. ``build_stages`` turns the config into the ordered list the pipeline runs:
-limits → budget → pii → injection → cache → (route) → … post hooks in reverse."""
+limits → pii → validate; post hooks run in reverse (validate, then unmask)."""
 
 from __future__ import annotations
 
@@ -11,4 +11,18 @@ from gateway.pipeline import Stage
 
 def build_stages(cfg: Config, gw: Any) -> list[Stage]:
     stages: list[Stage] = []
+    st = cfg.stages
+    if st.limits.enabled:
+        from gateway.stages.limits import LimitsStage
+
+        stages.append(LimitsStage(st.limits, gw.state))
+    profiles = {name: p.pii for name, p in st.profiles.items() if p.pii is not None}
+    if st.pii.enabled or any(p.enabled for p in profiles.values()):
+        from gateway.stages.pii import PiiStage
+
+        stages.append(PiiStage(st.pii, profiles, gw.state))
+    if st.validate.enabled:
+        from gateway.stages.validate import ValidateStage
+
+        stages.append(ValidateStage(st.validate, gw.router))
     return stages

@@ -1,0 +1,41 @@
+# The two commands: `make demo` and `make test`. Everything else is for developers.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 4000
+
+.PHONY: demo test setup test-setup bench bench-micro bench-load lint fmt clean
+
+demo: setup
+	PORT=$(PORT) $(PY) -m gateway demo --port $(PORT)
+
+test: test-setup
+	cargo test --quiet
+	$(PY) -m pytest -q tests
+
+setup:
+	@bash scripts/setup.sh
+
+test-setup:
+	@bash scripts/setup.sh --test
+
+bench: test-setup bench-micro bench-load
+
+bench-micro:
+	$(PY) -m pytest benches --benchmark-enable --benchmark-only -q --benchmark-columns=min,median,mean,ops,rounds
+
+bench-load:
+	$(PY) -m benches.load.run
+
+lint:
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	cargo fmt --check
+	cargo clippy --quiet -- -D warnings
+
+fmt:
+	$(VENV)/bin/ruff format python tests benches
+	$(VENV)/bin/ruff check --fix python tests benches
+	cargo fmt
+
+clean:
+	rm -rf target .gateway .pytest_cache .benchmarks

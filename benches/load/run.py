@@ -1,0 +1,221 @@
+"""The gateway's added latency, measured against the same requests sent straight to the upstream, in one run.
+
+    python -m benches.load.run [--quick] [--workers 2] [--config-extra FILE] [--out bench-results/load.json]
+
+It starts the simulator (zero latency, so the numbers are the gateway's own cost) and the gateway (Granian, 2
+workers by default) and drives both with a real load generator in its own process (``oha``; installed with
+``cargo install oha`` by this script when missing):
+
+- closed loop at concurrency 1, 16, 64: p50/p90/p99 and throughput, direct vs through the gateway;
+- open loop at a fixed rate (default 1,000 req/s, with latency correction against coordinated omission);
+- streams (SSE with usage): time to first byte and to last byte at concurrency 1, 16, 64;
+- the gateway's RSS per worker after the run.
+
+Added latency = gateway percentile − direct percentile; ratio = gateway / direct. Everything shares this
+machine's cores (load generator, simulator, gateway), as the numbers in the README say.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+KEY = "gw-bench-key-0000000000000000000000000000"
+BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say hello to the benchmark."}], "max_tokens": 16}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(url: str, proc: subprocess.Popen[Any], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url}: process exited ({proc.returncode})")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def ensure_oha() -> str:
+    exe = shutil.which("oha") or str(Path.home() / ".cargo/bin/oha")
+    if not Path(exe).exists():
+        print("installing oha (cargo install oha --locked) ...", flush=True)
+        subprocess.run(["cargo", "install", "oha", "--locked", "--quiet"], check=True)
+    return exe
+
+
+def oha(exe: str, url: str, body: bytes, headers: dict[str, str], *, conc: int, n: int | None = None,
+        duration_s: float | None = None, qps: int | None = None) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        f.write(body)
+        body_path = f.name
+    cmd = [exe, "--no-tui", "--output-format", "json", "-m", "POST", "-c", str(conc), "-D", body_path]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    if n is not None:
+        cmd += ["-n", str(n)]
+    if duration_s is not None:
+        cmd += ["-z", f"{duration_s}s"]
+    if qps is not None:
+        cmd += ["-q", str(qps), "--latency-correction"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    os.unlink(body_path)
+    data = json.loads(out)
+    pct = data["latencyPercentiles"]
+    codes = data.get("statusCodeDistribution", {})
+    ok = int(codes.get("200", 0))
+    total = sum(int(v) for v in codes.values()) + sum(int(v) for v in data.get("errorDistribution", {}).values())
+    fb = data.get("firstBytePercentiles") or pct
+    return {
+        "n": total,
+        "ok": ok,
+        "rps": data["summary"]["requestsPerSec"],
+        "p50_ms": pct["p50"] * 1000,
+        "p90_ms": pct["p90"] * 1000,
+        "p99_ms": pct["p99"] * 1000,
+        "ttfb_p50_ms": fb["p50"] * 1000,
+        "ttfb_p99_ms": fb["p99"] * 1000,
+    }
+
+
+def compare(name: str, direct: dict[str, Any], gw: dict[str, Any]) -> dict[str, Any]:
+    row = {"case": name, "direct": direct, "gateway": gw}
+    for p in ("p50_ms", "p90_ms", "p99_ms", "ttfb_p50_ms", "ttfb_p99_ms"):
+        row[f"added_{p}"] = gw[p] - direct[p]
+        row[f"ratio_{p}"] = gw[p] / direct[p] if direct[p] else None
+    return row
+
+
+def rss_per_worker_mb(main_pid: int) -> list[float]:
+    out = subprocess.run(["ps", "-o", "pid=,rss=", "--ppid", str(main_pid)], capture_output=True, text=True).stdout
+    return [round(int(line.split()[1]) / 1024, 1) for line in out.strip().splitlines() if line.strip()]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--stages", default="auth", help="auth | full (pii, limits, validate on)")
+    ap.add_argument("--out", default="bench-results/load.json")
+    args = ap.parse_args()
+    scale = 0.2 if args.quick else 1.0
+    exe = ensure_oha()
+
+    work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    sim_port, gw_port = free_port(), free_port()
+    sim_url, gw_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
+    cfg: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": gw_port, "workers": args.workers},
+        "store": {"sqlite_path": str(work / "bench.db")},
+        "keys": [{"key": KEY, "name": "bench", "tenant": "bench"}],
+        "models": {"bench": {"deployments": [
+            {"id": "sim", "model": "bench", "api_base": sim_url + "/v1", "api_key": "sim",
+             "price": {"input": 0.15, "output": 0.6}}]}},
+    }
+    if args.stages == "full":
+        cfg["stages"] = {
+            "pii": {"enabled": True},
+            "limits": {"enabled": True, "per_key": {"rpm": 10_000_000, "tpm": 10_000_000_000}},
+            "validate": {"enabled": True},
+        }
+    (work / "bench.yaml").write_text(yaml.safe_dump(cfg))
+    procs = []
+    try:
+        sim = subprocess.Popen([PY, "-m", "gateway", "simulate", "--port", str(sim_port), "--workers", "1"],
+                               cwd=ROOT, stdout=subprocess.DEVNULL)
+        procs.append(sim)
+        wait(sim_url + "/healthz", sim)
+        gw = subprocess.Popen([PY, "-m", "gateway", "serve", "--config", str(work / "bench.yaml")], cwd=work,
+                              stdout=subprocess.DEVNULL)
+        procs.append(gw)
+        wait(gw_url + "/readyz", gw)
+
+        body = json.dumps(BODY).encode()
+        stream_body = json.dumps({**BODY, "stream": True, "stream_options": {"include_usage": True}}).encode()
+        direct_h = {"content-type": "application/json", "authorization": "Bearer sim"}
+        gw_h = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
+        d_url, g_url = sim_url + "/v1/chat/completions", gw_url + "/v1/chat/completions"
+        # warm both paths (connection pools, first-call imports)
+        oha(exe, d_url, body, direct_h, conc=4, n=400)
+        oha(exe, g_url, body, gw_h, conc=4, n=400)
+
+        rows = []
+        for conc, n in ((1, 3000), (16, 20000), (64, 30000)):
+            n = max(200, int(n * scale))
+            d = oha(exe, d_url, body, direct_h, conc=conc, n=n)
+            g = oha(exe, g_url, body, gw_h, conc=conc, n=n)
+            rows.append(compare(f"non-stream closed-loop c={conc}", d, g))
+        dur = max(3.0, 10 * scale)
+        d = oha(exe, d_url, body, direct_h, conc=256, duration_s=dur, qps=args.rate)
+        g = oha(exe, g_url, body, gw_h, conc=256, duration_s=dur, qps=args.rate)
+        rows.append(compare(f"non-stream open-loop {args.rate} req/s", d, g))
+        for conc, n in ((1, 2000), (16, 10000), (64, 30000)):
+            n = max(200, int(n * scale))
+            d = oha(exe, d_url, stream_body, direct_h, conc=conc, n=n)
+            g = oha(exe, g_url, stream_body, gw_h, conc=conc, n=n)
+            rows.append(compare(f"stream closed-loop c={conc}", d, g))
+        rss = rss_per_worker_mb(gw.pid)
+        result = {"workers": args.workers, "stages": args.stages, "rows": rows,
+                  "rss_mb_per_worker": rss, "cpus": os.cpu_count()}
+        out = ROOT / args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        print_report(result)
+        print(f"\nwritten to {out}")
+        return 0
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_report(r: dict[str, Any]) -> None:
+    print(f"\nGateway added latency ({r['workers']} workers, stages={r['stages']}, {r['cpus']} CPUs shared by "
+          "load generator, simulator and gateway)")
+    hdr = f"{'case':40} {'n':>7} {'direct p50/p99 ms':>18} {'gateway p50/p99 ms':>19} {'added p50/p99 ms':>17} " \
+          f"{'ratio p50':>9} {'direct rps':>10} {'gw rps':>8} {'gw ok%':>7}"
+    print(hdr)
+    for row in r["rows"]:
+        d, g = row["direct"], row["gateway"]
+        print(f"{row['case']:40} {g['n']:>7} {d['p50_ms']:>8.2f}/{d['p99_ms']:<9.2f} {g['p50_ms']:>8.2f}/"
+              f"{g['p99_ms']:<10.2f} {row['added_p50_ms']:>7.2f}/{row['added_p99_ms']:<9.2f} "
+              f"{row['ratio_p50_ms'] or 0:>9.2f} {d['rps']:>10.0f} {g['rps']:>8.0f} {100 * g['ok'] / max(1, g['n']):>6.1f}%")
+    for row in r["rows"]:
+        if row["case"].startswith("stream"):
+            d, g = row["direct"], row["gateway"]
+            print(f"{row['case']:40} first byte p50/p99 ms: direct {d['ttfb_p50_ms']:.2f}/{d['ttfb_p99_ms']:.2f}, "
+                  f"gateway {g['ttfb_p50_ms']:.2f}/{g['ttfb_p99_ms']:.2f}, added {row['added_ttfb_p50_ms']:.2f}/"
+                  f"{row['added_ttfb_p99_ms']:.2f}")
+    print(f"gateway RSS per worker (MB): {r['rss_mb_per_worker']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
