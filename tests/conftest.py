@@ -181,19 +181,32 @@ def base_config(sim_url: str, db_path: Path) -> dict[str, Any]:
         "models": {
             "gpt-4o-mini": {
                 "deployments": [
-                    {"id": "mini-a", "model": "gpt-4o-mini", "api_base": v1, "api_key": "sim-secret-a",
-                     "region": "us", "price": {"input": 0.15, "output": 0.6}},
+                    {
+                        "id": "mini-a",
+                        "model": "gpt-4o-mini",
+                        "api_base": v1,
+                        "api_key": "sim-secret-a",
+                        "region": "us",
+                        "price": {"input": 0.15, "output": 0.6},
+                    },
                 ]
             },
             "gpt-4o": {
                 "aliases": ["gpt-4o-2024-08-06"],
                 "deployments": [
-                    {"id": "4o-a", "model": "gpt-4o-2024-08-06", "api_base": v1, "api_key": "sim-secret-b",
-                     "region": "us"},
+                    {
+                        "id": "4o-a",
+                        "model": "gpt-4o-2024-08-06",
+                        "api_base": v1,
+                        "api_key": "sim-secret-b",
+                        "region": "us",
+                    },
                 ],
             },
             "text-embedding-3-small": {
-                "deployments": [{"id": "embed-a", "model": "text-embedding-3-small", "api_base": v1, "api_key": "k"}]
+                "deployments": [
+                    {"id": "embed-a", "model": "text-embedding-3-small", "api_base": v1, "api_key": "k"}
+                ]
             },
             "two-deployments": {
                 "deployments": [
@@ -215,7 +228,18 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         cfg_path.write_text(yaml.safe_dump(config))
         port = free_port()
         proc = subprocess.Popen(
-            [PY, "-m", "gateway", "serve", "--config", str(cfg_path), "--port", str(port), "--workers", str(workers)],
+            [
+                PY,
+                "-m",
+                "gateway",
+                "serve",
+                "--config",
+                str(cfg_path),
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             cwd=d,
             env={**os.environ, **(env or {})},
         )
@@ -231,6 +255,8 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
 
 
 @pytest.fixture(scope="session")
-def gw(simulator: Sim, start_gateway: Callable[..., Gateway], tmp_path_factory: pytest.TempPathFactory) -> Gateway:
+def gw(
+    simulator: Sim, start_gateway: Callable[..., Gateway], tmp_path_factory: pytest.TempPathFactory
+) -> Gateway:
     db = tmp_path_factory.mktemp("db") / "gateway.db"
     return start_gateway(base_config(simulator.url, db))

@@ -36,7 +36,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 KEY = "gw-bench-key-0000000000000000000000000000"
-BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say hello to the benchmark."}], "max_tokens": 16}
+BODY = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
+    "max_tokens": 16,
+}
 
 
 def free_port() -> int:
@@ -66,8 +70,17 @@ def ensure_oha() -> str:
     return exe
 
 
-def oha(exe: str, url: str, body: bytes, headers: dict[str, str], *, conc: int, n: int | None = None,
-        duration_s: float | None = None, qps: int | None = None) -> dict[str, Any]:
+def oha(
+    exe: str,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    conc: int,
+    n: int | None = None,
+    duration_s: float | None = None,
+    qps: int | None = None,
+) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         f.write(body)
         body_path = f.name
@@ -86,7 +99,9 @@ def oha(exe: str, url: str, body: bytes, headers: dict[str, str], *, conc: int, 
     pct = data["latencyPercentiles"]
     codes = data.get("statusCodeDistribution", {})
     ok = int(codes.get("200", 0))
-    total = sum(int(v) for v in codes.values()) + sum(int(v) for v in data.get("errorDistribution", {}).values())
+    total = sum(int(v) for v in codes.values()) + sum(
+        int(v) for v in data.get("errorDistribution", {}).values()
+    )
     fb = data.get("firstBytePercentiles") or pct
     return {
         "n": total,
@@ -109,7 +124,9 @@ def compare(name: str, direct: dict[str, Any], gw: dict[str, Any]) -> dict[str, 
 
 
 def rss_per_worker_mb(main_pid: int) -> list[float]:
-    out = subprocess.run(["ps", "-o", "pid=,rss=", "--ppid", str(main_pid)], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["ps", "-o", "pid=,rss=", "--ppid", str(main_pid)], capture_output=True, text=True
+    ).stdout
     return [round(int(line.split()[1]) / 1024, 1) for line in out.strip().splitlines() if line.strip()]
 
 
@@ -131,9 +148,19 @@ def main() -> int:
         "server": {"host": "127.0.0.1", "port": gw_port, "workers": args.workers},
         "store": {"sqlite_path": str(work / "bench.db")},
         "keys": [{"key": KEY, "name": "bench", "tenant": "bench"}],
-        "models": {"bench": {"deployments": [
-            {"id": "sim", "model": "bench", "api_base": sim_url + "/v1", "api_key": "sim",
-             "price": {"input": 0.15, "output": 0.6}}]}},
+        "models": {
+            "bench": {
+                "deployments": [
+                    {
+                        "id": "sim",
+                        "model": "bench",
+                        "api_base": sim_url + "/v1",
+                        "api_key": "sim",
+                        "price": {"input": 0.15, "output": 0.6},
+                    }
+                ]
+            }
+        },
     }
     if args.stages == "full":
         cfg["stages"] = {
@@ -144,12 +171,18 @@ def main() -> int:
     (work / "bench.yaml").write_text(yaml.safe_dump(cfg))
     procs = []
     try:
-        sim = subprocess.Popen([PY, "-m", "gateway", "simulate", "--port", str(sim_port), "--workers", "1"],
-                               cwd=ROOT, stdout=subprocess.DEVNULL)
+        sim = subprocess.Popen(
+            [PY, "-m", "gateway", "simulate", "--port", str(sim_port), "--workers", "1"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
         procs.append(sim)
         wait(sim_url + "/healthz", sim)
-        gw = subprocess.Popen([PY, "-m", "gateway", "serve", "--config", str(work / "bench.yaml")], cwd=work,
-                              stdout=subprocess.DEVNULL)
+        gw = subprocess.Popen(
+            [PY, "-m", "gateway", "serve", "--config", str(work / "bench.yaml")],
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+        )
         procs.append(gw)
         wait(gw_url + "/readyz", gw)
 
@@ -178,8 +211,13 @@ def main() -> int:
             g = oha(exe, g_url, stream_body, gw_h, conc=conc, n=n)
             rows.append(compare(f"stream closed-loop c={conc}", d, g))
         rss = rss_per_worker_mb(gw.pid)
-        result = {"workers": args.workers, "stages": args.stages, "rows": rows,
-                  "rss_mb_per_worker": rss, "cpus": os.cpu_count()}
+        result = {
+            "workers": args.workers,
+            "stages": args.stages,
+            "rows": rows,
+            "rss_mb_per_worker": rss,
+            "cpus": os.cpu_count(),
+        }
         out = ROOT / args.out
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
@@ -198,22 +236,30 @@ def main() -> int:
 
 
 def print_report(r: dict[str, Any]) -> None:
-    print(f"\nGateway added latency ({r['workers']} workers, stages={r['stages']}, {r['cpus']} CPUs shared by "
-          "load generator, simulator and gateway)")
-    hdr = f"{'case':40} {'n':>7} {'direct p50/p99 ms':>18} {'gateway p50/p99 ms':>19} {'added p50/p99 ms':>17} " \
-          f"{'ratio p50':>9} {'direct rps':>10} {'gw rps':>8} {'gw ok%':>7}"
+    print(
+        f"\nGateway added latency ({r['workers']} workers, stages={r['stages']}, {r['cpus']} CPUs shared by "
+        "load generator, simulator and gateway)"
+    )
+    hdr = (
+        f"{'case':40} {'n':>7} {'direct p50/p99 ms':>18} {'gateway p50/p99 ms':>19} {'added p50/p99 ms':>17} "
+        f"{'ratio p50':>9} {'direct rps':>10} {'gw rps':>8} {'gw ok%':>7}"
+    )
     print(hdr)
     for row in r["rows"]:
         d, g = row["direct"], row["gateway"]
-        print(f"{row['case']:40} {g['n']:>7} {d['p50_ms']:>8.2f}/{d['p99_ms']:<9.2f} {g['p50_ms']:>8.2f}/"
-              f"{g['p99_ms']:<10.2f} {row['added_p50_ms']:>7.2f}/{row['added_p99_ms']:<9.2f} "
-              f"{row['ratio_p50_ms'] or 0:>9.2f} {d['rps']:>10.0f} {g['rps']:>8.0f} {100 * g['ok'] / max(1, g['n']):>6.1f}%")
+        print(
+            f"{row['case']:40} {g['n']:>7} {d['p50_ms']:>8.2f}/{d['p99_ms']:<9.2f} {g['p50_ms']:>8.2f}/"
+            f"{g['p99_ms']:<10.2f} {row['added_p50_ms']:>7.2f}/{row['added_p99_ms']:<9.2f} "
+            f"{row['ratio_p50_ms'] or 0:>9.2f} {d['rps']:>10.0f} {g['rps']:>8.0f} {100 * g['ok'] / max(1, g['n']):>6.1f}%"
+        )
     for row in r["rows"]:
         if row["case"].startswith("stream"):
             d, g = row["direct"], row["gateway"]
-            print(f"{row['case']:40} first byte p50/p99 ms: direct {d['ttfb_p50_ms']:.2f}/{d['ttfb_p99_ms']:.2f}, "
-                  f"gateway {g['ttfb_p50_ms']:.2f}/{g['ttfb_p99_ms']:.2f}, added {row['added_ttfb_p50_ms']:.2f}/"
-                  f"{row['added_ttfb_p99_ms']:.2f}")
+            print(
+                f"{row['case']:40} first byte p50/p99 ms: direct {d['ttfb_p50_ms']:.2f}/{d['ttfb_p99_ms']:.2f}, "
+                f"gateway {g['ttfb_p50_ms']:.2f}/{g['ttfb_p99_ms']:.2f}, added {row['added_ttfb_p50_ms']:.2f}/"
+                f"{row['added_ttfb_p99_ms']:.2f}"
+            )
     print(f"gateway RSS per worker (MB): {r['rss_mb_per_worker']}")
 
 

@@ -47,7 +47,7 @@ class Gateway:
         self.records = RecordWriter(
             self._write_records, batch_size=cfg.store.record_batch_size, flush_ms=cfg.store.record_flush_ms
         )
-        self.auth = Authenticator(cfg.keys, self.store)
+        self.auth = Authenticator(cfg.keys, self.store, teams=cfg.teams, tenants=cfg.tenants)
         self.router = Router(cfg, http)
         self.state = LocalState()
         self.pipeline = Pipeline(build_stages(cfg, self))
@@ -144,7 +144,9 @@ class Gateway:
         sent: Any = _NOT_SENT
         try:
             self.authenticate(ctx, scope)
-            req: ChatRequest = dialect.parse_chat(await self.read_body(scope, proto))
+            body = await self.read_body(scope, proto)
+            ctx.scratch["body_bytes"] = len(body)
+            req: ChatRequest = dialect.parse_chat(body)
             ctx.req, ctx.model, ctx.stream = req, req.model, req.stream
             group = ctx.scratch["group"] = self.resolve(ctx, req.model)
             await self.pipeline.pre(ctx, req)
@@ -161,8 +163,11 @@ class Gateway:
             self.fail(ctx, proto, dialect, e, sent)
         except Exception as e:  # never a stack trace to the caller, never a dead worker
             log.exception("internal error on request %s", ctx.request_id)
-            err = GatewayError("internal_error", f"The gateway failed on this request ({type(e).__name__}); "
-                               f"quote request id {ctx.request_id} when reporting it.")
+            err = GatewayError(
+                "internal_error",
+                f"The gateway failed on this request ({type(e).__name__}); "
+                f"quote request id {ctx.request_id} when reporting it.",
+            )
             self.fail(ctx, proto, dialect, err, sent)
         finally:
             await self.pipeline.finish(ctx)
@@ -234,7 +239,9 @@ class Gateway:
                 self._client_gone(ctx, req, texts, usage)
             else:
                 log.exception("stream failed on request %s", ctx.request_id)
-                err = GatewayError("internal_error", f"The stream failed in the gateway; request id {ctx.request_id}.")
+                err = GatewayError(
+                    "internal_error", f"The stream failed in the gateway; request id {ctx.request_id}."
+                )
                 await self._stream_error(ctx, transport, renderer, req, texts, usage, err)
         finally:
             ctx.upstream_ns += upstream_wait
@@ -242,8 +249,14 @@ class Gateway:
         return None
 
     async def _stream_error(
-        self, ctx: RequestContext, transport: Any, renderer: Any, req: ChatRequest, texts: list[str],
-        usage: Usage | None, err: GatewayError,
+        self,
+        ctx: RequestContext,
+        transport: Any,
+        renderer: Any,
+        req: ChatRequest,
+        texts: list[str],
+        usage: Usage | None,
+        err: GatewayError,
     ) -> None:
         """After the first byte the status line is gone: end with an error event in the caller's dialect."""
         ctx.status = err.status
@@ -255,7 +268,9 @@ class Gateway:
         except Exception:
             pass
 
-    def _client_gone(self, ctx: RequestContext, req: ChatRequest, texts: list[str], usage: Usage | None) -> None:
+    def _client_gone(
+        self, ctx: RequestContext, req: ChatRequest, texts: list[str], usage: Usage | None
+    ) -> None:
         ctx.status = 499
         ctx.error = ("client_disconnected", "the client closed the stream")
         self.settle(ctx, usage if usage is not None else self.count_stream_usage(ctx, req, texts))
@@ -293,7 +308,9 @@ class Gateway:
         ctx = RequestContext("models", "openai")
         try:
             self.authenticate(ctx, scope)
-            proto.response_bytes(200, enrich_headers(ctx, JSON), oai.render_models(self.visible_models(ctx), self.started))
+            proto.response_bytes(
+                200, enrich_headers(ctx, JSON), oai.render_models(self.visible_models(ctx), self.started)
+            )
         except GatewayError as e:
             self.fail(ctx, proto, oai.OpenAIDialect, e, _NOT_SENT)
         finally:
@@ -301,7 +318,12 @@ class Gateway:
 
 
 def _is_disconnect(e: Exception) -> bool:
-    return type(e).__name__ in ("RSGIProtocolClosed", "ProtocolClosed", "ConnectionResetError", "BrokenPipeError")
+    return type(e).__name__ in (
+        "RSGIProtocolClosed",
+        "ProtocolClosed",
+        "ConnectionResetError",
+        "BrokenPipeError",
+    )
 
 
 async def _aclose(it: Any) -> None:
@@ -359,10 +381,16 @@ class App:
                 return proto.response_bytes(200, [("content-type", JSON)], b'{"status":"ok"}')
             if path == "/readyz":
                 ok = self.ready
-                return proto.response_bytes(200 if ok else 503, [("content-type", JSON)],
-                                            b'{"status":"ready"}' if ok else b'{"status":"starting"}')
-        err = GatewayError("not_found", f"No route for {method} {path}. The gateway serves /v1/chat/completions, "
-                           "/v1/embeddings, /v1/models, /v1/messages and /v1/messages/count_tokens.")
+                return proto.response_bytes(
+                    200 if ok else 503,
+                    [("content-type", JSON)],
+                    b'{"status":"ready"}' if ok else b'{"status":"starting"}',
+                )
+        err = GatewayError(
+            "not_found",
+            f"No route for {method} {path}. The gateway serves /v1/chat/completions, "
+            "/v1/embeddings, /v1/models, /v1/messages and /v1/messages/count_tokens.",
+        )
         proto.response_bytes(err.status, [("content-type", JSON)], oai.error_body(err))
 
 

@@ -68,7 +68,9 @@ def demo(config: str, port: int, sim_port: int) -> int:
         if not _wait_http(f"http://127.0.0.1:{sim_port}/healthz", 30, sim):
             print("the simulator did not start", file=sys.stderr)
             return 1
-        gw = subprocess.Popen([py, "-m", "gateway", "serve", "--config", config, "--port", str(port)], env=env)
+        gw = subprocess.Popen(
+            [py, "-m", "gateway", "serve", "--config", config, "--port", str(port)], env=env
+        )
         if not _wait_http(f"http://127.0.0.1:{port}/readyz", 60, gw):
             print("the gateway did not start", file=sys.stderr)
             return 1
@@ -113,7 +115,11 @@ def keys(args: argparse.Namespace) -> int:
     store = SqliteStore(cfg.store.sqlite_path)
     if args.keys_cmd == "create":
         key_id, key = store.create_key(args.tenant, team=args.team, name=args.name, models=args.models or [])
-        print(json.dumps({"key_id": key_id, "key": key, "tenant": args.tenant, "note": "shown once; store it now"}))
+        print(
+            json.dumps(
+                {"key_id": key_id, "key": key, "tenant": args.tenant, "note": "shown once; store it now"}
+            )
+        )
     elif args.keys_cmd == "list":
         print(json.dumps(store.list_keys(args.tenant), indent=2))
     elif args.keys_cmd == "revoke":

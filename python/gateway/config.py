@@ -58,15 +58,47 @@ class Deployment(msgspec.Struct, forbid_unknown_fields=True):
     context_window: int | None = None
 
 
+class Canary(msgspec.Struct, forbid_unknown_fields=True):
+    """Send ``percent`` of the group's callers to one deployment, sticky per caller."""
+
+    deployment: str
+    percent: float
+    sticky_by: Literal["key", "user"] = "key"
+
+
+class Hedge(msgspec.Struct, forbid_unknown_fields=True):
+    """After ``after_ms`` (or the primary's observed p95 when unset) send a second request to the next
+    deployment and take whichever answers first."""
+
+    after_ms: float | None = None
+    min_samples: int = 20
+
+
+class Degrade(msgspec.Struct, forbid_unknown_fields=True):
+    """What to do when every deployment of the group (and its fallbacks) is down or over quota."""
+
+    action: Literal["fail", "downgrade"] = "fail"
+    group: str | None = None  # for downgrade
+
+
 class ModelGroup(msgspec.Struct, forbid_unknown_fields=True):
     """What the caller asks for (``model``): a name mapped to one or more deployments."""
 
     deployments: list[Deployment]
     strategy: Literal["weighted", "priority", "least_latency", "lowest_cost", "least_busy"] = "weighted"
     fallbacks: list[str] = []
+    context_fallback: str | None = None  # a group with a larger context window
+    content_policy_fallback: str | None = None  # a group to try when a provider refuses on content policy
     aliases: list[str] = []
     max_attempts: int = 3
-    timeout_s: float = 300.0
+    timeout_s: float = 300.0  # the route's total time budget, retries and fallbacks included
+    ttft_timeout_s: float | None = None  # streams: give up on a deployment that sends no first chunk by then
+    pin: str | None = None  # an exact upstream model version every caller of this group gets
+    canary: Canary | None = None
+    hedge: Hedge | None = None
+    on_unavailable: Degrade = msgspec.field(default_factory=Degrade)
+    failure_threshold: int = 5  # consecutive failures that open a deployment's circuit
+    open_s: float = 30.0  # how long an open circuit stays open before a half-open probe
 
 
 class KeyConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -79,6 +111,16 @@ class KeyConfig(msgspec.Struct, forbid_unknown_fields=True):
     models: list[str] = []
     residency: list[str] = []
     profile: str | None = None
+    pins: dict[str, str] = {}  # model group -> exact upstream model version
+
+
+class TeamConfig(msgspec.Struct, forbid_unknown_fields=True):
+    pins: dict[str, str] = {}
+    residency: list[str] = []
+
+
+class TenantConfig(msgspec.Struct, forbid_unknown_fields=True):
+    residency: list[str] = []
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -152,6 +194,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     keys: list[KeyConfig] = []
+    teams: dict[str, TeamConfig] = {}
+    tenants: dict[str, TenantConfig] = {}
     stages: Stages = msgspec.field(default_factory=Stages)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     prices: dict[str, Price] = {}  # overrides of the built-in price table, by upstream model name
@@ -169,7 +213,9 @@ def _interpolate(node: Any, path: str, env: dict[str, str]) -> Any:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(f"{path}: environment variable ${{{name}}} is not set (use ${{{name}:-default}})")
+            raise ConfigError(
+                f"{path}: environment variable ${{{name}}} is not set (use ${{{name}:-default}})"
+            )
 
         return _ENV.sub(sub, node)
     if isinstance(node, dict):
@@ -190,10 +236,27 @@ def _check(cfg: Config) -> None:
                 raise ConfigError(f"$.models.{name}.deployments[{i}].id: duplicate deployment id {dep.id!r}")
             seen.add(dep.id)
             if dep.provider == "bedrock" and dep.aws is None:
-                raise ConfigError(f"$.models.{name}.deployments[{i}].aws: bedrock deployments need aws credentials")
+                raise ConfigError(
+                    f"$.models.{name}.deployments[{i}].aws: bedrock deployments need aws credentials"
+                )
         for j, fb in enumerate(group.fallbacks):
             if fb not in cfg.models:
                 raise ConfigError(f"$.models.{name}.fallbacks[{j}]: unknown model group {fb!r}")
+        for field in ("context_fallback", "content_policy_fallback"):
+            other = getattr(group, field)
+            if other is not None and other not in cfg.models:
+                raise ConfigError(f"$.models.{name}.{field}: unknown model group {other!r}")
+        if group.on_unavailable.action == "downgrade" and group.on_unavailable.group not in cfg.models:
+            raise ConfigError(
+                f"$.models.{name}.on_unavailable.group: downgrade needs an existing model group"
+            )
+        ids = {d.id for d in group.deployments}
+        if group.canary is not None and group.canary.deployment not in ids:
+            raise ConfigError(
+                f"$.models.{name}.canary.deployment: {group.canary.deployment!r} is not in this group"
+            )
+        if group.pin is not None and group.pin not in {d.model for d in group.deployments}:
+            raise ConfigError(f"$.models.{name}.pin: no deployment serves upstream model {group.pin!r}")
     for i, key in enumerate(cfg.keys):
         for m in key.models:
             if m not in cfg.models and not any(m in g.aliases for g in cfg.models.values()):

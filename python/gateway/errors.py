@@ -73,6 +73,7 @@ class UpstreamError(Exception):
         deployment: str = "",
         timeout: bool = False,
         bad_response: bool = False,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -81,6 +82,8 @@ class UpstreamError(Exception):
         self.deployment = deployment
         self.timeout = timeout
         self.bad_response = bad_response
+        # "context_length" or "content_policy": failures a different model group may not have
+        self.kind = kind
 
     @property
     def retryable(self) -> bool:
@@ -106,4 +109,6 @@ class UpstreamError(Exception):
         else:
             code = "upstream_error"
         headers = {"retry-after": str(max(1, round(self.retry_after)))} if self.retry_after else None
-        return GatewayError(code, f"Upstream {self.deployment or 'provider'}: {self.message}", headers=headers)
+        return GatewayError(
+            code, f"Upstream {self.deployment or 'provider'}: {self.message}", headers=headers
+        )

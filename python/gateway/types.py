@@ -175,6 +175,7 @@ class Principal(msgspec.Struct, frozen=True):
     models: tuple[str, ...] = ()  # empty = every model
     residency: tuple[str, ...] = ()  # empty = any region
     profile: str | None = None  # stage profile (PII policy etc.)
+    pins: tuple[tuple[str, str], ...] = ()  # (model group, exact upstream model) from the key or its team
 
     def may_use(self, model: str) -> bool:
         return not self.models or model in self.models

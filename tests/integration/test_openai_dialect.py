@@ -23,13 +23,17 @@ def egw(simulator, start_gateway, tmp_path_factory):
     for name in ("err-429", "err-500", "err-503", "err-malformed", "err-timeout", "err-400"):
         cfg["models"][name] = {
             "max_attempts": 1,
-            "deployments": [{"id": name, "model": name, "api_base": v1, "api_key": "sim-secret-zzz", "timeout_s": 1.0}],
+            "deployments": [
+                {"id": name, "model": name, "api_base": v1, "api_key": "sim-secret-zzz", "timeout_s": 1.0}
+            ],
         }
     return start_gateway(cfg)
 
 
 def raw_post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], Any]:
-    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=body, headers={"content-type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, dict(r.headers), json.loads(r.read())
@@ -82,7 +86,9 @@ def test_chat_stream_with_usage(gw):
 
 def test_chat_stream_without_usage_request_gets_no_usage_chunk(gw):
     client = gw.openai()
-    with client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=USER, stream=True) as raw:
+    with client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=USER, stream=True
+    ) as raw:
         pass
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
     chunks = list(stream)
@@ -124,24 +130,35 @@ def test_tools_non_stream_and_stream(gw):
         }
     ]
     msgs = [{"role": "user", "content": "What's the weather in Paris? Use the tool."}]
-    resp = client.chat.completions.create(model="gpt-4o-mini", messages=msgs, tools=tools, tool_choice="required")
+    resp = client.chat.completions.create(
+        model="gpt-4o-mini", messages=msgs, tools=tools, tool_choice="required"
+    )
     call = resp.choices[0].message.tool_calls[0]
     assert resp.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "get_weather"
     assert "city" in json.loads(call.function.arguments)
 
-    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=msgs, tools=tools,
-                                                 tool_choice="required", stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=msgs, tools=tools, tool_choice="required", stream=True
+        )
+    )
     args = "".join(
-        tc.function.arguments or "" for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])
+        tc.function.arguments or ""
+        for c in chunks
+        if c.choices
+        for tc in (c.choices[0].delta.tool_calls or [])
     )
     assert "city" in json.loads(args)
 
     # a tool result goes back in and the model answers
     follow = client.chat.completions.create(
         model="gpt-4o-mini",
-        messages=[*msgs, resp.choices[0].message.model_dump(exclude_none=True),
-                  {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'}],
+        messages=[
+            *msgs,
+            resp.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'},
+        ],
         tools=tools,
     )
     assert follow.choices[0].message.content
@@ -150,8 +167,15 @@ def test_tools_non_stream_and_stream(gw):
 def test_request_options_pass_through(gw, simulator):
     client = gw.openai()
     client.chat.completions.create(
-        model="gpt-4o-mini", messages=USER, n=2, stop=["\n\n"], seed=7, user="u-42", temperature=0.3,
-        response_format={"type": "json_object"}, extra_body={"top_k": 5},
+        model="gpt-4o-mini",
+        messages=USER,
+        n=2,
+        stop=["\n\n"],
+        seed=7,
+        user="u-42",
+        temperature=0.3,
+        response_format={"type": "json_object"},
+        extra_body={"top_k": 5},
     )
     last = simulator.get("/_sim/last?model=gpt-4o-mini")
     body = last["body"] if "body" in last else last
@@ -192,8 +216,11 @@ def test_health_endpoints(gw):
 
 
 def test_invalid_json(gw):
-    status, _, body = raw_post(gw.base_url + "/chat/completions", b'{"model": "gpt-4o-mini", "messages": [',
-                               {"authorization": f"Bearer {KEY_A}"})
+    status, _, body = raw_post(
+        gw.base_url + "/chat/completions",
+        b'{"model": "gpt-4o-mini", "messages": [',
+        {"authorization": f"Bearer {KEY_A}"},
+    )
     assert status == 400 and body["error"]["code"] == "invalid_json"
     assert body["error"]["type"] == "invalid_request_error"
 
@@ -213,12 +240,16 @@ def test_schema_violation_names_the_field(gw):
 
 def test_body_too_large(gw):
     with pytest.raises(openai.APIStatusError) as e:
-        gw.openai().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x" * 1_200_000}])
+        gw.openai().chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x" * 1_200_000}]
+        )
     assert e.value.status_code == 413 and e.value.code == "body_too_large"
 
 
 def test_missing_and_bad_key(gw):
-    status, _, body = raw_post(gw.base_url + "/chat/completions", json.dumps({"model": "gpt-4o-mini"}).encode())
+    status, _, body = raw_post(
+        gw.base_url + "/chat/completions", json.dumps({"model": "gpt-4o-mini"}).encode()
+    )
     assert status == 401 and body["error"]["code"] == "missing_api_key"
     with pytest.raises(openai.AuthenticationError) as e:
         gw.openai("gw-not-a-real-key").chat.completions.create(model="gpt-4o-mini", messages=USER)
@@ -237,7 +268,13 @@ def test_model_not_allowed_and_unknown(gw):
 @pytest.mark.parametrize(
     ("model", "directive", "exc", "status", "code"),
     [
-        ("err-429", "[[sim:fail=429]] [[sim:retry_after=7]]", openai.RateLimitError, 429, "upstream_rate_limited"),
+        (
+            "err-429",
+            "[[sim:fail=429]] [[sim:retry_after=7]]",
+            openai.RateLimitError,
+            429,
+            "upstream_rate_limited",
+        ),
         ("err-500", "[[sim:fail=500]]", openai.InternalServerError, 502, "upstream_error"),
         ("err-503", "[[sim:fail=503]]", openai.InternalServerError, 503, "upstream_unavailable"),
         ("err-malformed", "[[sim:fail=malformed]]", openai.InternalServerError, 502, "upstream_bad_response"),
@@ -246,7 +283,9 @@ def test_model_not_allowed_and_unknown(gw):
 )
 def test_upstream_errors_are_mapped(egw, model, directive, exc, status, code):
     with pytest.raises(exc) as e:
-        egw.openai().chat.completions.create(model=model, messages=[{"role": "user", "content": f"hi {directive}"}])
+        egw.openai().chat.completions.create(
+            model=model, messages=[{"role": "user", "content": f"hi {directive}"}]
+        )
     assert e.value.status_code == status and e.value.code == code
     assert "sim-secret" not in e.value.message  # provider credentials never leak
     if status == 429:
@@ -257,7 +296,9 @@ def test_upstream_errors_are_mapped(egw, model, directive, exc, status, code):
 
 def test_upstream_4xx_passes_through_as_caller_error(egw):
     with pytest.raises(openai.BadRequestError) as e:
-        egw.openai().chat.completions.create(model="err-400", messages=[{"role": "user", "content": "[[sim:fail=400]]"}])
+        egw.openai().chat.completions.create(
+            model="err-400", messages=[{"role": "user", "content": "[[sim:fail=400]]"}]
+        )
     assert e.value.status_code == 400 and "provider rejected" in e.value.message
 
 

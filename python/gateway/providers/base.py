@@ -59,7 +59,9 @@ class Provider(ABC):
         except asyncio.TimeoutError:
             raise UpstreamError(504, "timed out", deployment=self.dep.id, timeout=True) from None
         except aiohttp.ClientError as e:
-            raise UpstreamError(502, f"connection failed ({type(e).__name__})", deployment=self.dep.id) from None
+            raise UpstreamError(
+                502, f"connection failed ({type(e).__name__})", deployment=self.dep.id
+            ) from None
         if resp.status >= 300:
             await self.raise_for_status(resp)
         return resp
@@ -68,9 +70,13 @@ class Provider(ABC):
         try:
             return await resp.read()
         except asyncio.TimeoutError:
-            raise UpstreamError(504, "timed out reading the response", deployment=self.dep.id, timeout=True) from None
+            raise UpstreamError(
+                504, "timed out reading the response", deployment=self.dep.id, timeout=True
+            ) from None
         except aiohttp.ClientError as e:
-            raise UpstreamError(502, f"connection lost ({type(e).__name__})", deployment=self.dep.id) from None
+            raise UpstreamError(
+                502, f"connection lost ({type(e).__name__})", deployment=self.dep.id
+            ) from None
 
     async def raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
         try:
@@ -88,12 +94,19 @@ class Provider(ABC):
                 f"{self.dep.id!r}'s api_key",
                 deployment=self.dep.id,
             )
+        message = self.scrub(error_message(body, resp.status))
         raise UpstreamError(
-            resp.status, self.scrub(error_message(body, resp.status)), retry_after=retry_after, deployment=self.dep.id
+            resp.status,
+            message,
+            retry_after=retry_after,
+            deployment=self.dep.id,
+            kind=error_kind(body, message),
         )
 
     def bad_response(self, what: str) -> UpstreamError:
-        return UpstreamError(502, f"returned a malformed response ({what})", deployment=self.dep.id, bad_response=True)
+        return UpstreamError(
+            502, f"returned a malformed response ({what})", deployment=self.dep.id, bad_response=True
+        )
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -122,6 +135,26 @@ def error_message(body: bytes, status: int) -> str:
         if isinstance(data.get("message"), str):
             return data["message"][:500]
     return f"HTTP {status}"
+
+
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "context length",
+    "context window",
+    "too many tokens",
+    "prompt is too long",
+)
+_POLICY_MARKERS = ("content_filter", "content_policy", "content management policy", "safety")
+
+
+def error_kind(body: bytes, message: str) -> str | None:
+    """Classify the provider errors a fallback group may fix: an overflowing context or a content refusal."""
+    text = (body[:2000].decode("utf-8", "replace") + " " + message).lower()
+    if any(m in text for m in _CONTEXT_MARKERS):
+        return "context_length"
+    if any(m in text for m in _POLICY_MARKERS):
+        return "content_policy"
+    return None
 
 
 async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes, bytes]]:

@@ -115,7 +115,9 @@ def usage_from_wire(u: WireUsage | None) -> Usage:
         input_tokens=u.prompt_tokens,
         output_tokens=u.completion_tokens,
         cached_tokens=(u.prompt_tokens_details.cached_tokens or 0) if u.prompt_tokens_details else 0,
-        reasoning_tokens=(u.completion_tokens_details.reasoning_tokens or 0) if u.completion_tokens_details else 0,
+        reasoning_tokens=(u.completion_tokens_details.reasoning_tokens or 0)
+        if u.completion_tokens_details
+        else 0,
     )
 
 

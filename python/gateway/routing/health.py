@@ -8,6 +8,7 @@ when to come back), not a breaker failure.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from gateway.errors import UpstreamError
 
@@ -22,16 +23,17 @@ class Health:
         "ewma_total_ms",
         "ewma_ttft_ms",
         "failure_threshold",
+        "failures",
         "inflight",
         "open_s",
         "opened_at",
         "probe_in_flight",
         "requests",
-        "failures",
+        "samples",
         "state",
     )
 
-    def __init__(self, failure_threshold: int = 5, open_s: float = 30.0, alpha: float = 0.2) -> None:
+    def __init__(self, failure_threshold: int = 5, open_s: float = 30.0, alpha: float = 0.3) -> None:
         self.failure_threshold = failure_threshold
         self.open_s = open_s
         self.alpha = alpha
@@ -45,6 +47,7 @@ class Health:
         self.inflight = 0
         self.requests = 0
         self.failures = 0
+        self.samples: deque[float] = deque(maxlen=200)  # recent total latencies, for hedging's p95
 
     def available(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -73,6 +76,7 @@ class Health:
         self.state = CLOSED
         self.probe_in_flight = False
         self.ewma_total_ms = self._ewma(self.ewma_total_ms, total_ms)
+        self.samples.append(total_ms)
         if ttft_ms is not None:
             self.ewma_ttft_ms = self._ewma(self.ewma_ttft_ms, ttft_ms)
 
@@ -81,7 +85,9 @@ class Health:
         self.failures += 1
         self.probe_in_flight = False
         if err.status == 429:
-            self.cooldown_until = max(self.cooldown_until, now + (err.retry_after if err.retry_after else 1.0))
+            self.cooldown_until = max(
+                self.cooldown_until, now + (err.retry_after if err.retry_after else 1.0)
+            )
             return
         if not err.retryable:
             return  # the request was bad, not the deployment
@@ -94,6 +100,12 @@ class Health:
 
     def _ewma(self, cur: float | None, sample: float) -> float:
         return sample if cur is None else cur + self.alpha * (sample - cur)
+
+    def p95_ms(self, min_samples: int) -> float | None:
+        if len(self.samples) < min_samples:
+            return None
+        xs = sorted(self.samples)
+        return xs[int(0.95 * (len(xs) - 1))]
 
     def latency_ms(self) -> float:
         """The latency the least-latency strategy compares: TTFT when streams were seen, else total."""

@@ -1,9 +1,12 @@
 """The router: model group → ordered deployments → an answer, with failover.
 
-For each request it takes the group's deployments, drops those the caller may not use (residency) or that are
-unhealthy (cooldown, open circuit), orders the rest by the group's strategy, and tries them in turn. A retryable
-upstream error moves on to the next deployment, then to the group's fallback groups, bounded by the group's
-``max_attempts`` and time budget. A stream fails over the same way until its first chunk has arrived.
+``plan`` (built on the pure functions in ``select.py``) yields the deployments to try, in order: the group's own
+that satisfy the caller's hard constraints and are healthy, ordered by the group's strategy, then its fallback
+groups'. ``_attempts`` walks that plan: a retryable upstream error moves on to the next deployment, bounded by the
+group's ``max_attempts`` and total time budget; a context overflow or a content-policy refusal moves to the
+group's ``context_fallback`` / ``content_policy_fallback``. Non-stream calls may be hedged; a stream fails over
+the same way until its first chunk has arrived (``ttft_timeout_s`` bounds the wait for it). When nothing can
+serve, the group's ``on_unavailable`` policy decides: fail fast, or downgrade to a named group.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from gateway.pricing import charge, price_for
 from gateway.providers import make_provider
 from gateway.providers.base import Provider
 from gateway.routing.health import Health
-from gateway.routing.strategies import STRATEGIES
-from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+from gateway.routing.select import Caller, eligible, fits_context, order
+from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
 
 R = TypeVar("R")
 
@@ -32,12 +35,12 @@ class Target:
 
     __slots__ = ("dep", "health", "price", "provider", "unit_cost")
 
-    def __init__(self, dep: Deployment, provider: Provider, cfg: Config) -> None:
+    def __init__(self, dep: Deployment, provider: Provider, cfg: Config, group: ModelGroup) -> None:
         self.dep = dep
         self.provider = provider
         self.price = price_for(dep, cfg)
         self.unit_cost = self.price.input + self.price.output
-        self.health = Health()
+        self.health = Health(failure_threshold=group.failure_threshold, open_s=group.open_s)
 
     # the strategy Candidate protocol
     @property
@@ -63,7 +66,8 @@ class Router:
         self.rng = rng or random.Random()
         self.groups: dict[str, ModelGroup] = dict(cfg.models)
         self.targets: dict[str, list[Target]] = {
-            name: [Target(d, make_provider(d, http), cfg) for d in g.deployments] for name, g in cfg.models.items()
+            name: [Target(d, make_provider(d, http), cfg, g) for d in g.deployments]
+            for name, g in cfg.models.items()
         }
         self.aliases = {a: name for name, g in cfg.models.items() for a in g.aliases}
 
@@ -78,40 +82,83 @@ class Router:
 
     # ------------------------------------------------------------ planning
 
+    def caller(self, ctx: RequestContext, group: str) -> Caller:
+        p = ctx.principal
+        user = ctx.req.user if ctx.req is not None else None
+        canary = self.groups[group].canary
+        sticky = (user if canary is not None and canary.sticky_by == "user" and user else None) or (
+            p.key_id if p else ""
+        )
+        pin = dict(p.pins).get(group) if p and p.pins else None
+        return Caller(
+            sticky=sticky,
+            residency=p.residency if p else (),
+            pin=pin,
+            prompt_tokens=ctx.scratch.get("body_bytes", 0),
+        )
+
+    def _prompt_tokens(self, ctx: RequestContext, bound: int, targets: list[Target]) -> int:
+        """Exact prompt tokens, counted only when the byte bound would not fit some deployment's window."""
+        if ctx.req is None or all(
+            t.dep.context_window is None or bound <= t.dep.context_window for t in targets
+        ):
+            return bound
+        from gateway import tokens
+
+        return tokens.count_request(ctx.req, targets[0].dep.model, targets[0].dep.provider)
+
     def plan(
-        self, ctx: RequestContext, group: str, only: str | None = None, exclude: set[str] | frozenset[str] = frozenset()
+        self,
+        ctx: RequestContext,
+        group: str,
+        only: str | None = None,
+        exclude: set[str] | frozenset[str] = frozenset(),
+        extra: list[tuple[str, str]] | None = None,
     ) -> Iterator[tuple[Target, str]]:
-        """Deployments to try, in order, with the reason for each: the group's own, then its fallbacks'.
-        ``only`` restricts the plan to one deployment (a retry on the same one); ``exclude`` skips some."""
-        residency = ctx.principal.residency if ctx.principal else ()
+        """Deployments to try, in order, with the reason for each.
+
+        ``only`` restricts the plan to one deployment (a retry on the same one); ``exclude`` skips some;
+        ``extra`` is a list of (group, reason) the caller of ``plan`` may append to while iterating (fallbacks
+        decided by the errors seen so far)."""
         seen: set[str] = set(exclude)
-        chain = [group, *self.groups[group].fallbacks]
+        chain: list[tuple[str, str]] = [
+            (group, ""),
+            *((fb, f"fallback to {fb}") for fb in self.groups[group].fallbacks),
+        ]
+        extra = extra if extra is not None else []
         any_in_region = False
-        for i, name in enumerate(chain):
-            allowed = [
-                t
-                for t in self.targets[name]
-                if (not residency or t.dep.region in residency) and (only is None or t.dep.id == only)
-            ]
+        i = 0
+        while i < len(chain) + len(extra):
+            name, why = chain[i] if i < len(chain) else extra[i - len(chain)]
+            i += 1
+            g = self.groups[name]
+            caller = self.caller(ctx, name)
+            allowed, note = eligible(name, g, self.targets[name], caller)
+            if only is not None:
+                allowed = [t for t in allowed if t.dep.id == only]
             any_in_region = any_in_region or bool(allowed)
+            tokens = self._prompt_tokens(ctx, caller.prompt_tokens, allowed)
+            fitting = [t for t in allowed if fits_context(t, tokens)]
+            if allowed and not fitting and g.context_fallback:
+                extra.append(
+                    (g.context_fallback, f"context {tokens} tokens > window, to {g.context_fallback}")
+                )
             now = time.monotonic()
-            healthy = [t for t in allowed if t.health.available(now)]
+            healthy = [t for t in fitting if t.dep.id not in seen and t.health.available(now)]
             if not healthy:
                 continue
-            ordered, reason = STRATEGIES[self.groups[name].strategy](healthy, self.rng)
+            ordered, reason = order(g, healthy, self.rng)
             for j, t in enumerate(ordered):
                 if t.dep.id in seen:
                     continue
                 seen.add(t.dep.id)
-                if i == 0:
-                    yield t, reason if j == 0 else "failover"
-                else:
-                    yield t, f"fallback to group {name}"
-        if residency and not any_in_region:
+                first = note or reason
+                yield t, (why or first) if j == 0 else (why or "failover")
+        if ctx.principal and ctx.principal.residency and not any_in_region:
             raise GatewayError(
                 "residency_violation",
-                f"No deployment of model {group!r} is in your allowed regions ({', '.join(residency)}); "
-                "the gateway never routes outside them. Ask an admin for a model group with a deployment there.",
+                f"No deployment of model {group!r} is in your allowed regions ({', '.join(ctx.principal.residency)});"
+                " the gateway never routes outside them. Ask an admin for a model group with a deployment there.",
             )
 
     # ------------------------------------------------------------ execution
@@ -123,38 +170,41 @@ class Router:
         call: Callable[[Target], Awaitable[R]],
         only: str | None = None,
         exclude: set[str] | frozenset[str] = frozenset(),
+        degrade: bool = True,
     ) -> R:
         g = self.groups[group]
         deadline = time.monotonic() + g.timeout_s
         last: UpstreamError | None = None
         notes: list[str] = []
         budget = ctx.attempts + g.max_attempts
-        for target, reason in self.plan(ctx, group, only, exclude):
+        extra: list[tuple[str, str]] = []
+        plan = self.plan(ctx, group, only, exclude, extra)
+        for target, reason in plan:
             if ctx.attempts >= budget or time.monotonic() >= deadline:
                 break
-            ctx.attempts += 1
-            target.health.begin()
-            t0 = time.perf_counter_ns()
             try:
-                result = await call(target)
+                result = await self._one(ctx, target, call, g, plan, reason, deadline)
             except UpstreamError as e:
-                e.deployment = e.deployment or target.dep.id
-                target.health.failure(e)
                 last = e
-                notes.append(f"{e.status if not e.timeout else 'timeout'} from {target.dep.id}")
+                notes.append(f"{'timeout' if e.timeout else e.status} from {e.deployment}")
+                fb = {"context_length": g.context_fallback, "content_policy": g.content_policy_fallback}.get(
+                    e.kind or ""
+                )
+                if fb:
+                    extra.append((fb, f"fallback to {fb} after {e.kind}"))
+                    continue
                 if not e.retryable:
                     break
                 continue
-            finally:
-                target.health.end()
-                ctx.upstream_ns += time.perf_counter_ns() - t0
             if notes:
-                reason = f"{reason} after {', '.join(notes)}"
-            self._served(ctx, target, reason)
+                ctx.route = f"{ctx.route} after {', '.join(notes)}"
             return result
         if notes:
             ctx.flags["failed_attempts"] = notes
-        if last is not None:
+        if degrade and g.on_unavailable.action == "downgrade" and g.on_unavailable.group:
+            ctx.flags["degraded_to"] = g.on_unavailable.group
+            return await self._attempts(ctx, g.on_unavailable.group, call, degrade=False)
+        if last is not None and (not last.retryable or notes):
             raise last.to_gateway_error()
         raise GatewayError(
             "no_healthy_deployment",
@@ -162,6 +212,81 @@ class Router:
             "or use another model.",
             headers={"retry-after": "5"},
         )
+
+    async def _one(
+        self,
+        ctx: RequestContext,
+        target: Target,
+        call: Callable[[Target], Awaitable[R]],
+        g: ModelGroup,
+        plan: Iterator[tuple[Target, str]],
+        reason: str,
+        deadline: float,
+    ) -> R:
+        """One attempt — or, with hedging, a race between it and the next deployment in the plan."""
+        delay_ms = None
+        if g.hedge is not None and not ctx.stream:
+            delay_ms = (
+                g.hedge.after_ms
+                if g.hedge.after_ms is not None
+                else target.health.p95_ms(g.hedge.min_samples)
+            )
+        if delay_ms is None:
+            return await self._call(ctx, target, call, reason)
+        primary = asyncio.ensure_future(self._call(ctx, target, call, reason))
+        done, _ = await asyncio.wait({primary}, timeout=delay_ms / 1000)
+        if done:
+            return primary.result()
+        backup_target = next(plan, None)
+        if backup_target is None or time.monotonic() >= deadline:
+            return await primary
+        ctx.flags["hedged"] = True
+        backup = asyncio.ensure_future(
+            self._call(ctx, backup_target[0], call, f"hedge after {delay_ms:.0f}ms")
+        )
+        pending = {primary, backup}
+        error: BaseException | None = None
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is None:
+                    for loser in pending:
+                        loser.cancel()
+                        self._charge_cancelled(ctx, backup_target[0] if loser is backup else target)
+                    return task.result()
+                error = task.exception()
+        assert error is not None
+        raise error
+
+    def _charge_cancelled(self, ctx: RequestContext, t: Target) -> None:
+        """A cancelled hedge was still sent: charge its prompt (estimated) so the cost is honest."""
+        if ctx.req is None:
+            return
+        from gateway import tokens
+
+        n = tokens.count_request(ctx.req, t.dep.model, t.dep.provider)
+        charge(ctx, Usage(input_tokens=n, estimated=True), t.price)
+        ctx.flags["hedge_cancelled"] = t.dep.id
+
+    async def _call(
+        self, ctx: RequestContext, target: Target, call: Callable[[Target], Awaitable[R]], reason: str
+    ) -> R:
+        ctx.attempts += 1
+        target.health.begin()
+        t0 = time.perf_counter_ns()
+        try:
+            result = await call(target)
+        except UpstreamError as e:
+            e.deployment = e.deployment or target.dep.id
+            target.health.failure(e)
+            raise
+        except asyncio.CancelledError:
+            raise
+        finally:
+            target.health.end()
+            ctx.upstream_ns += time.perf_counter_ns() - t0
+        self._served(ctx, target, reason)
+        return result
 
     def _served(self, ctx: RequestContext, target: Target, reason: str) -> None:
         ctx.deployment = target.dep.id
@@ -180,12 +305,17 @@ class Router:
         exclude: set[str] | frozenset[str] = frozenset(),
     ) -> ChatResponse:
         """One answer; its usage and cost are charged to ``ctx`` (every attempt that returned is paid for)."""
+        refusal_fallback = self.groups[group].content_policy_fallback is not None
 
         async def call(t: Target) -> ChatResponse:
             t0 = time.perf_counter_ns()
             resp = await t.provider.complete(req)
-            t.health.success((time.perf_counter_ns() - t0) / 1e6)
             charge(ctx, resp.usage, t.price)
+            if refusal_fallback and any(c.finish_reason == "content_filter" for c in resp.choices):
+                raise UpstreamError(
+                    400, "refused on content policy", deployment=t.dep.id, kind="content_policy"
+                )
+            t.health.success((time.perf_counter_ns() - t0) / 1e6)
             return resp
 
         return await self._attempts(ctx, group, call, only, exclude)
@@ -202,18 +332,27 @@ class Router:
         self, ctx: RequestContext, group: str, req: ChatRequest
     ) -> tuple[ChatChunk, AsyncIterator[ChatChunk]]:
         """The first chunk and the rest of the stream. Failover is possible only until the first chunk."""
+        ttft_timeout = self.groups[group].ttft_timeout_s
 
         async def call(t: Target) -> tuple[ChatChunk, AsyncIterator[ChatChunk]]:
             t0 = time.perf_counter_ns()
             it = aiter(t.provider.stream(req))
             try:
-                first = await anext(it)
+                first = await (
+                    anext(it) if ttft_timeout is None else asyncio.wait_for(anext(it), ttft_timeout)
+                )
             except StopAsyncIteration:
                 raise UpstreamError(502, "empty stream", deployment=t.dep.id, bad_response=True) from None
+            except TimeoutError:
+                await _aclose(it)
+                raise UpstreamError(
+                    504, f"no first token within {ttft_timeout}s", deployment=t.dep.id, timeout=True
+                ) from None
             except UpstreamError:
                 await _aclose(it)
                 raise
-            t.health.success((time.perf_counter_ns() - t0) / 1e6, ttft_ms=(time.perf_counter_ns() - t0) / 1e6)
+            ttft = (time.perf_counter_ns() - t0) / 1e6
+            t.health.success(ttft, ttft_ms=ttft)
             return first, it
 
         return await self._attempts(ctx, group, call)

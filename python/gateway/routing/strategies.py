@@ -31,7 +31,9 @@ def weighted(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
     """Weighted random without replacement (Efraimidis–Spirakis keys)."""
     if len(cands) == 1:
         return list(cands), "only"
-    keyed = sorted(cands, key=lambda c: rng.random() ** (1.0 / c.weight) if c.weight > 0 else -1.0, reverse=True)
+    keyed = sorted(
+        cands, key=lambda c: rng.random() ** (1.0 / c.weight) if c.weight > 0 else -1.0, reverse=True
+    )
     total = sum(c.weight for c in cands) or 1.0
     return keyed, f"weighted p={keyed[0].weight / total:.2f}"
 
@@ -51,15 +53,21 @@ def least_busy(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
     return ordered, f"least_busy inflight={ordered[0].inflight}"
 
 
+EXPLORE = 0.05  # share of least-latency picks that probe a random deployment, so a recovered one is noticed
+
+
 def least_latency(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
-    """Power of two choices on the latency EWMA: the faster of two random picks goes first, so a slow
-    deployment still gets a share of probe traffic and is noticed when it recovers. Unmeasured ones go first."""
+    """Power of two choices on the latency EWMA, plus a small share of random probes: a slow deployment keeps
+    getting a trickle of traffic, so its EWMA follows its recovery. Unmeasured deployments go first."""
     if len(cands) == 1:
         return list(cands), "only"
     unmeasured = [c for c in cands if c.latency_ms == 0.0]
     if unmeasured:
         first = rng.choice(unmeasured)
         reason = "least_latency unmeasured"
+    elif rng.random() < EXPLORE:
+        first = rng.choice(list(cands))
+        reason = f"least_latency probe ewma={first.latency_ms:.0f}ms"
     else:
         a, b = rng.sample(list(cands), 2)
         first = a if a.latency_ms <= b.latency_ms else b

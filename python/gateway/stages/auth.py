@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from gateway.config import KeyConfig
+import msgspec
+
+from gateway.config import KeyConfig, TeamConfig, TenantConfig
 from gateway.errors import GatewayError
 from gateway.store.sqlite import SqliteStore, hash_key
 from gateway.types import Principal
@@ -25,7 +27,24 @@ def principal_from_config(k: KeyConfig, index: int) -> Principal:
         models=tuple(k.models),
         residency=tuple(k.residency),
         profile=k.profile,
+        pins=tuple(sorted(k.pins.items())),
     )
+
+
+def with_org_policy(
+    p: Principal, teams: dict[str, TeamConfig], tenants: dict[str, TenantConfig]
+) -> Principal:
+    """A key inherits its team's pins (its own win) and the first residency set among key, team, tenant."""
+    team = teams.get(p.team or "")
+    tenant = tenants.get(p.tenant)
+    pins = dict(team.pins) if team else {}
+    pins.update(p.pins)
+    residency = (
+        p.residency or (tuple(team.residency) if team else ()) or (tuple(tenant.residency) if tenant else ())
+    )
+    if pins == dict(p.pins) and residency == p.residency:
+        return p
+    return msgspec.structs.replace(p, pins=tuple(sorted(pins.items())), residency=residency)
 
 
 def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
@@ -39,8 +58,20 @@ def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | 
 
 
 class Authenticator:
-    def __init__(self, keys: Iterable[KeyConfig], store: SqliteStore | None, ttl_s: float = 5.0) -> None:
-        self.static = {hash_key(k.key): principal_from_config(k, i) for i, k in enumerate(keys)}
+    def __init__(
+        self,
+        keys: Iterable[KeyConfig],
+        store: SqliteStore | None,
+        ttl_s: float = 5.0,
+        teams: dict[str, TeamConfig] | None = None,
+        tenants: dict[str, TenantConfig] | None = None,
+    ) -> None:
+        self.teams = teams or {}
+        self.tenants = tenants or {}
+        self.static = {
+            hash_key(k.key): with_org_policy(principal_from_config(k, i), self.teams, self.tenants)
+            for i, k in enumerate(keys)
+        }
         self.store = store
         self.ttl_s = ttl_s
         self.cache: dict[str, tuple[Principal | None, float]] = {}
@@ -61,6 +92,8 @@ class Authenticator:
             p = hit[0]
         elif self.store is not None:
             p = self.store.find_key(h)
+            if p is not None:
+                p = with_org_policy(p, self.teams, self.tenants)
             if len(self.cache) > 100_000:
                 self.cache.clear()
             self.cache[h] = (p, now + self.ttl_s)

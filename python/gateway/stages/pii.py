@@ -188,5 +188,7 @@ class PiiStage(Stage):
             if tool < 0:
                 deltas.append(Delta(index=index, content=rest))
             else:
-                deltas.append(Delta(index=index, tool_calls=[{"index": tool, "function": {"arguments": rest}}]))
+                deltas.append(
+                    Delta(index=index, tool_calls=[{"index": tool, "function": {"arguments": rest}}])
+                )
         return [ChatChunk(id="", model=ctx.upstream_model or "", choices=deltas)] if deltas else []

@@ -58,7 +58,8 @@ class ValidateStage(Stage):
             ctx.scratch[SCHEMA] = _core.compile_schema(orjson.dumps(schema))
         except ValueError as e:
             raise GatewayError(
-                "invalid_request", f"response_format.json_schema.schema is not a valid JSON schema: {e}",
+                "invalid_request",
+                f"response_format.json_schema.schema is not a valid JSON schema: {e}",
                 param="response_format.json_schema.schema",
             ) from None
 
@@ -74,13 +75,16 @@ class ValidateStage(Stage):
         assert req is not None
         history = [f"{ctx.deployment}: {errs[0]}"]
         tried: set[str] = set()
-        for attempt in range(self.cfg.retries + (len(self.router.targets[group]) if self.cfg.fallback else 0)):
+        for attempt in range(
+            self.cfg.retries + (len(self.router.targets[group]) if self.cfg.fallback else 0)
+        ):
             same = attempt < self.cfg.retries
             if not same:
                 tried.add(ctx.deployment or "")
             try:
-                resp = await self.router.complete(ctx, group, req, only=ctx.deployment if same else None,
-                                                  exclude=tried)
+                resp = await self.router.complete(
+                    ctx, group, req, only=ctx.deployment if same else None, exclude=tried
+                )
             except (GatewayError, UpstreamError):
                 break
             errs = problems(validator, resp)
