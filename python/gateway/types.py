@@ -37,6 +37,9 @@ class Message(msgspec.Struct, omit_defaults=True):
     tool_call_id: str | None = None
     # Anthropic thinking blocks and other provider-specific message data a translator may carry across.
     reasoning: str | None = None
+    # Provider data with no neutral field that must survive a round trip (``reasoning_signature``,
+    # ``redacted_thinking``, ``is_error`` on a tool result); adapters ignore keys they don't know.
+    extra: dict[str, Any] | None = None
 
 
 Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
@@ -116,6 +119,7 @@ class Choice(msgspec.Struct, omit_defaults=True):
     index: int
     message: Message
     finish_reason: str | None = None
+    stop_sequence: str | None = None  # which stop sequence ended the answer, when the upstream says so
 
 
 class ChatResponse(msgspec.Struct):
@@ -139,6 +143,8 @@ class Delta(msgspec.Struct, omit_defaults=True):
     tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
     reasoning: str | None = None
+    stop_sequence: str | None = None
+    extra: dict[str, Any] | None = None  # as Message.extra (e.g. a thinking block's signature)
 
 
 class ChatChunk(msgspec.Struct):
