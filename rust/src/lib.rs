@@ -1,0 +1,17 @@
+//! `gateway._core`: module wiring only; each hot path lives in its own file.
+use pyo3::prelude::*;
+
+pub mod pii;
+pub mod ratelimit;
+pub mod schema;
+pub mod tokens;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    pii::register(m)?;
+    tokens::register(m)?;
+    ratelimit::register(m)?;
+    schema::register(m)?;
+    Ok(())
+}
