@@ -495,7 +495,7 @@ def instance_for_schema(schema: Any, name: str = "value", root: Any = None, dept
                 v = (low + xhi) / 2
         mult = schema.get("multipleOf")
         if isinstance(mult, int | float) and mult:
-            v = (int(v / mult) or 1) * mult
+            v = (math.ceil(v / mult) or 1) * mult
         return int(v) if typ == "integer" else v
     if typ == "boolean":
         return True
