@@ -230,7 +230,7 @@ def test_bedrock_converse(sim: str) -> None:
         "system": [{"text": "be brief"}],
         "inferenceConfig": {"maxTokens": 100, "temperature": 0.2},
     }
-    status, headers, body = br_post(sim, MODEL_ID, "converse", req)
+    status, _, body = br_post(sim, MODEL_ID, "converse", req)
     assert status == 200, body
     r = json.loads(body)
     assert r["output"]["message"]["role"] == "assistant" and r["output"]["message"]["content"][0]["text"]
