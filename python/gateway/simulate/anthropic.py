@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 from typing import Any
 
 import orjson
 
-from .engine import Req, RequestError, Result, short_hash, tool_arg_pieces
+from .engine import Req, RequestError, Result, ceil_int, short_hash, tool_arg_pieces, uid
 from .profiles import ModelProfile
-
-_ids = itertools.count(1)
-_PID = f"{os.getpid() & 0xFFFF:04x}"
 
 _STOP = {
     "stop": "end_turn",
@@ -23,7 +18,7 @@ _STOP = {
 
 
 def new_id(prefix: str = "msg_") -> str:
-    return f"{prefix}sim{_PID}{next(_ids):014x}"
+    return prefix + "sim" + uid(14)
 
 
 def _block_text(block: Any, texts: list[str], user_texts: list[str] | None) -> bool:
@@ -349,7 +344,7 @@ def error(
     )
     headers = [("content-type", "application/json"), ("request-id", rid)]
     if status == 429 or (status >= 500 and retry_after is not None):
-        headers.append(("retry-after", f"{max(0, round(retry_after if retry_after is not None else 1.0))}"))
+        headers.append(("retry-after", str(ceil_int(retry_after if retry_after is not None else 1.0))))
     if status in (429, 500, 503, 529):
         headers.append(("x-should-retry", "true"))
     return status, headers, body

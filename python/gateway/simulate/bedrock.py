@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
-import os
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 import orjson
 
-from .engine import Req, RequestError, Result
+from .engine import Req, RequestError, Result, ceil_int, uid
 from .eventstream import encode_event, encode_exception, encode_message
 from .profiles import ModelProfile
-
-_ids = itertools.count(1)
-_PID = f"{os.getpid() & 0xFFFF:04x}"
 
 STREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 _STOP = {
@@ -29,8 +24,8 @@ _STOP = {
 
 
 def new_request_id() -> str:
-    n = next(_ids)
-    return f"5151{_PID}-0000-4000-8000-{n:012x}"
+    u = uid(24)
+    return f"{u[:8]}-{u[8:12]}-4{u[13:16]}-8{u[17:20]}-{u[20:32]}"
 
 
 def _validation(msg: str) -> RequestError:
@@ -254,7 +249,7 @@ def error(
         ("x-amzn-errortype", f"{etype}:http://internal.amazon.com/coral/com.amazon.bedrock/"),
     ]
     if status == 429 and retry_after is not None:
-        headers.append(("retry-after", f"{max(0, int(retry_after + 0.999))}"))
+        headers.append(("retry-after", str(ceil_int(retry_after))))
     return status, headers, orjson.dumps({"message": message or default})
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import itertools
 import json
 import math
+import os
 import re
 from typing import Any
 
@@ -79,6 +81,31 @@ WORDS = [
     "laborum",
 ]
 _NWORDS = len(WORDS)
+
+_uid_counter = itertools.count(1)
+_uid_prefix = ""
+
+
+def _new_uid_prefix() -> None:
+    """Per-process random prefix (re-drawn after fork, so workers never hand out the same ids)."""
+    global _uid_counter, _uid_prefix
+    _uid_prefix = os.urandom(4).hex()
+    _uid_counter = itertools.count(1)
+
+
+_new_uid_prefix()
+os.register_at_fork(after_in_child=_new_uid_prefix)
+
+
+def uid(width: int = 10) -> str:
+    """A unique hex id (per-process random prefix + counter)."""
+    return f"{_uid_prefix}{next(_uid_counter):0{width}x}"
+
+
+def ceil_int(x: float) -> int:
+    """Seconds for a Retry-After header: a non-negative integer, rounded up."""
+    return max(0, math.ceil(x))
+
 
 _PIECE_RE = re.compile(r"\s*\S+|\s+$")
 _TOOL_HINT_RE = re.compile(r"\b(tool|tools|weather|function)\b", re.IGNORECASE)

@@ -4,23 +4,19 @@ streamGenerateContent (SSE with ``alt=sse``, JSON array otherwise), countTokens,
 from __future__ import annotations
 
 import itertools
-import os
 from typing import Any
 
 import orjson
 
-from .engine import Req, RequestError, Result, count_tokens
+from .engine import Req, RequestError, Result, ceil_int, count_tokens, uid
 from .profiles import ModelProfile
-
-_ids = itertools.count(1)
-_PID = f"{os.getpid() & 0xFFFF:04x}"
 
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "stop_sequence": "STOP", "tool_calls": "STOP"}
 STREAM_GROUP = 4  # pieces per streamed chunk (Gemini streams in multi-token chunks)
 
 
 def new_id() -> str:
-    return f"sim{_PID}{next(_ids):012x}"
+    return "sim" + uid(12)
 
 
 def parse_generate(data: Any, model: str) -> Req:
@@ -279,12 +275,7 @@ def error(
         err["details"] = [
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{ra:g}s"},
         ]
-        headers.append(("retry-after", f"{_ceil(ra)}"))
+        headers.append(("retry-after", f"{ceil_int(ra)}"))
     elif status >= 500 and retry_after is not None:
-        headers.append(("retry-after", f"{_ceil(retry_after)}"))
+        headers.append(("retry-after", f"{ceil_int(retry_after)}"))
     return status, headers, orjson.dumps({"error": err})
-
-
-def _ceil(x: float) -> int:
-    i = int(x)
-    return i + 1 if x > i else max(i, 0)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
-import os
 import time
 from typing import Any
 
 import orjson
 
-from .engine import Req, RequestError, Result, tool_arg_pieces
+from .engine import Req, RequestError, Result, ceil_int, tool_arg_pieces, uid
 from .profiles import ModelProfile
 
 try:  # numpy makes embeddings ~20x cheaper; optional
@@ -20,8 +19,6 @@ try:  # numpy makes embeddings ~20x cheaper; optional
 except ImportError:  # pragma: no cover
     _np = None
 
-_ids = itertools.count(1)
-_PID = f"{os.getpid() & 0xFFFF:04x}"
 FINGERPRINT = "fp_sim0001"
 
 JSON_HEADERS = [("content-type", "application/json")]
@@ -31,7 +28,7 @@ _FINISH = {"stop": "stop", "length": "length", "stop_sequence": "stop", "tool_ca
 
 
 def new_id(prefix: str = "chatcmpl-") -> str:
-    return f"{prefix}sim{_PID}{next(_ids):010x}"
+    return prefix + "sim" + uid()
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -362,7 +359,7 @@ def error(
     body = orjson.dumps({"error": {"message": msg, "type": etype, "param": param, "code": code or dcode}})
     headers = [("content-type", "application/json"), ("x-request-id", "req_" + new_id(""))]
     if status == 429 or (status >= 500 and retry_after is not None):
-        headers.append(("retry-after", f"{max(0, round(retry))}"))
+        headers.append(("retry-after", str(ceil_int(retry))))
         headers.append(("retry-after-ms", f"{int(retry * 1000)}"))
     if status == 429:
         headers += [

@@ -431,7 +431,12 @@ class SimApp:
         toks[0] += res.prompt_tokens
         toks[1] += res.completion_tokens
 
-        ttft = directive_float(d, "ttft_ms", prof.ttft_ms)
+        ttft = prof.ttft_ms
+        if d is not None:
+            if "ttft_ms" in d:
+                ttft = directive_float(d, "ttft_ms", ttft)
+            elif req.stream and "latency_ms" in d:  # a latency directive delays a stream's first token
+                ttft = directive_float(d, "latency_ms", ttft)
         tps = directive_float(d, "tps", prof.tokens_per_s)
         if ttft or prof.ttft_jitter_ms:
             ttft = _jitter(self.profiles.rng(model + "#lat"), ttft, prof.ttft_jitter_ms, prof.jitter_dist)
