@@ -529,3 +529,23 @@ def test_profiles_resolution_and_validation() -> None:
     ):
         with pytest.raises(ProfileError):
             Profiles(bad)
+
+
+def test_tool_call_decision() -> None:
+    from gateway.simulate.engine import Req, wants_tool_calls
+
+    def req(text: str, choice: str | None = None) -> Req:
+        r = Req("m")
+        r.last_user = text
+        r.tools = [("get_weather", {}), ("lookup", {})]
+        r.tool_choice = choice
+        return r
+
+    assert [t[0] for t in wants_tool_calls(req("weather?"), None)] == ["get_weather"]
+    assert [t[0] for t in wants_tool_calls(req("please lookup"), None)] == ["lookup"]
+    assert wants_tool_calls(req("hello"), None) == []
+    assert wants_tool_calls(req("hello [[sim:fail=429@tool-model]]"), None) == []  # directives are not hints
+    assert wants_tool_calls(req("weather [[sim:output=x]]"), {"output": "x"}) == []  # exact output wins
+    assert [t[0] for t in wants_tool_calls(req("hello", "required"), None)] == ["get_weather"]
+    assert [t[0] for t in wants_tool_calls(req("weather", "tool:lookup"), None)] == ["lookup"]
+    assert wants_tool_calls(req("weather", "none"), None) == []

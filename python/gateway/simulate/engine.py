@@ -585,17 +585,23 @@ def wants_tool_calls(req: Req, d: dict[str, str] | None) -> list[tuple[str, dict
                 if t[0] == name:
                     return [t]
         return [tools[0]]
+    text = req.last_user
+    if "[[sim" in text:
+        text = _DIRECTIVE_RE.sub("", text)
     if choice == "required":
-        return [_pick_tools(req)[0]] if req.last_is_tool_result else _pick_tools(req)
-    if req.last_is_tool_result:
+        return [_pick_tools(req, text)[0]] if req.last_is_tool_result else _pick_tools(req, text)
+    if req.last_is_tool_result or (d is not None and ("output" in d or "json" in d)):
         return []
-    if _TOOL_HINT_RE.search(req.last_user) or any(t[0] in req.last_user for t in tools):
-        return _pick_tools(req)
+    if _TOOL_HINT_RE.search(text) or any(t[0] in text for t in tools):
+        return _pick_tools(req, text)
     return []
 
 
-def _pick_tools(req: Req) -> list[tuple[str, dict[str, Any]]]:
-    named = [t for t in req.tools if t[0] in req.last_user]
+_DIRECTIVE_RE = re.compile(r"\[\[sim.*?\]\]", re.DOTALL)
+
+
+def _pick_tools(req: Req, text: str) -> list[tuple[str, dict[str, Any]]]:
+    named = [t for t in req.tools if t[0] in text]
     return named or [req.tools[0]]
 
 
