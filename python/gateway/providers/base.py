@@ -162,6 +162,8 @@ async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes, b
     buf = b""
     async for piece in resp.content.iter_any():
         buf += piece
+        if b"\r" in buf:  # CRLF line ends (Google's SSE); a CR at the very end may be half of a CRLF: keep it
+            buf = buf[:-1].replace(b"\r\n", b"\n") + b"\r" if buf.endswith(b"\r") else buf.replace(b"\r\n", b"\n")
         while True:
             end = buf.find(b"\n\n")
             if end < 0:
