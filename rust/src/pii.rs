@@ -93,13 +93,13 @@ const PHONE_CTX: &[&str] = &[
     "call",
     "fax",
     "contact",
-    "number",
     "whatsapp",
     "sms",
-    "text",
     "reach",
     "dial",
     "ring",
+    "desk",
+    "landline",
 ];
 const CARD_CTX: &[&str] = &[
     "card",
@@ -116,7 +116,7 @@ const IBAN_CTX: &[&str] = &["iban", "account", "bank", "transfer", "wire", "sepa
 const SSN_CTX: &[&str] = &["ssn", "ssns", "social", "security"];
 const IP_CTX: &[&str] = &["ip", "ipv4", "ipv6", "address", "server", "host"];
 const NINO_CTX: &[&str] = &["nino", "national", "insurance"];
-const EMAIL_CTX: &[&str] = &["email", "e-mail", "mail", "contact"];
+const EMAIL_CTX: &[&str] = &["email", "mail", "contact"];
 const SECRET_CTX: &[&str] = &["key", "token", "secret", "password", "api"];
 
 /// Patterns are compiled with `unicode(false)`: `\d`, `\s`, `\b` are ASCII-only.
@@ -219,9 +219,10 @@ const PATTERNS: &[Pattern] = &[
     },
 ];
 
-/// Score added when a context word precedes the match (within `CONTEXT_WINDOW` bytes).
+/// Score added when a context word is near the match.
 const CONTEXT_BOOST: f64 = 0.3;
-const CONTEXT_WINDOW: usize = 48;
+const CONTEXT_BEFORE: usize = 48;
+const CONTEXT_AFTER: usize = 24;
 
 /// A detection with byte offsets into the scanned text.
 #[derive(Clone, Debug, PartialEq)]
@@ -271,7 +272,7 @@ impl Scanner {
                 let Some(hit) = (pattern.validate)(text, m.start(), m.end()) else {
                     continue;
                 };
-                let context = has_context(text, hit.start, pattern.context);
+                let context = has_context(text, hit.start, hit.end, pattern.context);
                 if hit.needs_context && !context {
                     continue;
                 }
@@ -317,18 +318,22 @@ fn resolve_overlaps(mut found: Vec<Detection>) -> Vec<Detection> {
     kept.into_values().collect()
 }
 
-/// True if one of `words` starts a word in the `CONTEXT_WINDOW` bytes before `start`.
-fn has_context(text: &str, start: usize, words: &[&str]) -> bool {
-    let bytes = text.as_bytes();
-    let window = &bytes[start.saturating_sub(CONTEXT_WINDOW)..start];
-    window
-        .split(|b| !b.is_ascii_alphanumeric() && *b != b'-')
-        .filter(|w| !w.is_empty())
-        .any(|w| {
-            words
-                .iter()
-                .any(|c| w.len() >= c.len() && w[..c.len()].eq_ignore_ascii_case(c.as_bytes()))
-        })
+/// True if one of `words` starts a word in the `CONTEXT_BEFORE` bytes before the match or the
+/// `CONTEXT_AFTER` bytes after it ("Phone: ...", "... (fax)").
+fn has_context(text: &str, start: usize, end: usize, words: &[&str]) -> bool {
+    let b = text.as_bytes();
+    let before = &b[start.saturating_sub(CONTEXT_BEFORE)..start];
+    let after = &b[end..(end + CONTEXT_AFTER).min(b.len())];
+    [before, after].iter().any(|window| {
+        window
+            .split(|c| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .any(|w| {
+                words
+                    .iter()
+                    .any(|c| w.len() >= c.len() && w[..c.len()].eq_ignore_ascii_case(c.as_bytes()))
+            })
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,8 +375,11 @@ fn valid_email(text: &str, s: usize, e: usize) -> Option<Hit> {
 fn isolated(text: &str, s: usize, e: usize) -> bool {
     let b = text.as_bytes();
     let joins = |sep: u8| matches!(sep, b'-' | b'.' | b'/' | b',');
+    // Left: no digit, and no "1-" / "J-" (a longer number or an identifier like J-0401000-02).
     let left = s == 0
-        || !(b[s - 1].is_ascii_digit() || (s >= 2 && joins(b[s - 1]) && b[s - 2].is_ascii_digit()));
+        || !(b[s - 1].is_ascii_digit()
+            || (s >= 2 && matches!(b[s - 1], b'-' | b'/') && b[s - 2].is_ascii_alphanumeric())
+            || (s >= 2 && joins(b[s - 1]) && b[s - 2].is_ascii_digit()));
     let right = e >= b.len()
         || !(b[e].is_ascii_digit()
             || (e + 1 < b.len() && joins(b[e]) && b[e + 1].is_ascii_digit()));
@@ -470,9 +478,19 @@ fn valid_card(text: &str, s: usize, e: usize) -> Option<Hit> {
     for last in (0..groups.len()).rev() {
         let end = groups[last].1;
         let d = digits_of(text, s, end);
-        if (12..=19).contains(&d.len()) && luhn(&d) && card_issuer_ok(&d) && isolated(text, s, end)
-        {
-            return Some(Hit::new(s, end, 0.85));
+        if (12..=19).contains(&d.len()) && luhn(&d) && isolated(text, s, end) {
+            // Luhn passes for 1 in 10 random numbers: without a known issuer prefix, only
+            // report it when the text talks about cards.
+            return Some(if card_issuer_ok(&d) {
+                Hit::new(s, end, 0.85)
+            } else {
+                Hit {
+                    start: s,
+                    end,
+                    score: 0.5,
+                    needs_context: true,
+                }
+            });
         }
         if d.len() < 12 {
             break;
@@ -506,8 +524,11 @@ fn valid_ssn(text: &str, s: usize, e: usize) -> Option<Hit> {
 }
 
 fn valid_ipv4(text: &str, s: usize, e: usize) -> Option<Hit> {
-    // Reject version-like runs "1.2.3.4.5" and numbers glued to the address.
-    isolated(text, s, e).then(|| Hit::new(s, e, 0.6))
+    // Reject version-like runs "1.2.3.4.5" and numbers glued to the address; loopback,
+    // "any" and broadcast addresses identify nobody.
+    let v = &text[s..e];
+    let special = v.starts_with("127.") || v == "0.0.0.0" || v == "255.255.255.255";
+    (isolated(text, s, e) && !special).then(|| Hit::new(s, e, 0.6))
 }
 
 fn valid_ipv6(text: &str, s: usize, e: usize) -> Option<Hit> {
@@ -616,24 +637,38 @@ fn nanp_ok(d: &[u8]) -> bool {
     d.len() == 10 && (b'2'..=b'9').contains(&d[0]) && (b'2'..=b'9').contains(&d[3])
 }
 
-/// Validate a phone number given as its digit groups (as written); `intl` when written with
-/// `+` or `00` (which is already stripped).
-fn phone_groups_ok(groups: &[&str], intl: bool) -> bool {
+/// How a digit sequence reads as a phone number.
+#[derive(PartialEq)]
+enum PhoneShape {
+    /// Follows a numbering plan (E.164 with a real calling code, NANP, trunk-0, Indian mobile).
+    Plan,
+    /// 7-12 digits in groups, no plan recognised: a phone number only with context nearby.
+    Generic,
+}
+
+/// Classify a phone number given as its digit groups (as written); `intl` when written with
+/// `+` or `00` (already stripped); `date_seps` when the first groups are joined by `-`, `.` or `/`.
+fn phone_shape(groups: &[&str], intl: bool, date_seps: bool) -> Option<PhoneShape> {
     let d: String = groups.concat();
     let b = d.as_bytes();
     if intl {
         if !(8..=15).contains(&d.len()) || !calling_code_ok(&d) {
-            return false;
+            return None;
         }
         let nsn = |cc: &str| d.strip_prefix(cc).map(str::len);
-        return match b[0] {
-            b'1' => nanp_ok(&b[1..]),
+        let ok = match b[0] {
+            // With an explicit +1 only the area code's leading digit is checked.
+            b'1' => d.len() == 11 && (b'2'..=b'9').contains(&b[1]),
             _ if d.starts_with("44") => matches!(nsn("44"), Some(9 | 10)) && b[2] != b'0',
             _ if d.starts_with("49") => matches!(nsn("49"), Some(6..=13)) && b[2] != b'0',
             _ if d.starts_with("33") => nsn("33") == Some(9) && b[2] != b'0',
             _ if d.starts_with("91") => nsn("91") == Some(10) && b[2] >= b'1',
             _ => true,
         };
+        return ok.then_some(PhoneShape::Plan);
+    }
+    if date_seps && groups.len() >= 3 && looks_like_date(&groups[..3]) {
+        return None;
     }
     let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
     // NANP: [1] 3-3-4, 3-7 or unbroken.
@@ -649,16 +684,33 @@ fn phone_groups_ok(groups: &[&str], intl: bool) -> bool {
     };
     let nanp = nanp_ok(nanp_digits) && matches!(nanp_lens, [3, 3, 4] | [3, 7] | [10]);
     // Trunk prefix 0 (UK, DE, FR, IN, AU, ...): 0 + area + subscriber, in groups of 2+ digits.
-    let trunk = b[0] == b'0'
-        && b.get(1).is_some_and(|&c| c != b'0')
-        && (9..=12).contains(&b.len())
-        && lens.len() <= 5
-        && (lens.len() == 1 || lens.iter().all(|&l| l >= 2));
+    let grouped = lens.len() <= 5 && (lens.len() == 1 || lens.iter().all(|&l| l >= 2));
+    let trunk = b[0] == b'0' && b[1] != b'0' && (9..=12).contains(&b.len()) && grouped;
     // Indian mobile numbers: 98765 43210.
     let india = b.len() == 10
         && (b'6'..=b'9').contains(&b[0])
         && matches!(lens.as_slice(), [5, 5] | [10] | [3, 3, 4]);
-    nanp || trunk || india
+    if nanp || trunk || india {
+        Some(PhoneShape::Plan)
+    } else if (7..=12).contains(&b.len()) && lens.len() >= 2 && grouped {
+        Some(PhoneShape::Generic)
+    } else {
+        None
+    }
+}
+
+/// 2024-05-01, 01.05.2024, 05/01/24: three groups that parse as a calendar date.
+fn looks_like_date(groups: &[&str]) -> bool {
+    let n = |g: &str| g.parse::<u32>().unwrap_or(0);
+    match groups {
+        [y, m, d] if y.len() == 4 && m.len() <= 2 && d.len() <= 2 => {
+            (1..=12).contains(&n(m)) && (1..=31).contains(&n(d))
+        }
+        [a, b, y] if a.len() <= 2 && b.len() <= 2 && matches!(y.len(), 2 | 4) => {
+            (1..=31).contains(&n(a)) && (1..=31).contains(&n(b)) && (n(a) <= 12 || n(b) <= 12)
+        }
+        _ => false,
+    }
 }
 
 fn valid_phone(text: &str, s: usize, e: usize) -> Option<Hit> {
@@ -735,23 +787,31 @@ fn phone_span(text: &str, start: usize, first: usize, last: usize, end: usize) -
         intl = true;
     }
     let n_digits: usize = groups.iter().map(|g| g.len()).sum();
-    if n_digits < 7 || !phone_groups_ok(&groups, intl) {
+    if n_digits < 7 {
         return None;
     }
+    let seps: Vec<&str> = core
+        .split(|c: char| c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let date_seps = seps.len() >= 2
+        && seps[..2]
+            .iter()
+            .all(|s| matches!(s.trim(), "-" | "." | "/"));
+    let shape = phone_shape(&groups, intl, date_seps)?;
     let separated = groups.len() > 1 || text[start..first].contains('(');
-    let score = if intl {
-        0.6
-    } else if separated {
-        0.5
-    } else {
-        0.4
+    let score = match shape {
+        _ if intl => 0.6,
+        PhoneShape::Plan if separated => 0.5,
+        _ => 0.4,
     };
-    // A bare run of digits is a phone number only if something nearby says so.
+    // Bare digit runs and plan-less groups are phone numbers only if something nearby says so.
+    let needs_context = !intl && (!separated || shape == PhoneShape::Generic);
     Some(Hit {
         start,
         end,
         score,
-        needs_context: !intl && !separated,
+        needs_context,
     })
 }
 

@@ -1,0 +1,221 @@
+"""PII scanner quality on presidio-research's synthetic corpus (1,500 labelled sentences).
+
+Run: .venv/bin/python benches/quality/pii_eval.py [--presidio] [--ner] [--show-errors TYPE]
+
+Span matching: a prediction is a true positive when it overlaps a gold span of the same type
+(each gold span counted once). Per type we print precision, recall, F1 and support (gold spans).
+
+Confounds (see the corpus's SOURCE.txt / README): the data is Faker-generated. IBANs are all GB;
+phone numbers use Faker's locale formats (many are 7-8 digit local numbers, "(37) 788-063",
+that no national numbering plan validates); card numbers are Luhn-valid Faker numbers incl. legacy
+15-digit JCB and 12-digit Maestro; there are no labelled secrets or UK NINOs, so those types can
+only show false positives here. Recall for PHONE_NUMBER therefore mostly measures Faker's formats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CORPUS = ROOT.parent / "shared" / "corpora" / "presidio-research" / "synth_dataset_v2.json"
+
+# corpus label -> our type (only structured types; names/addresses are NER's job)
+LABELS = {
+    "EMAIL_ADDRESS": "EMAIL_ADDRESS",
+    "PHONE_NUMBER": "PHONE_NUMBER",
+    "CREDIT_CARD": "CREDIT_CARD",
+    "IBAN_CODE": "IBAN_CODE",
+    "US_SSN": "US_SSN",
+    "IP_ADDRESS": "IP_ADDRESS",
+}
+NER_LABELS = {"PERSON": "PERSON", "GPE": "LOCATION", "STREET_ADDRESS": "LOCATION"}
+
+
+def load():
+    records = json.loads(CORPUS.read_text())
+    out = []
+    for r in records:
+        gold = [
+            (s["entity_type"], s["start_position"], s["end_position"]) for s in r["spans"]
+        ]
+        out.append((r["full_text"], gold))
+    return out
+
+
+def evaluate(data, predict, label_map, show=None):
+    """predict(text) -> [(type, start, end)]. Returns {type: (tp, fp, fn, support)}."""
+    tp, fp, fn, support = (collections.Counter() for _ in range(4))
+    confusions = collections.Counter()
+    examples = collections.defaultdict(list)
+    for text, gold_raw in data:
+        gold = [(label_map[t], s, e) for t, s, e in gold_raw if t in label_map]
+        others = [(t, s, e) for t, s, e in gold_raw if t not in label_map]
+        preds = predict(text)
+        matched = set()
+        for ptype, ps, pe in preds:
+            hit = next(
+                (i for i, (gt, gs, ge) in enumerate(gold) if gt == ptype and ps < ge and gs < pe and i not in matched),
+                None,
+            )
+            if hit is None:
+                fp[ptype] += 1
+                other = next((t for t, s, e in others + gold if ps < e and s < pe), "none")
+                confusions[(ptype, other)] += 1
+                if show == ptype:
+                    examples["FP"].append((text[ps:pe], other, text))
+            else:
+                tp[ptype] += 1
+                matched.add(hit)
+        for i, (gt, gs, ge) in enumerate(gold):
+            support[gt] += 1
+            if i not in matched:
+                fn[gt] += 1
+                if show == gt:
+                    examples["FN"].append((text[gs:ge], text))
+    return tp, fp, fn, support, confusions, examples
+
+
+def table(title, tp, fp, fn, support, types):
+    print(f"\n{title}")
+    print(f"{'type':<16}{'precision':>10}{'recall':>8}{'F1':>7}{'support':>9}{'pred':>6}")
+    for t in types:
+        p = tp[t] / (tp[t] + fp[t]) if tp[t] + fp[t] else float("nan")
+        r = tp[t] / support[t] if support[t] else float("nan")
+        f = 2 * p * r / (p + r) if p + r else float("nan")
+        print(f"{t:<16}{p:>10.3f}{r:>8.3f}{f:>7.3f}{support[t]:>9}{tp[t] + fp[t]:>6}")
+
+
+def ours():
+    from gateway._core import PiiScanner
+
+    scanner = PiiScanner()
+    return lambda text: [(t, s, e) for t, s, e, _ in scanner.scan(text)]
+
+
+def offline_tldextract():
+    """presidio's EmailRecognizer calls tldextract, which tries to download the public suffix list;
+    use the snapshot bundled with tldextract instead (no network here)."""
+    import types
+
+    import tldextract
+    from presidio_analyzer.predefined_recognizers.generic import email_recognizer
+
+    email_recognizer.tldextract = types.SimpleNamespace(extract=tldextract.TLDExtract(suffix_list_urls=()))
+
+
+def benign_prompts():
+    """Real user prompts (arena-hard-auto v0.1 + v2.0): no labelled PII, lots of code and numbers."""
+    base = ROOT.parent / "shared" / "corpora" / "arena-hard-auto"
+    out = []
+    for f in ("arena-hard-v0.1", "arena-hard-v2.0"):
+        path = base / f / "question.jsonl"
+        if path.exists():
+            for line in filter(None, path.read_text().split("\n")):
+                q = json.loads(line)
+                out.append(q.get("prompt") or q["turns"][0]["content"])
+    return out
+
+
+def benign_report(predict, name):
+    prompts = benign_prompts()
+    if not prompts:
+        print("\narena-hard-auto not found; skipping the benign-prompt check")
+        return
+    counts = collections.Counter()
+    for text in prompts:
+        for t, _, _ in predict(text):
+            counts[t] += 1
+    chars = sum(map(len, prompts))
+    print(
+        f"\n{name} on {len(prompts)} benign arena-hard prompts ({chars / 1e6:.2f} M chars): "
+        f"detections per type {dict(counts)} (real values such as e-mails in code count here too)"
+    )
+
+
+def presidio_patterns():
+    """presidio-analyzer's predefined pattern recognizers (no NLP model), same entity types."""
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        PhoneRecognizer,
+        UsSsnRecognizer,
+    )
+
+    offline_tldextract()
+    recognizers = [
+        EmailRecognizer(),
+        PhoneRecognizer(),
+        CreditCardRecognizer(),
+        IbanRecognizer(),
+        UsSsnRecognizer(),
+        IpRecognizer(),
+    ]
+
+    def predict(text):
+        out = []
+        for r in recognizers:
+            for res in r.analyze(text, r.supported_entities, nlp_artifacts=None) or []:
+                if res.score >= 0.3:
+                    out.append((res.entity_type, res.start, res.end))
+        return out
+
+    return predict
+
+
+def spacy_ner():
+    import spacy
+
+    nlp = spacy.load("en_core_web_sm", disable=["lemmatizer", "tagger", "parser", "attribute_ruler"])
+    mapping = {"PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
+    return lambda text: [(mapping[e.label_], e.start_char, e.end_char) for e in nlp(text).ents if e.label_ in mapping]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presidio", action="store_true", help="also evaluate presidio's pattern recognizers")
+    ap.add_argument("--ner", action="store_true", help="also evaluate spaCy en_core_web_sm on PERSON/LOCATION")
+    ap.add_argument("--show-errors", metavar="TYPE", help="print false positives/negatives for TYPE")
+    args = ap.parse_args()
+    if not CORPUS.exists():
+        sys.exit(f"corpus not found at {CORPUS}")
+    data = load()
+    types = list(LABELS.values()) + ["UK_NINO", "AWS_ACCESS_KEY", "OPENAI_KEY", "JWT"]
+    print(f"presidio-research synth_dataset_v2: {len(data)} sentences")
+
+    tp, fp, fn, support, conf, ex = evaluate(data, ours(), LABELS, args.show_errors)
+    table("gateway._core.PiiScanner (all matches, any score)", tp, fp, fn, support, types)
+    extra = {t: n for t, n in fp.items() if t not in types}
+    if extra:
+        print("false positives of other types:", extra)
+    print("false positives by what the text really was:", dict(conf.most_common(12)))
+    for kind, rows in ex.items():
+        print(f"\n{kind} for {args.show_errors} ({len(rows)}):")
+        for row in rows[:60]:
+            print("  ", row[:2], "|", row[-1][:160].replace("\n", " "))
+
+    benign_report(ours(), "PiiScanner")
+
+    if args.presidio:
+        tp, fp, fn, support, conf, _ = evaluate(data, presidio_patterns(), LABELS)
+        table("presidio-analyzer pattern recognizers (score >= 0.3)", tp, fp, fn, support, list(LABELS.values()))
+        print("false positives by what the text really was:", dict(conf.most_common(12)))
+        benign_report(presidio_patterns(), "presidio patterns")
+
+    if args.ner:
+        try:
+            predict = spacy_ner()
+        except OSError as e:
+            print(f"\nspaCy model unavailable: {e}")
+        else:
+            tp, fp, fn, support, conf, _ = evaluate(data, predict, NER_LABELS)
+            table("spaCy en_core_web_sm NER (PERSON; LOCATION = GPE + STREET_ADDRESS)", tp, fp, fn, support, ["PERSON", "LOCATION"])
+
+
+if __name__ == "__main__":
+    main()
