@@ -549,3 +549,17 @@ def test_tool_call_decision() -> None:
     assert [t[0] for t in wants_tool_calls(req("hello", "required"), None)] == ["get_weather"]
     assert [t[0] for t in wants_tool_calls(req("weather", "tool:lookup"), None)] == ["lookup"]
     assert wants_tool_calls(req("weather", "none"), None) == []
+
+
+def test_bedrock_stream_drop(sim: str) -> None:
+    import http.client
+
+    with pytest.raises(http.client.IncompleteRead) as e:
+        br_post(
+            sim, MODEL_ID, "converse-stream", BR_USER, {"x-sim-fail": "drop", "x-sim-fail-after-chunks": "4"}
+        )
+    dec = EventStreamDecoder()
+    msgs = dec.feed(e.value.partial)
+    assert [h[":event-type"] for h, _ in msgs] == ["messageStart"] + ["contentBlockDelta"] * 3
+    with pytest.raises(EventStreamError):
+        dec.close()  # the connection closed inside a frame

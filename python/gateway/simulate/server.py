@@ -405,7 +405,7 @@ class SimApp:
                 return
             if fault == "timeout":
                 await asyncio.sleep(prof.timeout_s)
-                self._abort(proto, fmt.stream_headers if req.stream else [("content-type", fmt.ok_ct)])
+                await self._abort(proto, fmt.stream_headers if req.stream else [("content-type", fmt.ok_ct)])
                 self._count(model, "timeout", endpoint)
                 return
             if fault not in ("drop", "malformed", "stall"):
@@ -510,9 +510,12 @@ class SimApp:
         return gm.stream_generate(req, res, prof, usage, sse=fmt is GEMINI)
 
     @staticmethod
-    def _abort(proto, headers: list[tuple[str, str]]) -> None:
-        """Send headers announcing a body that never comes: the server then closes the connection."""
-        proto.response_stream(200, [*headers, ("content-length", "1048576")])
+    async def _abort(proto, headers: list[tuple[str, str]]) -> None:
+        """Announce a body that never comes, then close the connection (the client sees a truncated
+        response: clients cannot mistake it for a complete one)."""
+        tr = proto.response_stream(200, [*headers, ("content-length", "1048576")])
+        with contextlib.suppress(Exception):
+            await tr.send_bytes(b"{")
 
     @staticmethod
     async def _truncated(proto, headers: list[tuple[str, str]], body: bytes) -> None:
@@ -546,6 +549,7 @@ class SimApp:
             first = True
             for i, (b, ntok) in enumerate(chunks):
                 if drop_after is not None and i >= drop_after:
+                    buf.append(b[: max(1, len(b) // 2)])  # cut inside a chunk, then close
                     break
                 if ntok:
                     delay = ttft_s if first else ntok * tok_s
@@ -661,7 +665,7 @@ class SimApp:
                 return
             if fault == "timeout":
                 await asyncio.sleep(prof.timeout_s)
-                self._abort(proto, [JSON_CT])
+                await self._abort(proto, [JSON_CT])
                 self._count(model, "timeout", "openai.embeddings")
                 return
         lat = directive_float(d, "latency_ms", prof.latency_ms)
