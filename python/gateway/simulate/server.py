@@ -19,12 +19,13 @@ only the first N identical requests, for retry tests), ``[[sim:retry_after=1]]``
 ``[[sim:latency_ms=200]]``, ``[[sim:ttft_ms=50]]``, ``[[sim:tps=20]]``, ``[[sim:output=exact text]]``,
 ``[[sim:json={...}]]``, ``[[sim:output_tokens=50]]``, ``[[sim:echo]]`` (or a message starting with ``#echo``:
 reply = all received message texts joined by newlines), ``[[sim:tool]]``/``[[sim:tool=name]]``,
-``[[sim:no_usage]]``, ``[[sim:cached_tokens=N]]``, ``[[sim:reasoning_tokens=N]]``; a directive can be scoped
+``[[sim:no_usage]]`` (OpenAI/Gemini/Bedrock streams; Anthropic always reports usage), ``[[sim:cached_tokens=N]]``, ``[[sim:reasoning_tokens=N]]``; a directive can be scoped
 to one model with ``[[sim:fail=429@model-or-glob]]`` or ``[[sim@model-or-glob:key=value]]``. Control
 endpoints: ``GET /healthz``, ``GET /_sim/stats``, ``POST /_sim/reset``, ``GET /_sim/last?model=X``,
 ``GET /_sim/requests?model=X&limit=N``, ``GET|POST|DELETE /_sim/models/{model-or-glob}`` (POST merges a JSON
 profile patch at run time), ``GET /_sim/models``. With ``--workers N>1`` runtime patches and resets are shared
-through a state directory; stats/last are aggregated from per-worker snapshots (≤ ~0.3 s stale).
+through a state directory; stats/last are aggregated from per-worker snapshots (≤ ~0.3 s stale);
+``fail_times`` counters and ``/_sim/requests`` stay per worker.
 """
 
 from __future__ import annotations
@@ -303,6 +304,7 @@ class SimApp:
                 model, _, method = path[i + 8 :].rpartition(":")
                 if model and method in ("generateContent", "streamGenerateContent", "countTokens"):
                     return await self._gemini(scope, proto, model, method)
+        await proto()
         self._respond_json(
             proto,
             404,
@@ -759,6 +761,9 @@ class SimApp:
             return
         qs = scope.query_string
         query = dict(parse_qsl(qs)) if qs else {}
+        got = await self._read_json(proto, GEMINI, endpoint)
+        if got is None:
+            return
         h = scope.headers
         if self.profiles.auth:
             key = h.get("x-goog-api-key") or query.get("key")
@@ -779,9 +784,6 @@ class SimApp:
                     message="API key not valid. Please pass a valid API key.",
                 )
                 return
-        got = await self._read_json(proto, GEMINI, endpoint)
-        if got is None:
-            return
         raw, data = got
         try:
             if method == "countTokens" and isinstance(data, dict) and "generateContentRequest" in data:
