@@ -349,9 +349,13 @@ class App:
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         path = self.config_path or os.environ.get("GATEWAY_CONFIG", "examples/demo.yaml")
         cfg = load_config(path)
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-        http = aiohttp.ClientSession(connector=connector, loop=loop, auto_decompress=True)
-        self.gw = Gateway(cfg, http)
+
+        async def build() -> Gateway:
+            # aiohttp binds to the running loop: build the session on the worker's loop before it serves.
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+            return Gateway(cfg, aiohttp.ClientSession(connector=connector, auto_decompress=True))
+
+        self.gw = loop.run_until_complete(build())
         self.ready = True
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:

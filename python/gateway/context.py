@@ -11,7 +11,7 @@ import msgspec
 from gateway.types import ChatRequest, Principal, Usage
 
 
-class Record(msgspec.Struct, omit_defaults=True):
+class Record(msgspec.Struct):
     """One structured record per request: the contract that the audit log, dashboards and spend reports read.
 
     Never holds prompt or completion text, PII values or credentials: only who, what, how much, how long.

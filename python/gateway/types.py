@@ -79,7 +79,7 @@ class ChatRequest(msgspec.Struct, omit_defaults=True):
 
 class EmbeddingRequest(msgspec.Struct, omit_defaults=True):
     model: Annotated[str, msgspec.Meta(min_length=1)]
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[Any]  # strings, or token arrays
     encoding_format: str | None = None
     dimensions: PositiveInt | None = None
     user: str | None = None

@@ -30,10 +30,14 @@ def checks_for(scopes: list[tuple[str, str, LimitRule | None]], prompt_tokens: i
         if rule is None:
             continue
         if rule.rpm:
-            out.append(LimitCheck(f"rl:{key}:rpm", rule.rpm, WINDOW_S, 1, f"{label} requests per minute", "requests"))
+            out.append(
+                LimitCheck(f"rl:{key}:rpm", rule.rpm, WINDOW_S, 1, f"{label} requests per minute", "requests")
+            )
         if rule.tpm:
             out.append(
-                LimitCheck(f"rl:{key}:tpm", rule.tpm, WINDOW_S, prompt_tokens, f"{label} tokens per minute", "tokens")
+                LimitCheck(
+                    f"rl:{key}:tpm", rule.tpm, WINDOW_S, prompt_tokens, f"{label} tokens per minute", "tokens"
+                )
             )
     return out
 
@@ -83,7 +87,11 @@ class LimitsStage(Stage):
         key_name = p.name or p.key_id
         return [
             (f"key:{p.key_id}", f"key '{key_name}'", self.cfg.keys.get(key_name, self.cfg.per_key)),
-            (f"tenant:{p.tenant}", f"tenant '{p.tenant}'", self.cfg.tenants.get(p.tenant, self.cfg.per_tenant)),
+            (
+                f"tenant:{p.tenant}",
+                f"tenant '{p.tenant}'",
+                self.cfg.tenants.get(p.tenant, self.cfg.per_tenant),
+            ),
             (f"model:{group}", f"model '{group}'", self.cfg.per_model.get(group)),
         ]
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from gateway.context import Record
@@ -149,7 +150,7 @@ class SqliteStore:
 
     # ------------------------------------------------------------ records
 
-    def insert_records(self, records: Sequence[Record], encode: Any = orjson.dumps) -> None:
+    def insert_records(self, records: Sequence[Record], encode: Any = msgspec.json.encode) -> None:
         self.conn.executemany(
             "INSERT OR REPLACE INTO records (request_id, ts, tenant, key_id, status, model_served, cost_usd, body)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
