@@ -39,9 +39,7 @@ def load():
     records = json.loads(CORPUS.read_text())
     out = []
     for r in records:
-        gold = [
-            (s["entity_type"], s["start_position"], s["end_position"]) for s in r["spans"]
-        ]
+        gold = [(s["entity_type"], s["start_position"], s["end_position"]) for s in r["spans"]]
         out.append((r["full_text"], gold))
     return out
 
@@ -58,7 +56,11 @@ def evaluate(data, predict, label_map, show=None):
         matched = set()
         for ptype, ps, pe in preds:
             hit = next(
-                (i for i, (gt, gs, ge) in enumerate(gold) if gt == ptype and ps < ge and gs < pe and i not in matched),
+                (
+                    i
+                    for i, (gt, gs, ge) in enumerate(gold)
+                    if gt == ptype and ps < ge and gs < pe and i not in matched
+                ),
                 None,
             )
             if hit is None:
@@ -173,19 +175,23 @@ def spacy_ner():
 
     nlp = spacy.load("en_core_web_sm", disable=["lemmatizer", "tagger", "parser", "attribute_ruler"])
     mapping = {"PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
-    return lambda text: [(mapping[e.label_], e.start_char, e.end_char) for e in nlp(text).ents if e.label_ in mapping]
+    return lambda text: [
+        (mapping[e.label_], e.start_char, e.end_char) for e in nlp(text).ents if e.label_ in mapping
+    ]
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--presidio", action="store_true", help="also evaluate presidio's pattern recognizers")
-    ap.add_argument("--ner", action="store_true", help="also evaluate spaCy en_core_web_sm on PERSON/LOCATION")
+    ap.add_argument(
+        "--ner", action="store_true", help="also evaluate spaCy en_core_web_sm on PERSON/LOCATION"
+    )
     ap.add_argument("--show-errors", metavar="TYPE", help="print false positives/negatives for TYPE")
     args = ap.parse_args()
     if not CORPUS.exists():
         sys.exit(f"corpus not found at {CORPUS}")
     data = load()
-    types = list(LABELS.values()) + ["UK_NINO", "AWS_ACCESS_KEY", "OPENAI_KEY", "JWT"]
+    types = [*LABELS.values(), "UK_NINO", "AWS_ACCESS_KEY", "OPENAI_KEY", "JWT"]
     print(f"presidio-research synth_dataset_v2: {len(data)} sentences")
 
     tp, fp, fn, support, conf, ex = evaluate(data, ours(), LABELS, args.show_errors)
@@ -203,7 +209,9 @@ def main():
 
     if args.presidio:
         tp, fp, fn, support, conf, _ = evaluate(data, presidio_patterns(), LABELS)
-        table("presidio-analyzer pattern recognizers (score >= 0.3)", tp, fp, fn, support, list(LABELS.values()))
+        table(
+            "presidio-analyzer pattern recognizers (score >= 0.3)", tp, fp, fn, support, list(LABELS.values())
+        )
         print("false positives by what the text really was:", dict(conf.most_common(12)))
         benign_report(presidio_patterns(), "presidio patterns")
 
@@ -214,7 +222,14 @@ def main():
             print(f"\nspaCy model unavailable: {e}")
         else:
             tp, fp, fn, support, conf, _ = evaluate(data, predict, NER_LABELS)
-            table("spaCy en_core_web_sm NER (PERSON; LOCATION = GPE + STREET_ADDRESS)", tp, fp, fn, support, ["PERSON", "LOCATION"])
+            table(
+                "spaCy en_core_web_sm NER (PERSON; LOCATION = GPE + STREET_ADDRESS)",
+                tp,
+                fp,
+                fn,
+                support,
+                ["PERSON", "LOCATION"],
+            )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ pub fn parse_draft(name: &str) -> Option<Draft> {
     })
 }
 
-/// Compile a schema; the draft comes from `draft`, else `$schema`, else 2020-12.
+/// Compile a schema; the draft comes from `$schema`, else `draft`, else 2020-12.
 pub fn compile(
     schema: &[u8],
     draft: Option<Draft>,
@@ -62,7 +62,9 @@ pub fn compile(
     let value: Value =
         serde_json::from_slice(schema).map_err(|e| format!("schema is not valid JSON: {e}"))?;
     let mut opts = jsonschema::options().with_retriever(LocalResources(resources));
-    if let Some(d) = draft {
+    // `draft` is the default dialect: an explicit `$schema` (possibly a custom meta-schema) wins.
+    let declared = value.get("$schema").is_some_and(Value::is_string);
+    if let Some(d) = draft.filter(|_| !declared) {
         opts = opts.with_draft(d);
     }
     opts.build(&value)

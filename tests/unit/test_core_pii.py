@@ -1,0 +1,172 @@
+"""gateway._core PII: scan, mask, unmask, streaming unmask."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway._core import PiiScanner, StreamUnmasker, unmask
+
+SCANNER = PiiScanner()
+
+SAMPLES = {
+    "EMAIL_ADDRESS": "jane.doe@example.co.uk",
+    "PHONE_NUMBER": "+44 20 7946 0958",
+    "CREDIT_CARD": "4111 1111 1111 1111",
+    "IBAN_CODE": "DE89 3704 0044 0532 0130 00",
+    "US_SSN": "123-45-6788",
+    "IP_ADDRESS": "203.0.113.42",
+    "UK_NINO": "AB 12 34 56 C",
+    "AWS_ACCESS_KEY": "AKIAIOSFODNN7EXAMPLE",
+    "GITHUB_TOKEN": "ghp_" + "a1B2" * 9,
+    "GITLAB_TOKEN": "glpat-xY12ab34CD56ef78GH90",
+    "SLACK_TOKEN": "xoxb-1234567890-abcdefghij",
+    "OPENAI_KEY": "sk-proj-" + "Ab1" * 20,
+    "ANTHROPIC_KEY": "sk-ant-api03-" + "Zx9" * 30,
+    "JWT": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcDEF123_-x",
+    "PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nMIIBVAIBADANBg\n-----END PRIVATE KEY-----",
+}
+
+
+def test_entity_types_cover_the_contract():
+    assert set(PiiScanner.entity_types()) == set(SAMPLES)
+    assert PiiScanner(["EMAIL_ADDRESS"]).entities == ["EMAIL_ADDRESS"]
+    with pytest.raises(ValueError, match="unknown PII entity type"):
+        PiiScanner(["PASSPORT"])
+
+
+@pytest.mark.parametrize(("kind", "value"), SAMPLES.items())
+def test_scan_finds_each_type(kind, value):
+    text = f"Here it is: {value} -- thanks"
+    assert SCANNER.scan(text) == [(kind, 12, 12 + len(value), pytest.approx(SCANNER.scan(text)[0][3]))]
+
+
+def test_offsets_are_code_points_and_sorted():
+    text = "Grüße 👋 von José: jose@example.com, Tel. +49 30 1234567"
+    found = SCANNER.scan(text)
+    assert [(t, text[s:e]) for t, s, e, _ in found] == [
+        ("EMAIL_ADDRESS", "jose@example.com"),
+        ("PHONE_NUMBER", "+49 30 1234567"),
+    ]
+    assert all(0 < score <= 1 for *_, score in found)
+
+
+def test_checksums_and_invalid_ranges_are_rejected():
+    for text in [
+        "card 4111 1111 1111 1112",
+        "IBAN DE89 3704 0044 0532 0130 01",
+        "ssn 666-12-3456",
+        "ssn 901-12-3456",
+        "ssn 123-00-4567",
+        "ssn 123-45-0000",
+        "released 2024-05-01, version 1.2.3.4.5",
+    ]:
+        assert SCANNER.scan(text) == [], text
+
+
+def test_context_words_gate_ambiguous_numbers_and_raise_scores():
+    assert SCANNER.scan("order 4155552671 shipped") == []
+    assert [t for t, *_ in SCANNER.scan("phone: 4155552671")] == ["PHONE_NUMBER"]
+    plain = SCANNER.scan("ref 123-45-6788")[0][3]
+    with_ctx = SCANNER.scan("SSN 123-45-6788")[0][3]
+    assert with_ctx > plain
+
+
+def test_only_selected_entities():
+    scanner = PiiScanner(["US_SSN"])
+    assert [t for t, *_ in scanner.scan("a@b.io 123-45-6788")] == ["US_SSN"]
+
+
+def test_mask_is_stable_across_texts_and_requests():
+    texts = ["mail a@x.io or b@y.io", "again b@y.io; card 4111111111111111"]
+    masked, mapping, counts = SCANNER.mask(texts, {"a@x.io": "<EMAIL_ADDRESS_3>"})
+    assert masked == [
+        "mail <EMAIL_ADDRESS_3> or <EMAIL_ADDRESS_4>",
+        "again <EMAIL_ADDRESS_4>; card <CREDIT_CARD_1>",
+    ]
+    assert mapping == {
+        "a@x.io": "<EMAIL_ADDRESS_3>",
+        "b@y.io": "<EMAIL_ADDRESS_4>",
+        "4111111111111111": "<CREDIT_CARD_1>",
+    }
+    assert counts == {"EMAIL_ADDRESS": 3, "CREDIT_CARD": 1}
+    # A later request reuses the mapping and continues numbering.
+    masked2, mapping2, _ = SCANNER.mask(["b@y.io and c@z.io"], mapping)
+    assert masked2 == ["<EMAIL_ADDRESS_4> and <EMAIL_ADDRESS_5>"]
+    assert mapping2["c@z.io"] == "<EMAIL_ADDRESS_5>"
+
+
+def test_mask_types_limit_what_is_replaced_but_not_counted():
+    masked, mapping, counts = SCANNER.mask(["a@x.io 123-45-6788"], {}, {"US_SSN"})
+    assert masked == ["a@x.io <US_SSN_1>"]
+    assert mapping == {"123-45-6788": "<US_SSN_1>"}
+    assert counts == {"EMAIL_ADDRESS": 1, "US_SSN": 1}
+
+
+def test_unmask_accepts_either_direction():
+    forward = {"a@x.io": "<EMAIL_ADDRESS_1>"}
+    backward = {"<EMAIL_ADDRESS_1>": "a@x.io"}
+    text = "to <EMAIL_ADDRESS_1>, not <EMAIL_ADDRESS_2> or <b>"
+    assert unmask(text, forward) == unmask(text, backward) == "to a@x.io, not <EMAIL_ADDRESS_2> or <b>"
+    with pytest.raises(ValueError):
+        unmask(text, {"a": "b"})
+
+
+def test_stream_unmasker_holds_back_only_placeholder_prefixes():
+    u = StreamUnmasker({"<EMAIL_ADDRESS_1>": "a@x.io"})
+    assert u.feed("Hello <EMAIL_AD") == "Hello "
+    assert u.pending == len("<EMAIL_AD")
+    assert u.feed("DRESS_1>!") == "a@x.io!"
+    assert u.feed("a <b and <EMAIL_X") == "a <b and <EMAIL_X"  # can't become a placeholder
+    assert u.feed(" <") == " "
+    assert u.flush() == "<"
+
+
+# --- properties ----------------------------------------------------------------------------
+
+PLAIN = st.text(alphabet=st.characters(blacklist_characters="<>", blacklist_categories=("Cs",)), max_size=30)
+PIECES = st.one_of(
+    PLAIN, st.sampled_from(list(SAMPLES.values())), st.sampled_from([" ", "\n", ", ", "é", "👋"])
+)
+TEXTS = st.lists(PIECES, max_size=12).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TEXTS, min_size=1, max_size=4))
+def test_mask_then_unmask_round_trips(texts):
+    masked, mapping, _ = SCANNER.mask(texts, {})
+    assert [unmask(m, mapping) for m in masked] == texts
+    assert len(set(mapping.values())) == len(mapping)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                ["<EMAIL_ADDRESS_1>", "<PHONE_NUMBER_12>", "<US_SSN_2>", "<", ">", "<EMAIL", "_1>"]
+            ),
+            st.text(max_size=8),
+        ),
+        max_size=20,
+    ).map("".join),
+    st.lists(st.integers(min_value=0, max_value=200), max_size=10),
+)
+def test_streaming_unmask_equals_whole_unmask(text, cuts):
+    mapping = {
+        "<EMAIL_ADDRESS_1>": "a@x.io",
+        "<PHONE_NUMBER_12>": "+1 415 555 2671",
+        "<US_SSN_2>": "<US_SSN_2>x",
+    }
+    bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    chunks = [text[a:b] for a, b in itertools.pairwise(bounds)]
+    u = StreamUnmasker(mapping)
+    out = []
+    for chunk in chunks:
+        out.append(u.feed(chunk))
+        assert u.pending <= len("<PHONE_NUMBER_12>")
+    out.append(u.flush())
+    assert "".join(out) == unmask(text, mapping)
