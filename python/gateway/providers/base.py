@@ -48,7 +48,7 @@ class Provider(ABC):
     def scrub(self, text: str) -> str:
         """Never let a provider credential travel back in an upstream's error text."""
         for secret in (self.dep.api_key, self.dep.aws.secret_access_key if self.dep.aws else None):
-            if secret and secret in text:
+            if secret and len(secret) >= 8 and secret in text:
                 text = text.replace(secret, "***")
         return text
 
@@ -163,7 +163,11 @@ async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes, b
     async for piece in resp.content.iter_any():
         buf += piece
         if b"\r" in buf:  # CRLF line ends (Google's SSE); a CR at the very end may be half of a CRLF: keep it
-            buf = buf[:-1].replace(b"\r\n", b"\n") + b"\r" if buf.endswith(b"\r") else buf.replace(b"\r\n", b"\n")
+            buf = (
+                buf[:-1].replace(b"\r\n", b"\n") + b"\r"
+                if buf.endswith(b"\r")
+                else buf.replace(b"\r\n", b"\n")
+            )
         while True:
             end = buf.find(b"\n\n")
             if end < 0:

@@ -192,8 +192,8 @@ class Router:
                 )
                 if fb:
                     extra.append((fb, f"fallback to {fb} after {e.kind}"))
-                    continue
-                if not e.retryable:
+                # another deployment may have a larger window or a different policy; a plain 4xx won't change
+                if not e.retryable and not e.kind:
                     break
                 continue
             if notes:
@@ -204,7 +204,7 @@ class Router:
         if degrade and g.on_unavailable.action == "downgrade" and g.on_unavailable.group:
             ctx.flags["degraded_to"] = g.on_unavailable.group
             return await self._attempts(ctx, g.on_unavailable.group, call, degrade=False)
-        if last is not None and (not last.retryable or notes):
+        if last is not None:
             raise last.to_gateway_error()
         raise GatewayError(
             "no_healthy_deployment",

@@ -28,7 +28,7 @@ T = TypeVar("T", bound=Candidate)
 
 
 def weighted(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
-    """Weighted random without replacement (Efraimidis–Spirakis keys)."""
+    """Weighted random without replacement (Efraimidis-Spirakis keys)."""
     if len(cands) == 1:
         return list(cands), "only"
     keyed = sorted(
@@ -53,27 +53,31 @@ def least_busy(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
     return ordered, f"least_busy inflight={ordered[0].inflight}"
 
 
-EXPLORE = 0.05  # share of least-latency picks that probe a random deployment, so a recovered one is noticed
+EXPLORE = 0.04  # share of least-latency picks that probe a slower deployment, so its recovery is noticed
+TOLERANCE = 0.25  # deployments within 25% of the fastest EWMA count as equally fast and share the traffic
 
 
 def least_latency(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
-    """Power of two choices on the latency EWMA, plus a small share of random probes: a slow deployment keeps
-    getting a trickle of traffic, so its EWMA follows its recovery. Unmeasured deployments go first."""
+    """Least latency by EWMA, with two guards against herding: deployments within ``TOLERANCE`` of the fastest
+    share traffic at random (tiny EWMA differences are noise), and a small share of picks probes a slower
+    deployment so its EWMA follows its recovery. Unmeasured deployments go first."""
     if len(cands) == 1:
         return list(cands), "only"
     unmeasured = [c for c in cands if c.latency_ms == 0.0]
+    by_latency = sorted(cands, key=lambda c: c.latency_ms)
+    best = by_latency[0].latency_ms
+    fast = [c for c in by_latency if c.latency_ms <= best * (1 + TOLERANCE)]
+    slow = by_latency[len(fast) :]
     if unmeasured:
         first = rng.choice(unmeasured)
         reason = "least_latency unmeasured"
-    elif rng.random() < EXPLORE:
-        first = rng.choice(list(cands))
+    elif slow and rng.random() < EXPLORE:
+        first = rng.choice(slow)
         reason = f"least_latency probe ewma={first.latency_ms:.0f}ms"
     else:
-        a, b = rng.sample(list(cands), 2)
-        first = a if a.latency_ms <= b.latency_ms else b
+        first = rng.choice(fast)
         reason = f"least_latency ewma={first.latency_ms:.0f}ms"
-    rest = sorted((c for c in cands if c is not first), key=lambda c: c.latency_ms)
-    return [first, *rest], reason
+    return [first, *(c for c in by_latency if c is not first)], reason
 
 
 STRATEGIES: dict[str, Callable[..., tuple[list, str]]] = {

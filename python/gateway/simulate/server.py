@@ -11,7 +11,7 @@ ttft + tokens/tps), ``jitter_dist``, ``output_tokens``, ``echo``, ``cached_token
 ``rate_<status>``, ``rate_timeout`` (hang ``timeout_s`` then close), ``rate_drop`` (close after
 ``drop_after_chunks``), ``rate_malformed`` (200 with a broken body / SSE line), drawn from a seeded RNG.
 Per-request overrides come from ``x-sim-*`` headers (``x-sim-fail: 429|500|503|529|400|401|404|timeout|drop|
-stall|malformed``, ``x-sim-retry-after``, ``x-sim-fail-after-chunks``, ``x-sim-fail-times``,
+stall|malformed|content_filter``, ``x-sim-retry-after``, ``x-sim-fail-after-chunks``, ``x-sim-fail-times``,
 ``x-sim-latency-ms``, ``x-sim-ttft-ms``, ``x-sim-tps``, ``x-sim-output``, ``x-sim-json``,
 ``x-sim-output-tokens``, ``x-sim-echo: 1``, ``x-sim-tool``, ``x-sim-usage: 0``) or, since a gateway may not
 forward headers, from directives in the LAST user message: ``[[sim:fail=429]]``, ``[[sim:fail_times=1]]`` (fail
@@ -405,6 +405,17 @@ class SimApp:
                 msg = "Simulated invalid request." if status == 400 else None
                 self._send_error(fmt, proto, status, model, endpoint, message=msg, retry_after=retry_after)
                 return
+            if fault == "content_filter":  # a provider refusing on content policy (Azure OpenAI's shape)
+                self._send_error(
+                    fmt,
+                    proto,
+                    400,
+                    model,
+                    endpoint,
+                    code="content_filter" if fmt is OPENAI else None,
+                    message="The response was filtered due to the prompt triggering the content management policy.",
+                )
+                return
             if fault == "timeout":
                 await asyncio.sleep(prof.timeout_s)
                 await self._abort(proto, fmt.stream_headers if req.stream else [("content-type", fmt.ok_ct)])
@@ -663,6 +674,17 @@ class SimApp:
                     model,
                     "openai.embeddings",
                     retry_after=directive_float(d, "retry_after", prof.retry_after_s),
+                )
+                return
+            if fault == "content_filter":  # a provider refusing on content policy (Azure OpenAI's shape)
+                self._send_error(
+                    fmt,
+                    proto,
+                    400,
+                    model,
+                    endpoint,
+                    code="content_filter" if fmt is OPENAI else None,
+                    message="The response was filtered due to the prompt triggering the content management policy.",
                 )
                 return
             if fault == "timeout":
