@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS keys (
     revoked_at  REAL
 );
 CREATE TABLE IF NOT EXISTS records (
-    request_id  TEXT PRIMARY KEY,
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id  TEXT NOT NULL,
     ts          REAL NOT NULL,
     tenant      TEXT,
     key_id      TEXT,
@@ -47,6 +48,7 @@ CREATE TABLE IF NOT EXISTS records (
     body        BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_tenant_ts ON records (tenant, ts);
+CREATE INDEX IF NOT EXISTS records_request_id ON records (request_id);
 """
 
 
@@ -152,7 +154,7 @@ class SqliteStore:
 
     def insert_records(self, records: Sequence[Record], encode: Any = msgspec.json.encode) -> None:
         self.conn.executemany(
-            "INSERT OR REPLACE INTO records (request_id, ts, tenant, key_id, status, model_served, cost_usd, body)"
+            "INSERT INTO records (request_id, ts, tenant, key_id, status, model_served, cost_usd, body)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(r.request_id, r.ts, r.tenant, r.key_id, r.status, r.model_served, r.cost_usd, encode(r)) for r in records],
         )
