@@ -364,8 +364,9 @@ class StreamTranslator:
 
     Each event is a partial GenerateContentResponse; text and thoughts become deltas at once, function calls arrive
     whole and become one tool-call delta each. Gemini repeats its (cumulative) usage on every event and ends the
-    stream by closing it, so :meth:`finish` (called at the end of the body) emits the finish and usage chunks, and
-    refuses a stream that ended before any candidate had a finish reason (a dropped connection).
+    stream by closing it, so :meth:`finish` (called at the end of the body) emits the finish chunk and, when usage
+    was sent, the usage-only chunk, and refuses a stream that ended before any candidate had a finish reason (a
+    dropped connection).
     """
 
     __slots__ = ("blocked", "calls", "created", "finishes", "id", "model", "started", "usage")
@@ -431,16 +432,11 @@ class StreamTranslator:
             Delta(index=i, finish_reason=_finish(reason, self.calls.get(i, 0) > 0))
             for i, reason in sorted(self.finishes.items())
         ]
-        return [
-            ChatChunk(id=self.id, model=self.model, created=self.created, choices=deltas),
-            ChatChunk(
-                id=self.id,
-                model=self.model,
-                created=self.created,
-                choices=[],
-                usage=usage_from_wire(self.usage),
-            ),
-        ]
+        out = [ChatChunk(id=self.id, model=self.model, created=self.created, choices=deltas)]
+        if self.usage is not None:  # none at all: the gateway counts the stream itself
+            usage = usage_from_wire(self.usage)
+            out.append(ChatChunk(id=self.id, model=self.model, created=self.created, choices=[], usage=usage))
+        return out
 
 
 # ---------------------------------------------------------------- I/O
