@@ -213,8 +213,8 @@ const PATTERNS: &[Pattern] = &[
     },
     Pattern {
         entity: Entity::PrivateKey,
-        regex: r"-----BEGIN[A-Z ]{0,30} PRIVATE KEY(?: BLOCK)?-----(?:(?su:.)*?-----END[A-Z ]{0,30} PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\\\s]*)",
-        validate: secret_100,
+        regex: r"-----BEGIN[A-Z ]{0,30} PRIVATE KEY(?: BLOCK)?-----",
+        validate: valid_private_key,
         context: SECRET_CTX,
     },
 ];
@@ -340,14 +340,41 @@ fn has_context(text: &str, start: usize, end: usize, words: &[&str]) -> bool {
 // Validators. Each gets the whole text and the regex match span, returns the accepted span.
 
 /// Secrets are specific enough that the pattern is the validation.
-fn secret_100(_: &str, s: usize, e: usize) -> Option<Hit> {
-    Some(Hit::new(s, e, 1.0))
-}
 fn secret_95(_: &str, s: usize, e: usize) -> Option<Hit> {
     Some(Hit::new(s, e, 0.95))
 }
 fn secret_90(_: &str, s: usize, e: usize) -> Option<Hit> {
     Some(Hit::new(s, e, 0.9))
+}
+
+/// PEM private keys can be long; the regex matches only the header and the block is found here,
+/// within `MAX_PEM` bytes, so repeated unterminated headers can't make the scan quadratic.
+fn valid_private_key(text: &str, s: usize, e: usize) -> Option<Hit> {
+    const MAX_PEM: usize = 16 * 1024;
+    let mut limit = (e + MAX_PEM).min(text.len());
+    while !text.is_char_boundary(limit) {
+        limit -= 1;
+    }
+    let window = &text[e..limit];
+    if let Some(i) = window.find("-----END") {
+        let tail = &window[i + 8..];
+        if let Some(j) = tail
+            .bytes()
+            .take(64)
+            .collect::<Vec<_>>()
+            .windows(5)
+            .position(|w| w == b"-----")
+        {
+            return Some(Hit::new(s, e + i + 8 + j + 5, 1.0));
+        }
+    }
+    // No END line (truncated paste): take the base64 body that follows the header.
+    let body = window
+        .bytes()
+        .take_while(|c| c.is_ascii_alphanumeric() || b"+/=\\ \r\n\t".contains(c))
+        .count();
+    let body = window[..body].trim_end().len();
+    Some(Hit::new(s, e + body, 1.0))
 }
 
 fn valid_openai_key(text: &str, s: usize, e: usize) -> Option<Hit> {
@@ -1320,10 +1347,24 @@ mod tests {
                 "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAK\n-----END RSA PRIVATE KEY-----"
                     .to_string(),
             ),
+            (
+                "PRIVATE_KEY",
+                r"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\nAAAA".to_string(),
+            ),
         ];
         for (ty, key) in keys {
             assert_eq!(scan(&format!("x = \"{key}\"")), vec![(ty, key.as_str())]);
         }
+    }
+
+    #[test]
+    fn unterminated_pem_headers_stay_linear() {
+        let text = "-----BEGIN PRIVATE KEY----- ".repeat(2000);
+        let found = scan(&text);
+        assert_eq!(found.len(), 2000);
+        assert!(found
+            .iter()
+            .all(|(_, v)| *v == "-----BEGIN PRIVATE KEY-----"));
     }
 
     #[test]
