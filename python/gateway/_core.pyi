@@ -104,7 +104,9 @@ class Tokenizer:
         """
 
 def estimate_tokens(text: str) -> int:
-    """For providers without a public tokenizer: ceil(o200k count x 1.1)."""
+    """For providers without a public tokenizer: ceil(o200k count x 1.1), a deliberate ~10%
+    over-estimate for reservations. chars/4 was rejected: on the 1,250 arena-hard prompts its
+    ratio to the o200k count is 0.61-1.33 (p10-p90, min 0.23 for CJK), i.e. far less stable."""
 
 def encoding_for_model(model: str) -> str:
     """gpt-4o*, gpt-4.1*, gpt-4.5*, gpt-5*, o1*/o3*/o4*, gpt-oss* -> o200k_base;
