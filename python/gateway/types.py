@@ -22,7 +22,9 @@ class FunctionDef(msgspec.Struct, omit_defaults=True):
     strict: bool | None = None
 
 
-class Tool(msgspec.Struct, omit_defaults=True):
+class Tool(msgspec.Struct):
+    # No omit_defaults: msgspec omits a str default by identity, so a Tool built in code would lose its
+    # ``type`` on the wire (OpenAI requires it) while one decoded from JSON keeps it.
     function: FunctionDef
     type: str = "function"
 
