@@ -170,7 +170,8 @@ def test_tools_stream(agw, model):
 @pytest.mark.parametrize("model", BOTH)
 def test_count_tokens(agw, model):
     client = agw.anthropic()
-    small = client.messages.count_tokens(model=model, messages=USER)
+    raw = client.messages.with_raw_response.count_tokens(model=model, messages=USER)
+    small = raw.parse()
     big = client.messages.count_tokens(
         model=model,
         system="You are terse.",
@@ -179,8 +180,11 @@ def test_count_tokens(agw, model):
     )
     assert isinstance(small, anthropic.types.MessageTokensCount)
     assert 0 < small.input_tokens < big.input_tokens
-    recs = [r for r in agw.records(wait_for=1) if r["endpoint"] == "count_tokens"]
-    assert recs and recs[-1]["input_tokens"] == 0  # counting is not spending
+    rec = agw.record(raw.headers["x-gateway-request-id"])
+    assert rec["endpoint"] == "count_tokens" and rec["status"] == 200
+    assert (
+        rec["input_tokens"] == 0 and rec["flags"]["counted_input_tokens"] == small.input_tokens
+    )  # not spending
 
 
 def test_stop_sequence_from_anthropic_upstream(agw):
@@ -243,6 +247,7 @@ def test_request_translation_on_the_wire(agw, simulator):
         "messages": [{"role": "user", "content": content}],
         "stop_sequences": ["END"],
         "metadata": {"user_id": "u-7"},
+        "tools": [WEATHER],
         # this SDK version no longer exposes sampling parameters; the API still accepts them
         "extra_body": {"temperature": 0.5, "top_k": 5},
     }
@@ -252,6 +257,7 @@ def test_request_translation_on_the_wire(agw, simulator):
     assert a["messages"][0]["content"] == content
     assert a["stop_sequences"] == ["END"] and a["metadata"] == {"user_id": "u-7"} and a["top_k"] == 5
     assert a["max_tokens"] == 50 and a["temperature"] == 0.5
+    assert a["tools"] == [WEATHER]
 
     client.messages.create(model=GPT, **kwargs)
     o = last_upstream(simulator, UPSTREAM[GPT])
@@ -265,6 +271,12 @@ def test_request_translation_on_the_wire(agw, simulator):
         "image_url": {"url": "https://example.com/cat.png"},
     }
     assert o["stop"] == ["END"] and o["user"] == "u-7" and o["max_tokens"] == 50
+    fn = {
+        "name": WEATHER["name"],
+        "description": WEATHER["description"],
+        "parameters": WEATHER["input_schema"],
+    }
+    assert o["tools"] == [{"type": "function", "function": fn}]
 
 
 # ---------------------------------------------------------------- errors in Anthropic's shape
