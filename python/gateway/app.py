@@ -11,13 +11,14 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from gateway import tokens
 from gateway.config import Config, load_config
-from gateway.context import RequestContext
+from gateway.context import RequestContext, reseed_request_ids
 from gateway.dialects import openai as oai
 from gateway.errors import GatewayError, UpstreamError
 from gateway.pipeline import Pipeline
@@ -45,7 +46,9 @@ class Gateway:
         self.http = http
         self.store = SqliteStore(cfg.store.sqlite_path)
         self.records = RecordWriter(
-            self._write_records, batch_size=cfg.store.record_batch_size, flush_ms=cfg.store.record_flush_ms
+            self._write_records,
+            flush_ms=cfg.store.record_flush_ms,
+            spill_path=Path(cfg.store.sqlite_path).with_suffix(".spill.jsonl"),
         )
         self.auth = Authenticator(cfg.keys, self.store, teams=cfg.teams, tenants=cfg.tenants)
         self.router = Router(cfg, http)
@@ -349,6 +352,7 @@ class App:
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         path = self.config_path or os.environ.get("GATEWAY_CONFIG", "examples/demo.yaml")
         cfg = load_config(path)
+        reseed_request_ids()
 
         async def build() -> Gateway:
             # aiohttp binds to the running loop: build the session on the worker's loop before it serves.

@@ -133,7 +133,6 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     sqlite_path: str = ".gateway/gateway.db"
-    record_batch_size: int = 256
     record_flush_ms: int = 200
 
 
