@@ -356,3 +356,24 @@ def test_stream_broken_after_first_chunk_ends_with_error_event(agw, model):
             seen.append(event.type)
     assert seen and seen[0] == "message_start" and "message_stop" not in seen
     assert ei.value.body["type"] == "error" and ei.value.body["error"]["type"] == "api_error"
+
+
+def test_anthropic_only_message_fields_do_not_reach_openai_upstreams(agw, simulator):
+    agw.anthropic().messages.create(
+        model=GPT,
+        max_tokens=50,
+        tools=[WEATHER],
+        messages=[
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Use the tool.", "signature": "sig"},
+                {"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {"city": "Oslo"}},
+            ]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "boom",
+                                          "is_error": True}]},
+        ],
+    )  # fmt: skip
+    sent = last_upstream(simulator, UPSTREAM[GPT])["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    assert all("reasoning" not in m and "extra" not in m for m in sent)
+    assert sent[1]["tool_calls"][0]["id"] == "toolu_9" and sent[2]["tool_call_id"] == "toolu_9"

@@ -130,6 +130,12 @@ def request_to_wire(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
     body["model"] = upstream_model
     if req.stream:
         body["stream_options"] = {**(req.stream_options or {}), "include_usage": True}
+    for m in body["messages"]:
+        # Canonical-only message fields (Anthropic thinking, signatures, tool-result flags): no OpenAI-compatible
+        # API takes them under these names, and strict ones reject unknown message properties.
+        if "reasoning" in m or "extra" in m:
+            m.pop("reasoning", None)
+            m.pop("extra", None)
     return body
 
 
