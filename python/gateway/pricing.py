@@ -44,9 +44,10 @@ def price_for(dep: Deployment, cfg: Config) -> Price:
 
 
 def cost(usage: Usage, price: Price) -> float:
-    """USD for one call. Cached input tokens are billed at the cached rate when the price has one."""
+    """USD for one call. Cached input tokens are billed at the cached rate and cache writes at the creation rate
+    when the price has them; both are part of ``input_tokens`` (the whole prompt), so neither is billed twice."""
     cached = usage.cached_tokens
-    fresh = usage.input_tokens - cached
+    fresh = usage.input_tokens - cached - usage.cache_creation_tokens
     cached_rate = price.cached_input if price.cached_input is not None else price.input
     creation_rate = price.cache_creation if price.cache_creation is not None else price.input
     total = (

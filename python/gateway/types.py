@@ -92,7 +92,8 @@ class EmbeddingRequest(msgspec.Struct, omit_defaults=True):
 
 
 class Usage(msgspec.Struct):
-    """Token usage in provider-neutral terms; ``cached`` and ``reasoning`` are subsets of input/output."""
+    """Token usage in provider-neutral terms. ``input_tokens`` is the whole prompt: ``cached_tokens`` (cache reads)
+    and ``cache_creation_tokens`` (cache writes) are subsets of it, ``reasoning_tokens`` a subset of output."""
 
     input_tokens: int = 0
     output_tokens: int = 0

@@ -704,3 +704,17 @@ def test_usage_rule_round_trips(fresh, read, created, out):
         "cache_read_input_tokens": read,
         "cache_creation_input_tokens": created,
     }
+
+
+def test_cost_bills_cache_reads_and_writes_once():
+    """Anthropic bills fresh input, cache reads and cache writes at three rates; the canonical total must not
+    bill the writes twice."""
+    from gateway.config import Price
+    from gateway.pricing import cost
+
+    wire = prov.WireUsage(
+        input_tokens=1000, output_tokens=100, cache_read_input_tokens=4000, cache_creation_input_tokens=2000
+    )
+    price = Price(input=3.0, output=15.0, cached_input=0.3, cache_creation=3.75)
+    expected = (1000 * 3.0 + 4000 * 0.3 + 2000 * 3.75 + 100 * 15.0) / 1e6
+    assert cost(prov.usage_from_wire(wire), price) == pytest.approx(expected)
