@@ -132,7 +132,8 @@ class Gateway:
         return [g for g in self.router.group_names() if p is None or p.may_use(g)]
 
     def finish_record(self, ctx: RequestContext) -> None:
-        self.records.submit(ctx.record())
+        ctx.ended = time.perf_counter_ns()
+        self.records.submit(ctx)
 
     def settle(self, ctx: RequestContext, usage: Usage) -> None:
         """Charge a finished stream's usage to the deployment that served it."""

@@ -80,6 +80,7 @@ class RequestContext:
         "cost",
         "deployment",
         "dialect",
+        "ended",
         "endpoint",
         "error",
         "flags",
@@ -107,6 +108,7 @@ class RequestContext:
         self.request_id = new_request_id()
         self.started = time.perf_counter_ns()
         self.started_wall = time.time()
+        self.ended: int | None = None
         self.endpoint = endpoint
         self.dialect = dialect
         self.principal: Principal | None = None
@@ -134,9 +136,10 @@ class RequestContext:
         self.scratch: dict[str, Any] = {}  # per-stage working state (e.g. the PII vault)
 
     def elapsed_ms(self) -> float:
-        return (time.perf_counter_ns() - self.started) / 1e6
+        return ((self.ended or time.perf_counter_ns()) - self.started) / 1e6
 
     def record(self) -> Record:
+        """Built by the record writer thread after the request ended (``ended`` is set), off the hot path."""
         total = self.elapsed_ms()
         upstream = self.upstream_ns / 1e6
         p = self.principal

@@ -70,6 +70,14 @@ class Router:
             for name, g in cfg.models.items()
         }
         self.aliases = {a: name for name, g in cfg.models.items() for a in g.aliases}
+        # Groups with one deployment and nothing to decide: the hot path skips planning for them.
+        self.plain = {
+            name
+            for name, g in cfg.models.items()
+            if len(g.deployments) == 1
+            and not (g.fallbacks or g.pin or g.canary or g.context_fallback or g.content_policy_fallback)
+            and g.deployments[0].context_window is None
+        }
 
     def resolve(self, model: str) -> str | None:
         """The group a requested model name refers to (a group name or one of its aliases)."""
@@ -120,6 +128,12 @@ class Router:
         ``only`` restricts the plan to one deployment (a retry on the same one); ``exclude`` skips some;
         ``extra`` is a list of (group, reason) the caller of ``plan`` may append to while iterating (fallbacks
         decided by the errors seen so far)."""
+        p = ctx.principal
+        if group in self.plain and only is None and not exclude and not (p and (p.residency or p.pins)):
+            t = self.targets[group][0]
+            if t.health.available():
+                yield t, "only"
+            return
         seen: set[str] = set(exclude)
         chain: list[tuple[str, str]] = [
             (group, ""),

@@ -1,7 +1,8 @@
 """The per-request record writer: off the request path, batched, and lossless at shutdown.
 
-The request path only appends to a list (no lock, no wake-up, no system call: list.append is atomic under the
-GIL); a daemon thread swaps the list out every ``flush_ms`` and writes the batch to the store. ``close()`` writes
+The request path only appends its finished RequestContext to a list (no lock, no wake-up, no system call:
+list.append is atomic under the GIL); a daemon thread swaps the list out every ``flush_ms``, builds the records
+and writes the batch to the store. ``close()`` writes
 what is left, so a clean shutdown loses nothing. A batch the store refuses three times is appended to a JSONL
 file beside the database instead of being dropped.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.context import Record
+from gateway.context import Record, RequestContext
 
 log = logging.getLogger("gateway.records")
 
@@ -30,15 +31,15 @@ class RecordWriter:
         self.sink = sink
         self.flush_s = flush_ms / 1000
         self.spill_path = Path(spill_path) if spill_path else None
-        self.pending: list[Record] = []
+        self.pending: list[RequestContext] = []
         self.written = 0
         self.spilled = 0
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="record-writer", daemon=True)
         self.thread.start()
 
-    def submit(self, record: Record) -> None:
-        self.pending.append(record)
+    def submit(self, ctx: RequestContext) -> None:
+        self.pending.append(ctx)
 
     def close(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -52,7 +53,8 @@ class RecordWriter:
     def _flush(self) -> None:
         if not self.pending:
             return
-        batch, self.pending = self.pending, []
+        done, self.pending = self.pending, []
+        batch = [ctx.record() for ctx in done]
         for attempt in range(3):
             try:
                 self.sink(batch)
