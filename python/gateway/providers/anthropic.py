@@ -7,8 +7,8 @@ false`` → ``disable_parallel_tool_use``; ``response_format`` → ``output_conf
 :data:`DEFAULT_MAX_TOKENS` because Anthropic requires it. ``top_k``, ``thinking``, ``service_tier``,
 ``cache_control`` (carried in ``extra`` by the Anthropic dialect) pass through; other extras are refused.
 
-Usage rule (documented in README's accounting section too): Anthropic's ``input_tokens`` excludes the prompt
-tokens read from or written to the cache. Canonical ``input_tokens`` is the whole prompt, so
+Usage rule: Anthropic's ``input_tokens`` excludes the prompt tokens read from or written to the cache. Canonical
+``input_tokens`` is the whole prompt (cache reads and writes are subsets of it, and pricing bills each once), so
 
     input_tokens          = input_tokens + cache_read_input_tokens + cache_creation_input_tokens
     cached_tokens         = cache_read_input_tokens
