@@ -48,6 +48,10 @@ PY
   touch "$stamp"
 fi
 
-echo "setup: building the Rust core (maturin develop --release)"
-VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release -q 2>&1 | grep -vE "^(📦|🔗|🐍|💻|⚠️|🛠|✏️|📖| +Compiling| +Finished)" || true
-.venv/bin/python -c "import gateway._core" || { echo "setup: the Rust core did not build" >&2; exit 1; }
+echo "setup: building the Rust core (maturin develop --release; log in .venv/maturin.log)"
+if ! VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release > .venv/maturin.log 2>&1; then
+  cat .venv/maturin.log >&2
+  echo "setup: the Rust core did not build" >&2
+  exit 1
+fi
+.venv/bin/python -c "import gateway._core" || { echo "setup: the Rust core does not import" >&2; exit 1; }
