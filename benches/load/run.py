@@ -2,8 +2,9 @@
 
     python -m benches.load.run [--quick] [--workers 2] [--config-extra FILE] [--out bench-results/load.json]
 
-It starts the simulator (zero latency, so the numbers are the gateway's own cost) and the gateway (Granian, 2
-workers by default) and drives both with a real load generator in its own process (``oha``; installed with
+It starts the simulator (zero latency, so the numbers are the gateway's own cost), the gateway (Granian, 2
+workers by default) and, as the floor, a bare Granian + aiohttp relay (``relay.py``: parse and re-serialise
+only), and drives all three with a real load generator in its own process (``oha``; installed with
 ``cargo install oha`` by this script when missing):
 
 - closed loop at concurrency 1, 16, 64: p50/p90/p99 and throughput, direct vs through the gateway;
@@ -11,7 +12,7 @@ workers by default) and drives both with a real load generator in its own proces
 - streams (SSE with usage): time to first byte and to last byte at concurrency 1, 16, 64;
 - the gateway's RSS per worker after the run.
 
-Added latency = gateway percentile − direct percentile; ratio = gateway / direct. Everything shares this
+Added latency = gateway percentile - direct percentile; ratio = gateway / direct. Everything shares this
 machine's cores (load generator, simulator, gateway), as the numbers in the README say.
 """
 
@@ -56,6 +57,20 @@ def wait(url: str, proc: subprocess.Popen[Any], timeout_s: float = 60) -> None:
             raise SystemExit(f"{url}: process exited ({proc.returncode})")
         try:
             with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def wait_post(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(
+                url, data=json.dumps(BODY).encode(), headers={"content-type": "application/json"}
+            )
+            with urllib.request.urlopen(req, timeout=1):
                 return
         except OSError:
             time.sleep(0.1)
@@ -135,7 +150,17 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rate", type=int, default=1000)
-    ap.add_argument("--stages", default="auth", help="auth | full (pii, limits, validate on)")
+    ap.add_argument(
+        "--stages",
+        default="auth",
+        choices=["auth", "full"],
+        help="auth: auth, enrichment and records only; full: + PII masking, RPM/TPM limits, schema check",
+    )
+    ap.add_argument(
+        "--routing",
+        action="store_true",
+        help="route over a weighted group of 2 deployments with a fallback group (vs one deployment)",
+    )
     ap.add_argument("--out", default="bench-results/load.json")
     args = ap.parse_args()
     scale = 0.2 if args.quick else 1.0
@@ -162,6 +187,19 @@ def main() -> int:
             }
         },
     }
+    if args.routing:
+        sim_dep = {"api_base": sim_url + "/v1", "api_key": "sim", "price": {"input": 0.15, "output": 0.6}}
+        cfg["models"] = {
+            "bench": {
+                "strategy": "weighted",
+                "fallbacks": ["bench-fallback"],
+                "deployments": [
+                    {"id": "sim-a", "model": "bench", "weight": 3, "region": "us", **sim_dep},
+                    {"id": "sim-b", "model": "bench", "weight": 1, "region": "eu", **sim_dep},
+                ],
+            },
+            "bench-fallback": {"deployments": [{"id": "sim-c", "model": "bench", **sim_dep}]},
+        }
     if args.stages == "full":
         cfg["stages"] = {
             "pii": {"enabled": True},
@@ -185,6 +223,30 @@ def main() -> int:
         )
         procs.append(gw)
         wait(gw_url + "/readyz", gw)
+        relay_port = free_port()
+        relay = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "granian",
+                "--interface",
+                "rsgi",
+                "--workers",
+                str(args.workers),
+                "--loop",
+                "uvloop",
+                "--port",
+                str(relay_port),
+                "--no-log",
+                "benches.load.relay:app",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "RELAY_UPSTREAM": sim_url},
+            stdout=subprocess.DEVNULL,
+        )
+        procs.append(relay)
+        r_url = f"http://127.0.0.1:{relay_port}/v1/chat/completions"
+        wait_post(r_url)
 
         body = json.dumps(BODY).encode()
         stream_body = json.dumps({**BODY, "stream": True, "stream_options": {"include_usage": True}}).encode()
@@ -192,28 +254,33 @@ def main() -> int:
         gw_h = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
         d_url, g_url = sim_url + "/v1/chat/completions", gw_url + "/v1/chat/completions"
         # warm both paths (connection pools, first-call imports)
-        oha(exe, d_url, body, direct_h, conc=4, n=400)
-        oha(exe, g_url, body, gw_h, conc=4, n=400)
+        for url, h in ((d_url, direct_h), (g_url, gw_h), (r_url, direct_h)):
+            oha(exe, url, body, h, conc=4, n=400)
 
-        rows = []
+        def measure(name: str, payload: bytes, **kw: Any) -> None:
+            d = oha(exe, d_url, payload, direct_h, **kw)
+            g = oha(exe, g_url, payload, gw_h, **kw)
+            row = compare(name, d, g)
+            row["relay"] = oha(exe, r_url, payload, direct_h, **kw)
+            rows.append(row)
+
+        rows: list[dict[str, Any]] = []
         for conc, n in ((1, 3000), (16, 20000), (64, 30000)):
-            n = max(200, int(n * scale))
-            d = oha(exe, d_url, body, direct_h, conc=conc, n=n)
-            g = oha(exe, g_url, body, gw_h, conc=conc, n=n)
-            rows.append(compare(f"non-stream closed-loop c={conc}", d, g))
-        dur = max(3.0, 10 * scale)
-        d = oha(exe, d_url, body, direct_h, conc=256, duration_s=dur, qps=args.rate)
-        g = oha(exe, g_url, body, gw_h, conc=256, duration_s=dur, qps=args.rate)
-        rows.append(compare(f"non-stream open-loop {args.rate} req/s", d, g))
+            measure(f"non-stream closed-loop c={conc}", body, conc=conc, n=max(200, int(n * scale)))
+        measure(
+            f"non-stream open-loop {args.rate} req/s",
+            body,
+            conc=256,
+            duration_s=max(3.0, 10 * scale),
+            qps=args.rate,
+        )
         for conc, n in ((1, 2000), (16, 10000), (64, 30000)):
-            n = max(200, int(n * scale))
-            d = oha(exe, d_url, stream_body, direct_h, conc=conc, n=n)
-            g = oha(exe, g_url, stream_body, gw_h, conc=conc, n=n)
-            rows.append(compare(f"stream closed-loop c={conc}", d, g))
+            measure(f"stream closed-loop c={conc}", stream_body, conc=conc, n=max(200, int(n * scale)))
         rss = rss_per_worker_mb(gw.pid)
         result = {
             "workers": args.workers,
             "stages": args.stages,
+            "routing": args.routing,
             "rows": rows,
             "rss_mb_per_worker": rss,
             "cpus": os.cpu_count(),
@@ -237,30 +304,30 @@ def main() -> int:
 
 def print_report(r: dict[str, Any]) -> None:
     print(
-        f"\nGateway added latency ({r['workers']} workers, stages={r['stages']}, {r['cpus']} CPUs shared by "
-        "load generator, simulator and gateway)"
+        f"\nGateway added latency ({r['workers']} workers, stages={r['stages']}, routing={r['routing']}; "
+        f"{r['cpus']} CPUs shared by load generator, simulator, relay and gateway)"
     )
-    hdr = (
-        f"{'case':40} {'n':>7} {'direct p50/p99 ms':>18} {'gateway p50/p99 ms':>19} {'added p50/p99 ms':>17} "
-        f"{'ratio p50':>9} {'direct rps':>10} {'gw rps':>8} {'gw ok%':>7}"
+    print(
+        f"{'case':34} {'n':>6} {'direct p50/p99':>15} {'gateway p50/p99':>16} {'added p50/p99':>15} "
+        f"{'relay p50/p99':>15} {'direct rps':>10} {'gw rps':>7} {'relay rps':>9} {'gw ok':>6}"
     )
-    print(hdr)
     for row in r["rows"]:
-        d, g = row["direct"], row["gateway"]
+        d, g, f = row["direct"], row["gateway"], row["relay"]
         print(
-            f"{row['case']:40} {g['n']:>7} {d['p50_ms']:>8.2f}/{d['p99_ms']:<9.2f} {g['p50_ms']:>8.2f}/"
-            f"{g['p99_ms']:<10.2f} {row['added_p50_ms']:>7.2f}/{row['added_p99_ms']:<9.2f} "
-            f"{row['ratio_p50_ms'] or 0:>9.2f} {d['rps']:>10.0f} {g['rps']:>8.0f} {100 * g['ok'] / max(1, g['n']):>6.1f}%"
+            f"{row['case']:34} {g['n']:>6} {d['p50_ms']:>7.2f}/{d['p99_ms']:<7.2f} {g['p50_ms']:>7.2f}/{g['p99_ms']:<8.2f} "
+            f"{row['added_p50_ms']:>7.2f}/{row['added_p99_ms']:<7.2f} {f['p50_ms']:>7.2f}/{f['p99_ms']:<7.2f} "
+            f"{d['rps']:>10.0f} {g['rps']:>7.0f} {f['rps']:>9.0f} {100 * g['ok'] / max(1, g['n']):>5.1f}%"
         )
     for row in r["rows"]:
         if row["case"].startswith("stream"):
             d, g = row["direct"], row["gateway"]
             print(
-                f"{row['case']:40} first byte p50/p99 ms: direct {d['ttfb_p50_ms']:.2f}/{d['ttfb_p99_ms']:.2f}, "
+                f"{row['case']:34} first byte p50/p99 ms: direct {d['ttfb_p50_ms']:.2f}/{d['ttfb_p99_ms']:.2f}, "
                 f"gateway {g['ttfb_p50_ms']:.2f}/{g['ttfb_p99_ms']:.2f}, added {row['added_ttfb_p50_ms']:.2f}/"
                 f"{row['added_ttfb_p99_ms']:.2f}"
             )
     print(f"gateway RSS per worker (MB): {r['rss_mb_per_worker']}")
+    print("(all times in ms; added = gateway - direct at the same percentile, same run)")
 
 
 if __name__ == "__main__":
