@@ -50,7 +50,9 @@ class Gateway:
             flush_ms=cfg.store.record_flush_ms,
             spill_path=Path(cfg.store.sqlite_path).with_suffix(".spill.jsonl"),
         )
-        self.auth = Authenticator(cfg.keys, self.store, teams=cfg.teams, tenants=cfg.tenants)
+        self.auth = Authenticator(
+            cfg.keys, self.store, ttl_s=cfg.server.key_cache_ttl_s, teams=cfg.teams, tenants=cfg.tenants
+        )
         self.router = Router(cfg, http)
         self.state = LocalState()
         self.pipeline = Pipeline(build_stages(cfg, self))

@@ -128,7 +128,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     port: int = 4000
     workers: int = 1
     max_body_bytes: int = 4 * 1024 * 1024
-    expose_upstream_errors: bool = True
+    key_cache_ttl_s: float = 5.0  # how long a worker trusts a store lookup: a revoked key stops within this
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -224,6 +224,29 @@ def _interpolate(node: Any, path: str, env: dict[str, str]) -> Any:
     return node
 
 
+_KEYED: dict[str, type] = {
+    "models": ModelGroup,
+    "teams": TeamConfig,
+    "tenants": TenantConfig,
+    "prices": Price,
+}
+
+
+def _name_dict_keys(raw: dict[str, Any], err: msgspec.ValidationError) -> str:
+    """msgspec writes ``$.models[...]`` for a mapping's key; find which entry failed and name it."""
+    text = str(err)
+    for field, typ in _KEYED.items():
+        marker = f"$.{field}[...]"
+        if marker not in text or not isinstance(raw.get(field), dict):
+            continue
+        for key, value in raw[field].items():
+            try:
+                msgspec.convert(value, typ, strict=False)
+            except msgspec.ValidationError as inner:
+                return str(inner).replace("`$", f"`$.{field}.{key}", 1)
+    return text
+
+
 def _check(cfg: Config) -> None:
     """Cross-field rules msgspec can't express."""
     seen: set[str] = set()
@@ -275,7 +298,7 @@ def parse_config(text: str, env: dict[str, str] | None = None, source: str = "<c
     try:
         cfg = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(f"{source}: {_name_dict_keys(raw, e)}") from None
     _check(cfg)
     return cfg
 
