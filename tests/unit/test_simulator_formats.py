@@ -15,20 +15,20 @@ import aiohttp
 import jsonschema
 import pytest
 
-from gateway.simulate import bedrock as br
-from gateway.simulate.engine import (
-    instance_for_schema,
-    lorem_pieces,
-    parse_directives,
-    split_pieces,
-)
-from gateway.simulate.eventstream import (
+from gateway.providers.eventstream import (
     EventStreamDecoder,
     EventStreamError,
     decode_all,
     encode_event,
     encode_exception,
     encode_message,
+)
+from gateway.simulate import bedrock as br
+from gateway.simulate.engine import (
+    instance_for_schema,
+    lorem_pieces,
+    parse_directives,
+    split_pieces,
 )
 from gateway.simulate.profiles import ProfileError, Profiles
 

@@ -4,7 +4,7 @@ wire formats, with deterministic output and configurable latency / fault injecti
 Entry point: :func:`gateway.simulate.server.main` (``gateway simulate`` / ``python -m gateway.simulate``).
 """
 
-from .eventstream import EventStreamDecoder, EventStreamError, encode_event, encode_message
+from gateway.providers.eventstream import EventStreamDecoder, EventStreamError, encode_event, encode_message
 
 __all__ = ["EventStreamDecoder", "EventStreamError", "encode_event", "encode_message", "main"]
 

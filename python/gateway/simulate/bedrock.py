@@ -10,8 +10,9 @@ from urllib.parse import parse_qsl, quote
 
 import orjson
 
+from gateway.providers.eventstream import encode_event, encode_exception, encode_message
+
 from .engine import Req, RequestError, Result, ceil_int, uid
-from .eventstream import encode_event, encode_exception, encode_message
 from .profiles import ModelProfile
 
 STREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
