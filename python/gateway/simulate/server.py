@@ -676,17 +676,6 @@ class SimApp:
                     retry_after=directive_float(d, "retry_after", prof.retry_after_s),
                 )
                 return
-            if fault == "content_filter":  # a provider refusing on content policy (Azure OpenAI's shape)
-                self._send_error(
-                    fmt,
-                    proto,
-                    400,
-                    model,
-                    endpoint,
-                    code="content_filter" if fmt is OPENAI else None,
-                    message="The response was filtered due to the prompt triggering the content management policy.",
-                )
-                return
             if fault == "timeout":
                 await asyncio.sleep(prof.timeout_s)
                 await self._abort(proto, [JSON_CT])
