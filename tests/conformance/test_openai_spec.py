@@ -222,7 +222,10 @@ def test_error_inside_a_stream(cgw, provider):
     body = {
         "model": f"{provider}-drop",
         "messages": [
-            {"role": "user", "content": "x [[sim:fail=drop]] [[sim:drop_after=3]] [[sim:output_tokens=100]]"}
+            {
+                "role": "user",
+                "content": "x [[sim:fail=drop]] [[sim:drop_after=3]] [[sim:tps=100]] [[sim:output_tokens=100]]",
+            }
         ],
         "stream": True,
     }

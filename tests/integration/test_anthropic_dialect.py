@@ -344,7 +344,7 @@ def test_stream_broken_after_first_chunk_ends_with_error_event(agw, model):
     msgs = [
         {
             "role": "user",
-            "content": "Write a lot. [[sim:fail=drop]] [[sim:drop_after=4]] [[sim:output_tokens=200]]",
+            "content": "Write a lot. [[sim:fail=drop]] [[sim:drop_after=4]] [[sim:tps=100]] [[sim:output_tokens=200]]",
         }
     ]
     seen: list[str] = []

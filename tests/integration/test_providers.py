@@ -342,8 +342,13 @@ def test_upstream_400_passes_through(pgw, provider):
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_stream_broken_after_first_chunk(pgw, provider):
+    # Paced (tps) so the first chunks are read before the cut: a body cut at once can reach aiohttp together with
+    # the reset, which then fails the stream before its first chunk (and the router would fail over instead).
     msgs = [
-        {"role": "user", "content": "Long. [[sim:fail=drop]] [[sim:drop_after=3]] [[sim:output_tokens=200]]"}
+        {
+            "role": "user",
+            "content": "Long. [[sim:fail=drop]] [[sim:drop_after=3]] [[sim:tps=100]] [[sim:output_tokens=200]]",
+        }
     ]
     got: list[Any] = []
     with pytest.raises(openai.APIError):
