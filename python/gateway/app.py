@@ -7,6 +7,7 @@ the config named by ``GATEWAY_CONFIG`` (one aiohttp session, one record writer, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -23,7 +24,7 @@ from gateway.dialects import openai as oai
 from gateway.errors import GatewayError, UpstreamError
 from gateway.pipeline import Pipeline
 from gateway.pricing import charge
-from gateway.routing.router import Router
+from gateway.routing.router import Router, aclose_quietly
 from gateway.stages import build_stages
 from gateway.stages.auth import Authenticator, key_from_headers
 from gateway.stages.enrich import enrich_headers
@@ -158,7 +159,8 @@ class Gateway:
             await self.pipeline.pre(ctx, req)
             short = ctx.scratch.get("short_circuit")
             if req.stream:
-                sent = await self.chat_stream(ctx, proto, dialect, group, req)
+                await self.chat_stream(ctx, proto, dialect, group, req)
+                sent = None  # every error after the first byte is answered inside the stream
                 return
             resp: ChatResponse = short if short is not None else await self.router.complete(ctx, group, req)
             resp = await self.pipeline.post(ctx, resp)
@@ -189,8 +191,10 @@ class Gateway:
 
     async def chat_stream(
         self, ctx: RequestContext, proto: Any, dialect: Any, group: str, req: ChatRequest
-    ) -> Any:
-        """Relay a stream chunk by chunk. Returns once the stream is over (the response is then 'sent')."""
+    ) -> None:
+        """Relay a stream chunk by chunk, never buffering it. Errors before the first chunk propagate (the
+        router has failed over already, the caller gets a normal error response); after it they end the stream
+        with an error event. Usage is settled in every case, counted by the gateway if the upstream sent none."""
         first, rest = await self.router.open_stream(ctx, group, req)
         ctx.ttfb = time.perf_counter_ns() - ctx.started
         renderer = dialect.stream(req)
@@ -229,8 +233,7 @@ class Gateway:
                 data = renderer.chunk(c)
                 if data:
                     await transport.send_bytes(data)
-            final = usage if usage is not None else self.count_stream_usage(ctx, req, texts)
-            self.settle(ctx, final)
+            final = self.settle_stream(ctx, req, texts, usage)
             await transport.send_bytes(renderer.end(final, last))
         except GatewayError as e:
             await self._stream_error(ctx, transport, renderer, req, texts, usage, e)
@@ -251,8 +254,7 @@ class Gateway:
                 await self._stream_error(ctx, transport, renderer, req, texts, usage, err)
         finally:
             ctx.upstream_ns += upstream_wait
-            await _aclose(rest)
-        return None
+            await aclose_quietly(rest)
 
     async def _stream_error(
         self,
@@ -268,27 +270,29 @@ class Gateway:
         ctx.status = err.status
         ctx.error = (err.code, err.message)
         ctx.flags["stream_error_after_first_byte"] = True
-        self.settle(ctx, usage if usage is not None else self.count_stream_usage(ctx, req, texts))
-        try:
+        self.settle_stream(ctx, req, texts, usage)
+        with contextlib.suppress(Exception):
             await transport.send_bytes(renderer.error(err))
-        except Exception:
-            pass
 
     def _client_gone(
         self, ctx: RequestContext, req: ChatRequest, texts: list[str], usage: Usage | None
     ) -> None:
         ctx.status = 499
         ctx.error = ("client_disconnected", "the client closed the stream")
-        self.settle(ctx, usage if usage is not None else self.count_stream_usage(ctx, req, texts))
+        self.settle_stream(ctx, req, texts, usage)
 
-    def count_stream_usage(self, ctx: RequestContext, req: ChatRequest, texts: list[str]) -> Usage:
-        """The upstream sent no usage: count it ourselves (exact for OpenAI encodings, estimated otherwise)."""
-        model = ctx.upstream_model or req.model
-        return Usage(
-            input_tokens=tokens.count_request(req, model, ctx.provider),
-            output_tokens=tokens.count_text("".join(texts), model, ctx.provider),
-            estimated=True,
-        )
+    def settle_stream(self, ctx: RequestContext, req: ChatRequest, texts: list[str], usage: Usage | None) -> Usage:
+        """Charge a stream's usage; when the upstream sent none, count it (exact for OpenAI encodings,
+        estimated otherwise, and flagged ``estimated`` either way)."""
+        if usage is None:
+            model = ctx.upstream_model or req.model
+            usage = Usage(
+                input_tokens=tokens.count_request(req, model, ctx.provider),
+                output_tokens=tokens.count_text("".join(texts), model, ctx.provider),
+                estimated=True,
+            )
+        self.settle(ctx, usage)
+        return usage
 
     # ------------------------------------------------------------ embeddings & models
 
@@ -330,15 +334,6 @@ def _is_disconnect(e: Exception) -> bool:
         "ConnectionResetError",
         "BrokenPipeError",
     )
-
-
-async def _aclose(it: Any) -> None:
-    close = getattr(it, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except (Exception, asyncio.CancelledError):
-            pass
 
 
 # ---------------------------------------------------------------- RSGI application

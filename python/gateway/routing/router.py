@@ -12,6 +12,7 @@ serve, the group's ``on_unavailable`` policy decides: fail fast, or downgrade to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -358,12 +359,12 @@ class Router:
             except StopAsyncIteration:
                 raise UpstreamError(502, "empty stream", deployment=t.dep.id, bad_response=True) from None
             except TimeoutError:
-                await _aclose(it)
+                await aclose_quietly(it)
                 raise UpstreamError(
                     504, f"no first token within {ttft_timeout}s", deployment=t.dep.id, timeout=True
                 ) from None
             except UpstreamError:
-                await _aclose(it)
+                await aclose_quietly(it)
                 raise
             ttft = (time.perf_counter_ns() - t0) / 1e6
             t.health.success(ttft, ttft_ms=ttft)
@@ -372,10 +373,9 @@ class Router:
         return await self._attempts(ctx, group, call)
 
 
-async def _aclose(it: AsyncIterator[Any]) -> None:
+async def aclose_quietly(it: AsyncIterator[Any]) -> None:
+    """Close an async generator whose consumer is gone; its own cleanup errors are not the caller's."""
     close = getattr(it, "aclose", None)
     if close is not None:
-        try:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await close()
-        except (Exception, asyncio.CancelledError):
-            pass
