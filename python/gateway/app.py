@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -205,10 +204,10 @@ class Gateway:
         last: ChatChunk | None = None
         upstream_wait = 0
         try:
-            chunk: ChatChunk | None = first
-            it: AsyncIterator[ChatChunk] = rest
+            batch: list[ChatChunk] = first
             while True:
-                if chunk is not None:
+                out = []
+                for chunk in batch:
                     last = chunk
                     if chunk.usage is not None:
                         usage = chunk.usage
@@ -217,14 +216,16 @@ class Gateway:
                             texts.append(d.content)
                         if d.tool_calls:
                             texts.extend(tc.get("function", {}).get("arguments") or "" for tc in d.tool_calls)
-                    out = pipeline.on_chunk(ctx, chunk)
-                    if out is not None:
-                        data = renderer.chunk(out)
+                    kept = pipeline.on_chunk(ctx, chunk)
+                    if kept is not None:
+                        data = renderer.chunk(kept)
                         if data:
-                            await transport.send_bytes(data)
+                            out.append(data)
+                if out:  # what arrived together leaves together: one write per network read
+                    await transport.send_bytes(b"".join(out) if len(out) > 1 else out[0])
                 t0 = time.perf_counter_ns()
                 try:
-                    chunk = await anext(it)
+                    batch = await anext(rest)
                 except StopAsyncIteration:
                     break
                 finally:
@@ -281,7 +282,9 @@ class Gateway:
         ctx.error = ("client_disconnected", "the client closed the stream")
         self.settle_stream(ctx, req, texts, usage)
 
-    def settle_stream(self, ctx: RequestContext, req: ChatRequest, texts: list[str], usage: Usage | None) -> Usage:
+    def settle_stream(
+        self, ctx: RequestContext, req: ChatRequest, texts: list[str], usage: Usage | None
+    ) -> Usage:
         """Charge a stream's usage; when the upstream sent none, count it (exact for OpenAI encodings,
         estimated otherwise, and flagged ``estimated`` either way)."""
         if usage is None:

@@ -19,7 +19,6 @@ and :func:`usage_to_wire` applies the inverse for the Anthropic dialect.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -27,7 +26,7 @@ import orjson
 
 from gateway.config import Deployment
 from gateway.errors import GatewayError, UpstreamError
-from gateway.providers.base import Provider, iter_sse
+from gateway.providers.base import Provider, SseFramer
 from gateway.providers.convert import (
     DEFAULT_MAX_TOKENS,
     check_common,
@@ -519,6 +518,31 @@ class StreamTranslator:
 # ---------------------------------------------------------------- I/O
 
 
+class SseDecoder:
+    """Anthropic's event stream: SSE framing around :class:`StreamTranslator`, done at ``message_stop``."""
+
+    __slots__ = ("sse", "tr")
+
+    def __init__(self) -> None:
+        self.sse = SseFramer()
+        self.tr = StreamTranslator()
+
+    @property
+    def done(self) -> bool:
+        return self.tr.done
+
+    def feed(self, piece: bytes) -> list[ChatChunk]:
+        out: list[ChatChunk] = []
+        for _event, data in self.sse.feed(piece):
+            out.extend(self.tr.feed(data))
+            if self.tr.done:
+                break
+        return out
+
+    def finish(self) -> list[ChatChunk]:
+        raise UpstreamError(502, "stream ended before message_stop", bad_response=True)
+
+
 class AnthropicProvider(Provider):
     def __init__(self, dep: Deployment, http: Any) -> None:
         super().__init__(dep, http)
@@ -534,32 +558,6 @@ class AnthropicProvider(Provider):
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             raise self.bad_response(str(e)) from None
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def open_stream(self, req: ChatRequest) -> tuple[Any, SseDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep, stream=True))
-        resp = await self.post(self.url, body, self.headers)
-        tr = StreamTranslator()
-        try:
-            async for _event, data in iter_sse(resp):
-                try:
-                    chunks = tr.feed(data)
-                except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                    raise self.bad_response(f"stream event: {e}") from None
-                for chunk in chunks:
-                    yield chunk
-                if tr.done:
-                    return
-            raise UpstreamError(
-                502, "stream ended before message_stop", deployment=self.dep.id, bad_response=True
-            )
-        except TimeoutError:
-            raise UpstreamError(504, "stream timed out", deployment=self.dep.id, timeout=True) from None
-        except UpstreamError as e:
-            e.deployment = e.deployment or self.dep.id
-            e.message = self.scrub(e.message)
-            raise
-        except GatewayError:
-            raise
-        except Exception as e:  # aiohttp payload errors on a dropped connection
-            raise UpstreamError(502, f"stream broke ({type(e).__name__})", deployment=self.dep.id) from None
-        finally:
-            resp.release()
+        return await self.post(self.url, body, self.headers), SseDecoder()

@@ -8,16 +8,17 @@ translation, not an afterthought.
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
+import msgspec
 import orjson
 
 from gateway.config import Deployment
 from gateway.errors import GatewayError, UpstreamError
+from gateway.providers.eventstream import EventStreamError
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
 
@@ -33,8 +34,37 @@ class Provider(ABC):
     async def complete(self, req: ChatRequest) -> ChatResponse: ...
 
     @abstractmethod
-    def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """Chunks as they arrive. Raises :class:`UpstreamError` before the first chunk if the call fails."""
+    async def open_stream(self, req: ChatRequest) -> tuple[aiohttp.ClientResponse, ChunkDecoder]:
+        """Send a streaming request; return the 2xx response and the decoder for its body."""
+
+    async def stream(self, req: ChatRequest) -> AsyncIterator[list[ChatChunk]]:
+        """Chunks as they arrive, in batches: one batch per network read, so the caller can relay what arrived
+        together with one write. Every failure is an :class:`UpstreamError`."""
+        resp, decoder = await self.open_stream(req)
+        try:
+            async for piece in resp.content.iter_any():
+                batch = decoder.feed(piece)
+                if batch:
+                    yield batch
+                if decoder.done:
+                    return
+            tail = decoder.finish()
+            if tail:
+                yield tail
+        except (msgspec.DecodeError, msgspec.ValidationError, EventStreamError) as e:
+            raise self.bad_response(f"stream: {e}") from None
+        except TimeoutError:
+            raise UpstreamError(504, "stream timed out", deployment=self.dep.id, timeout=True) from None
+        except UpstreamError as e:
+            e.deployment = e.deployment or self.dep.id
+            e.message = self.scrub(e.message)
+            raise
+        except GatewayError:
+            raise
+        except Exception as e:  # aiohttp payload errors on a dropped connection
+            raise UpstreamError(502, f"stream broke ({type(e).__name__})", deployment=self.dep.id) from None
+        finally:
+            resp.release()
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         raise GatewayError(
@@ -56,7 +86,7 @@ class Provider(ABC):
         """POST and return the response once its status is 2xx; anything else becomes an UpstreamError."""
         try:
             resp = await self.http.post(url, data=body, headers=headers, timeout=self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError(504, "timed out", deployment=self.dep.id, timeout=True) from None
         except aiohttp.ClientError as e:
             raise UpstreamError(
@@ -69,7 +99,7 @@ class Provider(ABC):
     async def read(self, resp: aiohttp.ClientResponse) -> bytes:
         try:
             return await resp.read()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamError(
                 504, "timed out reading the response", deployment=self.dep.id, timeout=True
             ) from None
@@ -81,7 +111,7 @@ class Provider(ABC):
     async def raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
         try:
             body = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             body = b""
         finally:
             resp.release()
@@ -157,30 +187,49 @@ def error_kind(body: bytes, message: str) -> str | None:
     return None
 
 
-async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[bytes, bytes]]:
-    """Server-sent events as (event name, data) pairs, yielded as soon as each event is complete."""
-    buf = b""
-    async for piece in resp.content.iter_any():
-        buf += piece
+class SseFramer:
+    """Splits a byte stream into server-sent events (event name, data); keeps only an unfinished event."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def feed(self, piece: bytes) -> list[tuple[bytes, bytes]]:
+        buf = self.buf + piece if self.buf else piece
         if b"\r" in buf:  # CRLF line ends (Google's SSE); a CR at the very end may be half of a CRLF: keep it
-            buf = (
-                buf[:-1].replace(b"\r\n", b"\n") + b"\r"
-                if buf.endswith(b"\r")
-                else buf.replace(b"\r\n", b"\n")
-            )
+            tail = buf.endswith(b"\r")
+            buf = buf[:-1].replace(b"\r\n", b"\n") + b"\r" if tail else buf.replace(b"\r\n", b"\n")
+        events = []
+        start = 0
         while True:
-            end = buf.find(b"\n\n")
+            end = buf.find(b"\n\n", start)
             if end < 0:
                 break
-            block, buf = buf[:end], buf[end + 2 :]
             event, data = b"", []
-            for line in block.split(b"\n"):
-                line = line.rstrip(b"\r")
+            for line in buf[start:end].split(b"\n"):
                 if line.startswith(b"data:"):
                     data.append(line[5:].lstrip(b" "))
                 elif line.startswith(b"event:"):
                     event = line[6:].strip()
             if data:
-                yield event, b"\n".join(data)
-    if buf.strip():
-        raise UpstreamError(502, "stream ended inside an event", bad_response=True)
+                events.append((event, b"\n".join(data)))
+            start = end + 2
+        self.buf = buf[start:]
+        return events
+
+    def check_complete(self) -> None:
+        if self.buf.strip():
+            raise UpstreamError(502, "stream ended inside an event", bad_response=True)
+
+
+class ChunkDecoder(Protocol):
+    """Wire bytes → canonical chunks, for one stream. ``feed`` takes whatever the network delivered."""
+
+    done: bool
+
+    def feed(self, piece: bytes) -> list[ChatChunk]: ...
+
+    def finish(self) -> list[ChatChunk]:
+        """The stream's bytes are over: the last chunks, or an UpstreamError if it ended too early."""
+        ...

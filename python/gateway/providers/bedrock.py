@@ -20,7 +20,6 @@ closing ``metadata`` event. Usage rule as Anthropic's: ``inputTokens`` excludes 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -44,7 +43,7 @@ from gateway.providers.convert import (
     stop_list,
     unsupported,
 )
-from gateway.providers.eventstream import EventStreamDecoder, EventStreamError
+from gateway.providers.eventstream import EventStreamDecoder
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, Choice, Delta, Message, Usage
 
 HANDLED_EXTRAS = frozenset({"top_k", "thinking"})
@@ -492,6 +491,28 @@ class StreamTranslator:
 # ---------------------------------------------------------------- I/O
 
 
+class FrameDecoder:
+    """ConverseStream: AWS event-stream frames (CRC-checked) around :class:`StreamTranslator`."""
+
+    __slots__ = ("frames", "tr")
+    done = False
+
+    def __init__(self, tr: StreamTranslator) -> None:
+        self.frames = EventStreamDecoder()
+        self.tr = tr
+
+    def feed(self, piece: bytes) -> list[ChatChunk]:
+        out: list[ChatChunk] = []
+        for headers, payload in self.frames.feed(piece):
+            out.extend(self.tr.feed(headers, payload))
+        return out
+
+    def finish(self) -> list[ChatChunk]:
+        self.frames.close()
+        self.tr.finish()
+        return []
+
+
 class BedrockProvider(Provider):
     def __init__(self, dep: Deployment, http: Any) -> None:
         super().__init__(dep, http)
@@ -533,33 +554,7 @@ class BedrockProvider(Provider):
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             raise self.bad_response(str(e)) from None
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def open_stream(self, req: ChatRequest) -> tuple[Any, FrameDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep))
         resp = await self._post(self.stream_url, body)
-        tr = StreamTranslator(resp.headers.get("x-amzn-requestid", ""), self.dep.model)
-        decoder = EventStreamDecoder()
-        try:
-            async for piece in resp.content.iter_any():
-                for headers, payload in decoder.feed(piece):
-                    try:
-                        chunks = tr.feed(headers, payload)
-                    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                        raise self.bad_response(f"stream event: {e}") from None
-                    for chunk in chunks:
-                        yield chunk
-            decoder.close()
-            tr.finish()
-        except EventStreamError as e:
-            raise self.bad_response(f"event stream: {e}") from None
-        except TimeoutError:
-            raise UpstreamError(504, "stream timed out", deployment=self.dep.id, timeout=True) from None
-        except UpstreamError as e:
-            e.deployment = e.deployment or self.dep.id
-            e.message = self.scrub(e.message)
-            raise
-        except GatewayError:
-            raise
-        except Exception as e:  # aiohttp payload errors on a dropped connection
-            raise UpstreamError(502, f"stream broke ({type(e).__name__})", deployment=self.dep.id) from None
-        finally:
-            resp.release()
+        return resp, FrameDecoder(StreamTranslator(resp.headers.get("x-amzn-requestid", ""), self.dep.model))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import mimetypes
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -31,7 +30,7 @@ import orjson
 
 from gateway.config import Deployment
 from gateway.errors import GatewayError, UpstreamError
-from gateway.providers.base import Provider, iter_sse
+from gateway.providers.base import Provider, SseFramer
 from gateway.providers.convert import (
     check_extras,
     dump_arguments,
@@ -442,6 +441,27 @@ class StreamTranslator:
 # ---------------------------------------------------------------- I/O
 
 
+class SseDecoder:
+    """Gemini's ``alt=sse`` stream: SSE framing around :class:`StreamTranslator`; ends when the bytes do."""
+
+    __slots__ = ("done", "sse", "tr")
+
+    def __init__(self) -> None:
+        self.sse = SseFramer()
+        self.tr = StreamTranslator()
+        self.done = False
+
+    def feed(self, piece: bytes) -> list[ChatChunk]:
+        out: list[ChatChunk] = []
+        for _event, data in self.sse.feed(piece):
+            out.extend(self.tr.feed(data))
+        return out
+
+    def finish(self) -> list[ChatChunk]:
+        self.sse.check_complete()
+        return self.tr.finish()
+
+
 class GeminiProvider(Provider):
     def __init__(self, dep: Deployment, http: Any) -> None:
         super().__init__(dep, http)
@@ -459,28 +479,6 @@ class GeminiProvider(Provider):
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             raise self.bad_response(str(e)) from None
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def open_stream(self, req: ChatRequest) -> tuple[Any, SseDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep))
-        resp = await self.post(self.stream_url, body, self.headers)
-        tr = StreamTranslator()
-        try:
-            async for _event, data in iter_sse(resp):
-                try:
-                    chunks = tr.feed(data)
-                except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                    raise self.bad_response(f"stream event: {e}") from None
-                for chunk in chunks:
-                    yield chunk
-            for chunk in tr.finish():
-                yield chunk
-        except TimeoutError:
-            raise UpstreamError(504, "stream timed out", deployment=self.dep.id, timeout=True) from None
-        except UpstreamError as e:
-            e.deployment = e.deployment or self.dep.id
-            raise
-        except GatewayError:
-            raise
-        except Exception as e:  # aiohttp payload errors on a dropped connection
-            raise UpstreamError(502, f"stream broke ({type(e).__name__})", deployment=self.dep.id) from None
-        finally:
-            resp.release()
+        return await self.post(self.stream_url, body, self.headers), SseDecoder()

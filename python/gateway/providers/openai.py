@@ -7,7 +7,6 @@ fields the gateway needs (usage, choices for post stages) are decoded, by msgspe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -15,7 +14,7 @@ import orjson
 
 from gateway.config import Deployment
 from gateway.errors import UpstreamError
-from gateway.providers.base import Provider, iter_sse
+from gateway.providers.base import Provider, SseFramer
 from gateway.types import (
     ChatChunk,
     ChatRequest,
@@ -216,6 +215,28 @@ def auth_headers(dep: Deployment) -> dict[str, str]:
     return headers
 
 
+class StreamDecoder:
+    """OpenAI SSE: one chunk per ``data:`` event until ``[DONE]``."""
+
+    __slots__ = ("done", "sse")
+
+    def __init__(self) -> None:
+        self.sse = SseFramer()
+        self.done = False
+
+    def feed(self, piece: bytes) -> list[ChatChunk]:
+        out = []
+        for _event, data in self.sse.feed(piece):
+            if data == b"[DONE]":
+                self.done = True
+                break
+            out.append(chunk_from_wire(data))
+        return out
+
+    def finish(self) -> list[ChatChunk]:
+        raise UpstreamError(502, "stream ended without [DONE]", bad_response=True)
+
+
 # ---------------------------------------------------------------- I/O
 
 
@@ -235,27 +256,9 @@ class OpenAIProvider(Provider):
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             raise self.bad_response(str(e)) from None
 
-    async def stream(self, req: ChatRequest) -> AsyncIterator[ChatChunk]:
+    async def open_stream(self, req: ChatRequest) -> tuple[Any, StreamDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep.model))
-        resp = await self.post(self.chat_url, body, self.headers)
-        try:
-            async for _event, data in iter_sse(resp):
-                if data == b"[DONE]":
-                    return
-                try:
-                    chunk = chunk_from_wire(data)
-                except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                    raise self.bad_response(f"stream chunk: {e}") from None
-                yield chunk
-            raise UpstreamError(502, "stream ended without [DONE]", deployment=self.dep.id, bad_response=True)
-        except TimeoutError:
-            raise UpstreamError(504, "stream timed out", deployment=self.dep.id, timeout=True) from None
-        except UpstreamError:
-            raise
-        except Exception as e:  # aiohttp payload errors on a dropped connection
-            raise UpstreamError(502, f"stream broke ({type(e).__name__})", deployment=self.dep.id) from None
-        finally:
-            resp.release()
+        return await self.post(self.chat_url, body, self.headers), StreamDecoder()
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         wire: dict[str, Any] = msgspec.to_builtins(req)

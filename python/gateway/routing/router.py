@@ -345,11 +345,11 @@ class Router:
 
     async def open_stream(
         self, ctx: RequestContext, group: str, req: ChatRequest
-    ) -> tuple[ChatChunk, AsyncIterator[ChatChunk]]:
-        """The first chunk and the rest of the stream. Failover is possible only until the first chunk."""
+    ) -> tuple[list[ChatChunk], AsyncIterator[list[ChatChunk]]]:
+        """The first batch of chunks and the rest of the stream. Failover is possible only until the first."""
         ttft_timeout = self.groups[group].ttft_timeout_s
 
-        async def call(t: Target) -> tuple[ChatChunk, AsyncIterator[ChatChunk]]:
+        async def call(t: Target) -> tuple[list[ChatChunk], AsyncIterator[list[ChatChunk]]]:
             t0 = time.perf_counter_ns()
             it = aiter(t.provider.stream(req))
             try:
