@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from gateway.config import ConfigError, load_config
+from gateway.store.sqlite import SqliteStore
 
 DEMO_KEY = "gw-demo-key-change-me"
 
@@ -28,7 +29,7 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
         print(f"config error: {e}", file=sys.stderr)
         return 2
     os.environ["GATEWAY_CONFIG"] = cfg_path
-    Path(cfg.store.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+    SqliteStore(cfg.store.sqlite_path).close()  # create the schema once, before the workers race for it
     n = workers or cfg.server.workers
     Server(
         "gateway.app:app",
@@ -109,8 +110,6 @@ Ctrl-C stops both.""",
 
 
 def keys(args: argparse.Namespace) -> int:
-    from gateway.store.sqlite import SqliteStore
-
     cfg = load_config(args.config)
     store = SqliteStore(cfg.store.sqlite_path)
     if args.keys_cmd == "create":
