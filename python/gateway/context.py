@@ -39,6 +39,7 @@ class Record(msgspec.Struct):
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_creation_tokens: int = 0
     reasoning_tokens: int = 0
     usage_estimated: bool = False
     cost_usd: float = 0.0
@@ -165,6 +166,7 @@ class RequestContext:
             input_tokens=self.usage.input_tokens,
             output_tokens=self.usage.output_tokens,
             cached_tokens=self.usage.cached_tokens,
+            cache_creation_tokens=self.usage.cache_creation_tokens,
             reasoning_tokens=self.usage.reasoning_tokens,
             usage_estimated=self.usage.estimated,
             cost_usd=self.cost,

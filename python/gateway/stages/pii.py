@@ -48,6 +48,8 @@ def collect_texts(messages: list[Message]) -> list[str]:
     """Every string the model will read, in a fixed order that ``put_texts`` mirrors."""
     out: list[str] = []
     for m in messages:
+        # ``reasoning`` (thinking) is left alone: it is model output produced from masked input, and providers
+        # verify its signature when it is sent back, so rewriting it would break the conversation.
         c = m.content
         if isinstance(c, str):
             out.append(c)
