@@ -114,13 +114,14 @@ def oha(
     pct = data["latencyPercentiles"]
     codes = data.get("statusCodeDistribution", {})
     ok = int(codes.get("200", 0))
-    total = sum(int(v) for v in codes.values()) + sum(
-        int(v) for v in data.get("errorDistribution", {}).values()
-    )
+    # requests still in flight when a timed run (-z) ends are reported as "aborted due to deadline": not failures
+    errors = {k: int(v) for k, v in data.get("errorDistribution", {}).items() if "deadline" not in k}
+    total = sum(int(v) for v in codes.values()) + sum(errors.values())
     fb = data.get("firstBytePercentiles") or pct
     return {
         "n": total,
         "ok": ok,
+        "errors": errors,
         "rps": data["summary"]["requestsPerSec"],
         "p50_ms": pct["p50"] * 1000,
         "p90_ms": pct["p90"] * 1000,
