@@ -1,7 +1,7 @@
 """The Granian-served application (RSGI): routes → dialect → pipeline → router → back.
 
 Granian imports ``gateway.app:app`` in every worker process; ``__rsgi_init__`` builds that worker's Gateway from
-the config named by ``GATEWAY_CONFIG`` (one aiohttp session, one record writer, one router per worker).
+the config named by ``GATEWAY_CONFIG`` (one upstream HTTP client, one record writer, one router per worker).
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from gateway import tokens
 from gateway.config import Config, load_config
 from gateway.context import RequestContext, reseed_request_ids
 from gateway.dialects import openai as oai
 from gateway.errors import GatewayError, UpstreamError
+from gateway.http import HttpClient, make_client
 from gateway.pipeline import Pipeline
 from gateway.pricing import charge
 from gateway.routing.router import Router, aclose_quietly
@@ -41,7 +40,7 @@ _NOT_SENT = object()
 class Gateway:
     """One worker's gateway: config, store, router, pipeline and record writer."""
 
-    def __init__(self, cfg: Config, http: aiohttp.ClientSession) -> None:
+    def __init__(self, cfg: Config, http: HttpClient) -> None:
         self.cfg = cfg
         self.http = http
         self.store = SqliteStore(cfg.store.sqlite_path)
@@ -356,9 +355,8 @@ class App:
         reseed_request_ids()
 
         async def build() -> Gateway:
-            # aiohttp binds to the running loop: build the session on the worker's loop before it serves.
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-            return Gateway(cfg, aiohttp.ClientSession(connector=connector, auto_decompress=True))
+            # HTTP clients bind to the running loop: build on the worker's loop before it serves.
+            return Gateway(cfg, make_client(cfg.server.http_client))
 
         self.gw = loop.run_until_complete(build())
         self.ready = True

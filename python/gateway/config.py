@@ -128,6 +128,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     port: int = 4000
     workers: int = 1
     max_body_bytes: int = 4 * 1024 * 1024
+    http_client: Literal["reqwest", "aiohttp"] = "reqwest"  # upstream client; see gateway/http.py
     key_cache_ttl_s: float = 5.0  # how long a worker trusts a store lookup: a revoked key stops within this
 
 

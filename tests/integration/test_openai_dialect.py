@@ -317,3 +317,26 @@ def test_every_request_has_a_record_even_errors(egw):
         rec = egw.record(rid)
         assert rec["status"] == status
     assert egw.record(ids[401])["key_id"] is None  # a bad key is recorded, never resolved to a caller
+
+
+def test_aiohttp_upstream_client_serves_the_same(simulator, start_gateway, tmp_path_factory):
+    """``server.http_client: aiohttp`` (the pure-asyncio alternative to reqwest) passes the same basics."""
+    cfg = base_config(simulator.url, tmp_path_factory.mktemp("db") / "g.db")
+    cfg["server"]["http_client"] = "aiohttp"
+    cfg["models"]["err-503"] = {
+        "max_attempts": 1,
+        "deployments": [{"id": "e", "model": "e", "api_base": simulator.url + "/v1", "api_key": "k"}],
+    }
+    client = start_gateway(cfg).openai()
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=USER).choices[0].message.content
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    with pytest.raises(openai.InternalServerError) as e:
+        client.chat.completions.create(
+            model="err-503", messages=[{"role": "user", "content": "[[sim:fail=503]]"}]
+        )
+    assert e.value.code == "upstream_unavailable"

@@ -97,19 +97,21 @@ def test_weights_hold_within_statistical_bounds(rgw):
 
 def test_least_latency_moves_off_a_slow_deployment_and_back(rgw, simulator):
     client = rgw.openai()
+
+    def phase(n: int) -> Counter[str]:
+        with ThreadPoolExecutor(4) as pool:
+            return Counter(d for d, _ in pool.map(lambda _: served_by(client, "fastest"), range(n)))
+
     for m in ("ll-a", "ll-b"):
-        simulator.post(f"/_sim/models/{m}", {"latency_ms": 20})
-    for _ in range(20):
-        served_by(client, "fastest")
-    simulator.post("/_sim/models/ll-a", {"latency_ms": 100})  # 5x slower
-    for _ in range(15):  # let the EWMA see it
-        served_by(client, "fastest")
-    slow_phase = Counter(served_by(client, "fastest")[0] for _ in range(100))
+        simulator.post(f"/_sim/models/{m}", {"latency_ms": 50})
+    phase(20)
+    simulator.post("/_sim/models/ll-a", {"latency_ms": 250})  # 5x slower
+    phase(20)  # let the EWMA see it
+    slow_phase = phase(100)
     assert slow_phase["ll-b"] >= 90, slow_phase
-    simulator.post("/_sim/models/ll-a", {"latency_ms": 20})  # recovered
-    for _ in range(300):  # probes (4% of picks) pull ll-a's EWMA back down
-        served_by(client, "fastest")
-    recovered = Counter(served_by(client, "fastest")[0] for _ in range(100))
+    simulator.post("/_sim/models/ll-a", {"latency_ms": 50})  # recovered
+    phase(300)  # probes (4% of picks) pull ll-a's EWMA back into the fast band
+    recovered = phase(100)
     assert recovered["ll-a"] >= 20, recovered
 
 

@@ -29,7 +29,9 @@ def load_json_object(body: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise GatewayError("invalid_json", f"The request body is not valid JSON: {e}. Send a JSON object.") from None
+        raise GatewayError(
+            "invalid_json", f"The request body is not valid JSON: {e}. Send a JSON object."
+        ) from None
     if not isinstance(data, dict):
         raise GatewayError("invalid_json", "The request body must be a JSON object.")
     return data

@@ -560,4 +560,4 @@ class AnthropicProvider(Provider):
 
     async def open_stream(self, req: ChatRequest) -> tuple[Any, SseDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep, stream=True))
-        return await self.post(self.url, body, self.headers), SseDecoder()
+        return await self.post(self.url, body, self.headers, stream=True), SseDecoder()

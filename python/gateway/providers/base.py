@@ -12,12 +12,12 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-import aiohttp
 import msgspec
 import orjson
 
 from gateway.config import Deployment
 from gateway.errors import GatewayError, UpstreamError
+from gateway.http import HttpClient, UpstreamResponse
 from gateway.providers.eventstream import EventStreamError
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
@@ -25,24 +25,23 @@ from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest
 class Provider(ABC):
     """An upstream deployment reachable over HTTP."""
 
-    def __init__(self, dep: Deployment, http: aiohttp.ClientSession) -> None:
+    def __init__(self, dep: Deployment, http: HttpClient) -> None:
         self.dep = dep
         self.http = http
-        self.timeout = aiohttp.ClientTimeout(total=dep.timeout_s, connect=dep.connect_timeout_s)
 
     @abstractmethod
     async def complete(self, req: ChatRequest) -> ChatResponse: ...
 
     @abstractmethod
-    async def open_stream(self, req: ChatRequest) -> tuple[aiohttp.ClientResponse, ChunkDecoder]:
-        """Send a streaming request; return the 2xx response and the decoder for its body."""
+    async def open_stream(self, req: ChatRequest) -> tuple[UpstreamResponse, ChunkDecoder]:
+        """Send a streaming request (``post(..., stream=True)``); return the response and its body's decoder."""
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[list[ChatChunk]]:
         """Chunks as they arrive, in batches: one batch per network read, so the caller can relay what arrived
         together with one write. Every failure is an :class:`UpstreamError`."""
         resp, decoder = await self.open_stream(req)
         try:
-            async for piece in resp.content.iter_any():
+            async for piece in resp.chunks():
                 batch = decoder.feed(piece)
                 if batch:
                     yield batch
@@ -53,18 +52,12 @@ class Provider(ABC):
                 yield tail
         except (msgspec.DecodeError, msgspec.ValidationError, EventStreamError) as e:
             raise self.bad_response(f"stream: {e}") from None
-        except TimeoutError:
-            raise UpstreamError(504, "stream timed out", deployment=self.dep.id, timeout=True) from None
         except UpstreamError as e:
             e.deployment = e.deployment or self.dep.id
             e.message = self.scrub(e.message)
             raise
-        except GatewayError:
-            raise
-        except Exception as e:  # aiohttp payload errors on a dropped connection
-            raise UpstreamError(502, f"stream broke ({type(e).__name__})", deployment=self.dep.id) from None
         finally:
-            resp.release()
+            await resp.aclose()
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         raise GatewayError(
@@ -82,40 +75,35 @@ class Provider(ABC):
                 text = text.replace(secret, "***")
         return text
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def post(
+        self, url: str, body: bytes, headers: dict[str, str], stream: bool = False
+    ) -> UpstreamResponse:
         """POST and return the response once its status is 2xx; anything else becomes an UpstreamError."""
         try:
-            resp = await self.http.post(url, data=body, headers=headers, timeout=self.timeout)
-        except TimeoutError:
-            raise UpstreamError(504, "timed out", deployment=self.dep.id, timeout=True) from None
-        except aiohttp.ClientError as e:
-            raise UpstreamError(
-                502, f"connection failed ({type(e).__name__})", deployment=self.dep.id
-            ) from None
+            resp = await self.http.post(
+                url, body, headers, self.dep.timeout_s, self.dep.connect_timeout_s, stream
+            )
+        except UpstreamError as e:
+            e.deployment = self.dep.id
+            raise
         if resp.status >= 300:
             await self.raise_for_status(resp)
         return resp
 
-    async def read(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def read(self, resp: UpstreamResponse) -> bytes:
         try:
             return await resp.read()
-        except TimeoutError:
-            raise UpstreamError(
-                504, "timed out reading the response", deployment=self.dep.id, timeout=True
-            ) from None
-        except aiohttp.ClientError as e:
-            raise UpstreamError(
-                502, f"connection lost ({type(e).__name__})", deployment=self.dep.id
-            ) from None
+        except UpstreamError as e:
+            e.deployment = self.dep.id
+            raise
 
-    async def raise_for_status(self, resp: aiohttp.ClientResponse) -> None:
+    async def raise_for_status(self, resp: UpstreamResponse) -> None:
         try:
             body = await resp.read()
-        except (TimeoutError, aiohttp.ClientError):
+        except UpstreamError:
             body = b""
         finally:
-            resp.release()
-        retry_after = parse_retry_after(resp.headers.get("retry-after"))
+            await resp.aclose()
         if resp.status in (401, 403):
             # The caller can't fix the gateway's credentials; don't echo what the provider said about them.
             raise UpstreamError(
@@ -128,7 +116,7 @@ class Provider(ABC):
         raise UpstreamError(
             resp.status,
             message,
-            retry_after=retry_after,
+            retry_after=parse_retry_after(resp.header("retry-after")),
             deployment=self.dep.id,
             kind=error_kind(body, message),
         )

@@ -25,7 +25,6 @@ from urllib.parse import quote
 
 import msgspec
 import orjson
-from yarl import URL
 
 from gateway.config import Deployment
 from gateway.errors import GatewayError, UpstreamError
@@ -541,20 +540,20 @@ class BedrockProvider(Provider):
             headers["authorization"] = f"Bearer {self.dep.api_key}"
         return {**self.dep.headers, **headers}
 
-    async def _post(self, url: str, body: bytes) -> Any:
-        # yarl must not re-encode the model id's %3A etc.: the signature covers the exact path.
-        return await self.post(URL(url, encoded=True), body, self.headers(url, body))  # type: ignore[arg-type]
+    async def _post(self, url: str, body: bytes, stream: bool = False) -> Any:
+        # The URL is sent exactly as built (the model id's %3A etc. stay encoded): the signature covers the path.
+        return await self.post(url, body, self.headers(url, body), stream)
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         body = orjson.dumps(request_to_wire(req, self.dep))
         resp = await self._post(self.url, body)
         data = await self.read(resp)
         try:
-            return response_from_wire(data, resp.headers.get("x-amzn-requestid", ""), self.dep.model)
+            return response_from_wire(data, resp.header("x-amzn-requestid") or "", self.dep.model)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             raise self.bad_response(str(e)) from None
 
     async def open_stream(self, req: ChatRequest) -> tuple[Any, FrameDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep))
-        resp = await self._post(self.stream_url, body)
-        return resp, FrameDecoder(StreamTranslator(resp.headers.get("x-amzn-requestid", ""), self.dep.model))
+        resp = await self._post(self.stream_url, body, stream=True)
+        return resp, FrameDecoder(StreamTranslator(resp.header("x-amzn-requestid") or "", self.dep.model))

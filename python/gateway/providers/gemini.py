@@ -481,4 +481,4 @@ class GeminiProvider(Provider):
 
     async def open_stream(self, req: ChatRequest) -> tuple[Any, SseDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep))
-        return await self.post(self.stream_url, body, self.headers), SseDecoder()
+        return await self.post(self.stream_url, body, self.headers, stream=True), SseDecoder()

@@ -258,7 +258,7 @@ class OpenAIProvider(Provider):
 
     async def open_stream(self, req: ChatRequest) -> tuple[Any, StreamDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep.model))
-        return await self.post(self.chat_url, body, self.headers), StreamDecoder()
+        return await self.post(self.chat_url, body, self.headers, stream=True), StreamDecoder()
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         wire: dict[str, Any] = msgspec.to_builtins(req)

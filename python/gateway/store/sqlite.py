@@ -165,7 +165,10 @@ class SqliteStore:
         self.conn.executemany(
             "INSERT INTO records (request_id, ts, tenant, key_id, status, model_served, cost_usd, body)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.request_id, r.ts, r.tenant, r.key_id, r.status, r.model_served, r.cost_usd, encode(r)) for r in records],
+            [
+                (r.request_id, r.ts, r.tenant, r.key_id, r.status, r.model_served, r.cost_usd, encode(r))
+                for r in records
+            ],
         )
 
     def records(self, tenant: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
