@@ -112,15 +112,15 @@ class Gateway:
     def resolve(self, ctx: RequestContext, model: str) -> str:
         """The model group for ``model``, if it exists and the caller may use it."""
         group = self.router.resolve(model)
+        if group is None:
+            raise GatewayError(
+                "model_not_found",
+                f"The model {model!r} does not exist on this gateway. GET /v1/models lists the models your key "
+                "may use.",
+                param="model",
+            )
         p = ctx.principal
-        if group is None or (p is not None and p.models and not p.may_use(group) and not p.may_use(model)):
-            if group is None:
-                raise GatewayError(
-                    "model_not_found",
-                    f"The model {model!r} does not exist on this gateway. GET /v1/models lists the models your key "
-                    "may use.",
-                    param="model",
-                )
+        if p is not None and not (p.may_use(group) or p.may_use(model)):
             raise GatewayError(
                 "model_not_allowed",
                 f"Your key may not use the model {model!r}. GET /v1/models lists the models it may use.",
