@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import msgspec
 
-from gateway import _core  # noqa: F401  (the Rust core is required)
+from gateway import _core
 from gateway.types import ChatRequest
 
 EXACT_PROVIDERS = frozenset({None, "openai", "azure"})

@@ -133,7 +133,9 @@ def parse_messages(data: Any, require_max_tokens: bool = True) -> Req:
     if isinstance(th, dict) and th.get("type") in ("enabled", "adaptive"):
         req.thinking_budget = int(th.get("budget_tokens") or 1024)
     oc = data.get("output_config")
-    of = oc.get("format") if isinstance(oc, dict) else data.get("output_format")  # current field, then the beta one
+    of = (
+        oc.get("format") if isinstance(oc, dict) else data.get("output_format")
+    )  # current field, then the beta one
     if isinstance(of, dict) and of.get("type") == "json_schema":
         req.json_mode = True
         req.json_schema = of.get("schema") if isinstance(of.get("schema"), dict) else {"type": "object"}
