@@ -94,6 +94,19 @@ def _principal(row: Sequence[Any]) -> Principal:
     )
 
 
+def record_row(r: Record) -> tuple[Any, ...]:
+    return (
+        r.request_id,
+        r.ts,
+        r.tenant,
+        r.key_id,
+        r.status,
+        r.model_served,
+        r.cost_usd,
+        msgspec.json.encode(r),
+    )
+
+
 class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -161,14 +174,15 @@ class SqliteStore:
 
     # ------------------------------------------------------------ records
 
-    def insert_records(self, records: Sequence[Record], encode: Any = msgspec.json.encode) -> None:
+    def insert_records(self, records: Sequence[Record]) -> None:
+        self.insert_rows([record_row(r) for r in records])
+
+    def insert_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows made by :func:`record_row` (the writer thread encodes them in small slices, see records.py)."""
         self.conn.executemany(
             "INSERT INTO records (request_id, ts, tenant, key_id, status, model_served, cost_usd, body)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (r.request_id, r.ts, r.tenant, r.key_id, r.status, r.model_served, r.cost_usd, encode(r))
-                for r in records
-            ],
+            rows,
         )
 
     def records(self, tenant: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
