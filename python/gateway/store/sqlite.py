@@ -179,11 +179,14 @@ class SqliteStore:
 
     def insert_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Rows made by :func:`record_row` (the writer thread encodes them in small slices, see records.py)."""
-        self.conn.executemany(
-            "INSERT INTO records (request_id, ts, tenant, key_id, status, model_served, cost_usd, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        # One transaction per batch: in autocommit mode every row would be its own commit (~100 us each).
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT INTO records (request_id, ts, tenant, key_id, status, model_served, cost_usd, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def records(self, tenant: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         sql = "SELECT body FROM records"
