@@ -9,8 +9,8 @@ translation, not an afterthought.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import orjson
@@ -89,6 +89,16 @@ class Provider(ABC):
         if resp.status >= 300:
             await self.raise_for_status(resp)
         return resp
+
+    async def post_json(
+        self, url: str, body: bytes, headers: dict[str, str], decode: Callable[[bytes], R]
+    ) -> R:
+        """A non-stream call: POST, read, decode; a body that does not decode is the upstream's fault."""
+        data = await self.read(await self.post(url, body, headers))
+        try:
+            return decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise self.bad_response(str(e)) from None
 
     async def read(self, resp: UpstreamResponse) -> bytes:
         try:
@@ -173,6 +183,9 @@ def error_kind(body: bytes, message: str) -> str | None:
     if any(m in text for m in _POLICY_MARKERS):
         return "content_policy"
     return None
+
+
+R = TypeVar("R")
 
 
 class SseFramer:

@@ -472,12 +472,7 @@ class GeminiProvider(Provider):
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         body = orjson.dumps(request_to_wire(req, self.dep))
-        resp = await self.post(self.url, body, self.headers)
-        data = await self.read(resp)
-        try:
-            return response_from_wire(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            raise self.bad_response(str(e)) from None
+        return await self.post_json(self.url, body, self.headers, response_from_wire)
 
     async def open_stream(self, req: ChatRequest) -> tuple[Any, SseDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep))

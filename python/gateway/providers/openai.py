@@ -249,12 +249,7 @@ class OpenAIProvider(Provider):
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         body = orjson.dumps(request_to_wire(req, self.dep.model))
-        resp = await self.post(self.chat_url, body, self.headers)
-        data = await self.read(resp)
-        try:
-            return response_from_wire(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            raise self.bad_response(str(e)) from None
+        return await self.post_json(self.chat_url, body, self.headers, response_from_wire)
 
     async def open_stream(self, req: ChatRequest) -> tuple[Any, StreamDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep.model))
@@ -264,9 +259,4 @@ class OpenAIProvider(Provider):
         wire: dict[str, Any] = msgspec.to_builtins(req)
         wire.update(wire.pop("extra", None) or {})
         wire["model"] = self.dep.model
-        resp = await self.post(self.embed_url, orjson.dumps(wire), self.headers)
-        data = await self.read(resp)
-        try:
-            return embeddings_from_wire(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            raise self.bad_response(str(e)) from None
+        return await self.post_json(self.embed_url, orjson.dumps(wire), self.headers, embeddings_from_wire)

@@ -566,12 +566,14 @@ class SimApp:
                     break
                 if ntok:
                     delay = ttft_s if first else ntok * tok_s
-                    first = False
                     if delay > 0:
-                        if buf:
+                        # Nothing goes out before the first token is ready: the preamble events (OpenAI's role
+                        # chunk, Anthropic's message_start) wait for TTFT with it, as a real provider's do.
+                        if buf and not first:
                             await tr.send_bytes(b"".join(buf))
                             buf = []
                         await asyncio.sleep(delay)
+                    first = False
                 buf.append(b)
             if buf:
                 await tr.send_bytes(b"".join(buf))
