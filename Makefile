@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 4000
 
-.PHONY: demo test setup test-setup bench bench-micro bench-load lint fmt clean
+.PHONY: demo test setup test-setup bench bench-micro bench-load bench-chaos lint fmt clean
 
 demo: setup
 	PORT=$(PORT) $(PY) -m gateway demo --port $(PORT)
@@ -25,6 +25,10 @@ bench-micro:
 
 bench-load:
 	$(PY) -m benches.load.run
+
+bench-chaos:
+	$(PY) -m benches.chaos.run
+	$(PY) -m benches.chaos.hedging
 
 lint:
 	$(VENV)/bin/ruff check python tests benches
