@@ -110,7 +110,7 @@ def test_least_latency_moves_off_a_slow_deployment_and_back(rgw, simulator):
     slow_phase = phase(100)
     assert slow_phase["ll-b"] >= 90, slow_phase
     simulator.post("/_sim/models/ll-a", {"latency_ms": 50})  # recovered
-    phase(300)  # probes (4% of picks) pull ll-a's EWMA back into the fast band
+    phase(600)  # a probe every 0.5 s pulls ll-a's EWMA back into the fast band
     recovered = phase(100)
     assert recovered["ll-a"] >= 20, recovered
 

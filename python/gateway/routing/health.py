@@ -25,6 +25,7 @@ class Health:
         "failure_threshold",
         "failures",
         "inflight",
+        "last_attempt",
         "open_s",
         "opened_at",
         "probe_in_flight",
@@ -45,6 +46,7 @@ class Health:
         self.opened_at = 0.0
         self.probe_in_flight = False
         self.inflight = 0
+        self.last_attempt = 0.0  # monotonic time of the last request sent here (least-latency probes)
         self.requests = 0
         self.failures = 0
         self.samples: deque[float] = deque(maxlen=200)  # recent total latencies, for hedging's p95
@@ -64,6 +66,7 @@ class Health:
 
     def begin(self) -> None:
         self.inflight += 1
+        self.last_attempt = time.monotonic()
         self.requests += 1
         if self.state == HALF_OPEN:
             self.probe_in_flight = True
@@ -71,12 +74,14 @@ class Health:
     def end(self) -> None:
         self.inflight -= 1
 
-    def success(self, total_ms: float, ttft_ms: float | None = None) -> None:
+    def success(self, total_ms: float | None = None, ttft_ms: float | None = None) -> None:
+        """A call worked. Non-stream calls report their total time, streams their time to first token."""
         self.consecutive_failures = 0
         self.state = CLOSED
         self.probe_in_flight = False
-        self.ewma_total_ms = self._ewma(self.ewma_total_ms, total_ms)
-        self.samples.append(total_ms)
+        if total_ms is not None:
+            self.ewma_total_ms = self._ewma(self.ewma_total_ms, total_ms)
+            self.samples.append(total_ms)
         if ttft_ms is not None:
             self.ewma_ttft_ms = self._ewma(self.ewma_ttft_ms, ttft_ms)
 
@@ -92,8 +97,9 @@ class Health:
         if not err.retryable:
             return  # the request was bad, not the deployment
         self.consecutive_failures += 1
-        if err.timeout:
-            self.ewma_total_ms = self._ewma(self.ewma_total_ms, 1000.0 * 60)
+        if err.timeout:  # a timeout is the slowest answer there is, for either kind of request
+            self.ewma_total_ms = self._ewma(self.ewma_total_ms, 60_000.0)
+            self.ewma_ttft_ms = self._ewma(self.ewma_ttft_ms, 60_000.0)
         if self.state == HALF_OPEN or self.consecutive_failures >= self.failure_threshold:
             self.state = OPEN
             self.opened_at = now
@@ -107,7 +113,11 @@ class Health:
         xs = sorted(self.samples)
         return xs[int(0.95 * (len(xs) - 1))]
 
-    def latency_ms(self) -> float:
-        """The latency the least-latency strategy compares: TTFT when streams were seen, else total."""
-        v = self.ewma_ttft_ms if self.ewma_ttft_ms is not None else self.ewma_total_ms
+    def latency_ms(self, stream: bool = False) -> float:
+        """What least-latency compares: time to first token for streams, total time otherwise (each falls back
+        to the other until it has been measured; 0 = never measured)."""
+        first, second = (
+            (self.ewma_ttft_ms, self.ewma_total_ms) if stream else (self.ewma_total_ms, self.ewma_ttft_ms)
+        )
+        v = first if first is not None else second
         return v if v is not None else 0.0

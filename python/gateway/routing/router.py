@@ -54,7 +54,7 @@ class Target:
 
     @property
     def latency_ms(self) -> float:
-        return self.health.latency_ms()
+        return self.health.latency_ms(False)
 
     @property
     def inflight(self) -> int:
@@ -162,7 +162,7 @@ class Router:
             healthy = [t for t in fitting if t.dep.id not in seen and t.health.available(now)]
             if not healthy:
                 continue
-            ordered, reason = order(g, healthy, self.rng)
+            ordered, reason = order(g, healthy, self.rng, ctx.stream, now)
             for j, t in enumerate(ordered):
                 if t.dep.id in seen:
                     continue
@@ -248,6 +248,7 @@ class Router:
             )
         if delay_ms is None:
             return await self._call(ctx, target, call, reason)
+        started = time.perf_counter_ns()
         primary = asyncio.ensure_future(self._call(ctx, target, call, reason))
         done, _ = await asyncio.wait({primary}, timeout=delay_ms / 1000)
         if done:
@@ -268,6 +269,8 @@ class Router:
                     for loser in pending:
                         loser.cancel()
                         self._charge_cancelled(ctx, backup_target[0] if loser is backup else target)
+                        if loser is primary:  # its latency was at least this long: keep the p95 honest
+                            target.health.samples.append((time.perf_counter_ns() - started) / 1e6)
                     return task.result()
                 error = task.exception()
         assert error is not None
@@ -366,8 +369,7 @@ class Router:
             except UpstreamError:
                 await aclose_quietly(it)
                 raise
-            ttft = (time.perf_counter_ns() - t0) / 1e6
-            t.health.success(ttft, ttft_ms=ttft)
+            t.health.success(ttft_ms=(time.perf_counter_ns() - t0) / 1e6)
             return first, it
 
         return await self._attempts(ctx, group, call)

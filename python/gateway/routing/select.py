@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import ModelGroup
-from gateway.routing.strategies import STRATEGIES
+from gateway.routing.strategies import STRATEGIES, least_latency
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,5 +57,11 @@ def fits_context(t: Any, prompt_tokens: int) -> bool:
     return window is None or prompt_tokens <= window
 
 
-def order(group: ModelGroup, healthy: list[Any], rng: random.Random) -> tuple[list[Any], str]:
+def order(
+    group: ModelGroup, healthy: list[Any], rng: random.Random, stream: bool, now: float
+) -> tuple[list[Any], str]:
+    if group.strategy == "least_latency":
+        return least_latency(
+            healthy, rng, lambda t: t.health.latency_ms(stream), lambda t: now - t.health.last_attempt
+        )
     return STRATEGIES[group.strategy](healthy, rng)

@@ -53,30 +53,37 @@ def least_busy(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
     return ordered, f"least_busy inflight={ordered[0].inflight}"
 
 
-EXPLORE = 0.04  # share of least-latency picks that probe a slower deployment, so its recovery is noticed
 TOLERANCE = 0.25  # deployments within 25% of the fastest EWMA count as equally fast and share the traffic
+PROBE_EVERY_S = 0.5  # a slower deployment gets one request per this interval (per worker) to track recovery
 
 
-def least_latency(cands: Sequence[T], rng: random.Random) -> tuple[list[T], str]:
+def least_latency(
+    cands: Sequence[T],
+    rng: random.Random,
+    latency: Callable[[T], float] = lambda c: c.latency_ms,
+    idle_s: Callable[[T], float] = lambda c: 0.0,
+) -> tuple[list[T], str]:
     """Least latency by EWMA, with two guards against herding: deployments within ``TOLERANCE`` of the fastest
-    share traffic at random (tiny EWMA differences are noise), and a small share of picks probes a slower
-    deployment so its EWMA follows its recovery. Unmeasured deployments go first."""
+    share traffic at random (tiny EWMA differences are noise), and a slower deployment idle for
+    ``PROBE_EVERY_S`` gets one probe, so its EWMA follows its recovery while callers almost never wait on it
+    (a time budget, not a share of traffic). Unmeasured deployments go first."""
     if len(cands) == 1:
         return list(cands), "only"
-    unmeasured = [c for c in cands if c.latency_ms == 0.0]
-    by_latency = sorted(cands, key=lambda c: c.latency_ms)
-    best = by_latency[0].latency_ms
-    fast = [c for c in by_latency if c.latency_ms <= best * (1 + TOLERANCE)]
-    slow = by_latency[len(fast) :]
+    lat = {id(c): latency(c) for c in cands}
+    by_latency = sorted(cands, key=lambda c: lat[id(c)])
+    unmeasured = [c for c in cands if lat[id(c)] == 0.0]
+    best = lat[id(by_latency[0])]
+    fast = [c for c in by_latency if lat[id(c)] <= best * (1 + TOLERANCE)]
+    stale = [c for c in by_latency[len(fast) :] if idle_s(c) >= PROBE_EVERY_S]
     if unmeasured:
         first = rng.choice(unmeasured)
         reason = "least_latency unmeasured"
-    elif slow and rng.random() < EXPLORE:
-        first = rng.choice(slow)
-        reason = f"least_latency probe ewma={first.latency_ms:.0f}ms"
+    elif stale:
+        first = max(stale, key=idle_s)
+        reason = f"least_latency probe ewma={lat[id(first)]:.0f}ms"
     else:
         first = rng.choice(fast)
-        reason = f"least_latency ewma={first.latency_ms:.0f}ms"
+        reason = f"least_latency ewma={lat[id(first)]:.0f}ms"
     return [first, *(c for c in by_latency if c is not first)], reason
 
 
