@@ -27,7 +27,7 @@ from gateway.routing.router import Router, aclose_quietly
 from gateway.stages import build_stages
 from gateway.stages.auth import Authenticator, key_from_headers
 from gateway.stages.enrich import enrich_headers
-from gateway.state.local import LocalState
+from gateway.state import make_state
 from gateway.store.sqlite import SqliteStore, record_row
 from gateway.telemetry.records import RecordWriter
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, Usage
@@ -55,7 +55,7 @@ class Gateway:
             cfg.keys, self.store, ttl_s=cfg.server.key_cache_ttl_s, teams=cfg.teams, tenants=cfg.tenants
         )
         self.router = Router(cfg, http)
-        self.state = LocalState()
+        self.state = make_state(cfg)
         self.pipeline = Pipeline(build_stages(cfg, self))
         self.max_body = cfg.server.max_body_bytes
         self.started = int(time.time())
@@ -70,6 +70,7 @@ class Gateway:
     async def close(self) -> None:
         self.records.close()
         await self.http.close()
+        await self.state.close()
 
     # ------------------------------------------------------------ edge helpers
 
@@ -136,6 +137,8 @@ class Gateway:
 
     def finish_record(self, ctx: RequestContext) -> None:
         ctx.ended = time.perf_counter_ns()
+        if getattr(self.state, "degraded", False):
+            ctx.flags["state_degraded"] = True
         self.records.submit(ctx)
 
     def settle(self, ctx: RequestContext, usage: Usage) -> None:
@@ -157,6 +160,7 @@ class Gateway:
             ctx.req, ctx.model, ctx.stream = req, req.model, req.stream
             group = ctx.scratch["group"] = self.resolve(ctx, req.model)
             await self.pipeline.pre(ctx, req)
+            group = ctx.scratch["group"]  # a stage may have changed it (budget downgrade)
             short = ctx.scratch.get("short_circuit")
             if req.stream:
                 await self.chat_stream(ctx, proto, dialect, group, req)

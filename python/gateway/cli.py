@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from gateway.config import ConfigError, load_config
+from gateway.state import warn_if_per_worker
 from gateway.store.sqlite import SqliteStore
 
 DEMO_KEY = "gw-demo-key-change-me"
@@ -31,6 +32,7 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
     os.environ["GATEWAY_CONFIG"] = cfg_path
     SqliteStore(cfg.store.sqlite_path).close()  # create the schema once, before the workers race for it
     n = workers or cfg.server.workers
+    warn_if_per_worker(cfg, n)
     Server(
         "gateway.app:app",
         address=host or cfg.server.host,

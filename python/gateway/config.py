@@ -166,6 +166,28 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
     tenants: dict[str, LimitRule] = {}
 
 
+class BudgetRule(msgspec.Struct, forbid_unknown_fields=True):
+    """USD per period for one scope. ``window_s`` makes it a fixed window of that many seconds instead."""
+
+    usd: float
+    period: Literal["day", "month", "lifetime"] = "month"
+    window_s: int | None = None
+    soft_usd: float | None = None  # over this: recorded and logged, not rejected
+    on_exceed: Literal["reject", "downgrade"] = "reject"
+    downgrade_to: str | None = None  # a cheaper model group, for on_exceed: downgrade
+
+
+class BudgetConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = False
+    tenants: dict[str, BudgetRule] = {}
+    teams: dict[str, BudgetRule] = {}
+    keys: dict[str, BudgetRule] = {}  # by key name
+    tags: dict[str, BudgetRule] = {}  # feature tags (x-gateway-tags)
+    agents: dict[str, BudgetRule] = {}  # agent ids (x-gateway-agent: agent/run)
+    agent_run: BudgetRule | None = None  # applies to each agent run separately
+    default_output_tokens: int = 4096  # the output bound when a request sets no max_tokens
+
+
 class ValidateConfig(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
     retries: int = 1
@@ -175,6 +197,7 @@ class ValidateConfig(msgspec.Struct, forbid_unknown_fields=True):
 class Stages(msgspec.Struct, forbid_unknown_fields=True):
     pii: PiiConfig = msgspec.field(default_factory=PiiConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
     validate: ValidateConfig = msgspec.field(default_factory=ValidateConfig)
     profiles: dict[str, StageProfile] = {}
 
@@ -182,6 +205,7 @@ class Stages(msgspec.Struct, forbid_unknown_fields=True):
 class StateConfig(msgspec.Struct, forbid_unknown_fields=True):
     redis_url: str | None = None
     on_redis_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    require_shared: bool = False  # refuse to start with several workers and no Redis when limits are on
 
 
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):

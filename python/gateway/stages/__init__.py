@@ -1,5 +1,5 @@
 """Pipeline stages. ``build_stages`` turns the config into the ordered list the pipeline runs:
-limits → pii → validate; post hooks run in reverse (validate, then unmask)."""
+limits → budget → pii → validate; post hooks run in reverse (validate, then unmask)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ def build_stages(cfg: Config, gw: Any) -> list[Stage]:
         from gateway.stages.limits import LimitsStage
 
         stages.append(LimitsStage(st.limits, gw.state))
+    if st.budget.enabled:
+        from gateway.stages.budget import BudgetStage
+
+        stages.append(BudgetStage(st.budget, gw.state, gw.router))
     profiles = {name: p.pii for name, p in st.profiles.items() if p.pii is not None}
     if st.pii.enabled or any(p.enabled for p in profiles.values()):
         from gateway.stages.pii import PiiStage

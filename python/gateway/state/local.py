@@ -39,7 +39,7 @@ class LocalState:
     def __init__(self) -> None:
         self.limiter = _core.RateLimiter()
         self.maps: dict[str, tuple[dict[str, str], float]] = {}
-        self.counters: dict[str, float] = {}
+        self.counters: dict[str, tuple[int, float]] = {}  # key -> (value, expiry; 0 = never)
 
     # ------------------------------------------------------------ rate limits
 
@@ -52,6 +52,38 @@ class LocalState:
     async def adjust(self, check: LimitCheck, delta: float) -> None:
         """Give units back (delta > 0) or charge more (delta < 0) once the real cost is known."""
         self.limiter.adjust(check.key, check.capacity, check.window_s, delta, None)
+
+    # ------------------------------------------------------------ budgets (amounts in micro-dollars)
+
+    async def reserve(self, scopes: list[tuple[str, int, int]], amount: int) -> tuple[bool, int, int]:
+        """Reserve ``amount`` in every (key, limit, ttl_s) scope or in none: (ok, failed index, spent there).
+        No await between check and charge, so it is atomic within this worker's event loop."""
+        now = time.monotonic()
+        for i, (key, limit, _) in enumerate(scopes):
+            spent = self._spent(key, now)
+            if spent + amount > limit:
+                return False, i, spent
+        for key, _, ttl in scopes:
+            spent = self._spent(key, now)  # drops an expired period first
+            expires = self.counters.get(key, (0, 0.0))[1] or (now + ttl if ttl else 0.0)
+            self.counters[key] = (spent + amount, expires)
+        return True, -1, 0
+
+    async def settle(self, keys: list[str], delta: int) -> None:
+        now = time.monotonic()
+        for key in keys:
+            _, expires = self.counters.get(key, (0, 0.0))
+            self.counters[key] = (self._spent(key, now) + delta, expires)
+
+    async def spent(self, key: str) -> int:
+        return self._spent(key, time.monotonic())
+
+    def _spent(self, key: str, now: float) -> int:
+        value, expires = self.counters.get(key, (0, 0.0))
+        if expires and expires < now:
+            del self.counters[key]
+            return 0
+        return value
 
     # ------------------------------------------------------------ small maps with a TTL (PII vaults)
 
