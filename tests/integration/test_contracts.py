@@ -212,3 +212,31 @@ def test_redis_killed_mid_load_and_restarted(simulator, start_gateway, tmp_path,
             (records[(r.headers)["x-gateway-request-id"]].get("flags") or {}).get("state_degraded")
             for s, r in phases["down"]
         )
+
+
+def test_upstream_429_storm_moves_traffic_without_amplifying(simulator, start_gateway, tmp_path):
+    """One deployment answers 429 to everything: callers never see a 429 while the other has capacity, the
+    storming deployment is cooled down (Retry-After honoured) instead of hammered, retries stay bounded."""
+    cfg = base_config(simulator.url, tmp_path / "g.db")
+    v1 = simulator.url + "/v1"
+    cfg["models"]["stormy"] = {"strategy": "weighted", "deployments": [
+        {"id": "storm-a", "model": "storm-a", "api_base": v1, "api_key": "k"},
+        {"id": "storm-b", "model": "storm-b", "api_base": v1, "api_key": "k"},
+    ]}
+    gw = start_gateway(cfg, workers=2)
+    simulator.post("/_sim/models/storm-a", {"rate_429": 1.0, "retry_after_s": 30})
+    try:
+        client = gw.openai(KEY_A)
+        with ThreadPoolExecutor(8) as pool:
+            raws = list(pool.map(
+                lambda _: client.chat.completions.with_raw_response.create(
+                    model="stormy", messages=[{"role": "user", "content": "hi"}]), range(200)))
+    finally:
+        simulator.post("/_sim/models/storm-a", {"rate_429": 0.0})
+    assert {r.headers["x-gateway-model"] for r in raws} == {"storm-b"}  # nobody saw a 429
+    attempts = [int(r.headers["x-gateway-attempts"]) for r in raws]
+    hits_a = simulator.get("/_sim/stats")["by_model"].get("storm-a", {}).get("requests", 0)
+    print(f"\n429 storm on storm-a: 200/200 served by storm-b, attempts max {max(attempts)}, "
+          f"extra attempts {sum(attempts) - 200}, requests that reached storm-a {hits_a}")
+    assert max(attempts) <= 2
+    assert hits_a <= 2 * 8  # at most one 429 per worker per in-flight request before the cooldown took effect
