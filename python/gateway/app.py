@@ -104,6 +104,9 @@ class Gateway:
         tags = h.get("x-gateway-tags")
         if tags:
             ctx.tags = [t.strip() for t in tags.split(",") if t.strip()]
+        approval = h.get("x-gateway-approval")
+        if approval:
+            ctx.scratch["approval"] = approval
         session = h.get("x-gateway-session")
         if session:
             ctx.scratch["session"] = session
@@ -322,6 +325,15 @@ class Gateway:
         finally:
             self.finish_record(ctx)
 
+    async def admin(self, scope: Any, proto: Any) -> None:
+        from gateway import admin
+
+        ctx = RequestContext("admin", "admin")
+        try:
+            ctx.status = await admin.handle(self, scope, proto)
+        finally:
+            self.finish_record(ctx)
+
     async def models(self, scope: Any, proto: Any) -> None:
         ctx = RequestContext("models", "openai")
         try:
@@ -380,6 +392,8 @@ class App:
         if scope.proto != "http" or gw is None:
             return
         method, path = scope.method, scope.path
+        if path.startswith("/admin/"):
+            return await gw.admin(scope, proto)
         if method == "POST":
             if path in ("/v1/chat/completions", "/chat/completions"):
                 return await gw.chat(scope, proto, oai.OpenAIDialect)

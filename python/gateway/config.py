@@ -175,6 +175,7 @@ class BudgetRule(msgspec.Struct, forbid_unknown_fields=True):
     soft_usd: float | None = None  # over this: recorded and logged, not rejected
     on_exceed: Literal["reject", "downgrade"] = "reject"
     downgrade_to: str | None = None  # a cheaper model group, for on_exceed: downgrade
+    max_request_usd: float | None = None  # a request predicted to cost more needs an approval token
 
 
 class BudgetConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -17,6 +17,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from gateway import tokens
 from gateway.config import BudgetConfig, BudgetRule
 from gateway.context import RequestContext
@@ -40,26 +42,41 @@ def period_key(rule: BudgetRule, now: float) -> tuple[str, int]:
     return d.strftime("%Y-%m"), 35 * 86400
 
 
-def scopes_for(cfg: BudgetConfig, ctx: RequestContext) -> list[tuple[str, str, BudgetRule]]:
+Rules = dict[str, dict[str, BudgetRule]]  # scope -> id -> rule; scope "agent_run" uses the id "*"
+SCOPES = ("tenant", "team", "key", "tag", "agent", "agent_run")
+
+
+def rules_from_config(cfg: BudgetConfig) -> Rules:
+    return {
+        "tenant": dict(cfg.tenants),
+        "team": dict(cfg.teams),
+        "key": dict(cfg.keys),
+        "tag": dict(cfg.tags),
+        "agent": dict(cfg.agents),
+        "agent_run": {"*": cfg.agent_run} if cfg.agent_run is not None else {},
+    }
+
+
+def scopes_for(rules: Rules, ctx: RequestContext) -> list[tuple[str, str, BudgetRule]]:
     """(label, id, rule) for every budget that applies to this request."""
     p = ctx.principal
-    out: list[tuple[str, str, BudgetRule]] = []
+    wanted: list[tuple[str, str, str]] = []  # (scope, rule id, label id)
     if p is not None:
-        if p.tenant in cfg.tenants:
-            out.append(("tenant", p.tenant, cfg.tenants[p.tenant]))
-        if p.team and p.team in cfg.teams:
-            out.append(("team", p.team, cfg.teams[p.team]))
-        name = p.name or p.key_id
-        if name in cfg.keys:
-            out.append(("key", name, cfg.keys[name]))
-    for tag in ctx.tags or ():
-        if tag in cfg.tags:
-            out.append(("tag", tag, cfg.tags[tag]))
-    if ctx.agent and ctx.agent in cfg.agents:
-        out.append(("agent", ctx.agent, cfg.agents[ctx.agent]))
-    if ctx.agent_run and cfg.agent_run is not None:
-        out.append(("agent run", f"{ctx.agent}/{ctx.agent_run}", cfg.agent_run))
-    return out
+        wanted += [
+            ("tenant", p.tenant, p.tenant),
+            ("team", p.team or "", p.team or ""),
+            ("key", p.name or p.key_id, p.name or p.key_id),
+        ]
+    wanted += [("tag", t, t) for t in ctx.tags or ()]
+    if ctx.agent:
+        wanted.append(("agent", ctx.agent, ctx.agent))
+        if ctx.agent_run:
+            wanted.append(("agent_run", "*", f"{ctx.agent}/{ctx.agent_run}"))
+    return [
+        (scope.replace("_", " "), label, rules[scope][rid])
+        for scope, rid, label in wanted
+        if rid in rules[scope]
+    ]
 
 
 def to_micros(usd: float) -> int:
@@ -69,10 +86,24 @@ def to_micros(usd: float) -> int:
 class BudgetStage(Stage):
     name = "budget"
 
-    def __init__(self, cfg: BudgetConfig, state: Any, router: Any) -> None:
+    def __init__(self, cfg: BudgetConfig, state: Any, router: Any, store: Any) -> None:
         self.cfg = cfg
         self.state = state
         self.router = router
+        self.store = store
+        self._rules = rules_from_config(cfg)
+        self._rules_at = 0.0
+
+    def rules(self) -> Rules:
+        """Config rules overlaid with those set at run time through the admin API (re-read every 2 s)."""
+        now = time.monotonic()
+        if now - self._rules_at > 2.0:
+            self._rules_at = now
+            merged = rules_from_config(self.cfg)
+            for (scope, ident), rule in self.store.budgets().items():
+                merged.setdefault(scope, {})[ident] = msgspec.convert(rule, BudgetRule)
+            self._rules = merged
+        return self._rules
 
     def predict_usd(self, req: ChatRequest, group: str) -> float:
         targets = self.router.targets[group]
@@ -82,11 +113,12 @@ class BudgetStage(Stage):
         return (prompt * top_in + (req.output_cap or self.cfg.default_output_tokens) * top_out) / 1_000_000
 
     async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
-        scopes = scopes_for(self.cfg, ctx)
+        scopes = scopes_for(self.rules(), ctx)
         if not scopes:
             return
         group = ctx.scratch["group"]
         predicted = self.predict_usd(req, group)
+        self.check_approval(ctx, scopes, predicted)
         amount = to_micros(predicted)
         now = time.time()
         keyed = []
@@ -126,6 +158,33 @@ class BudgetStage(Stage):
                         spent_now / 1e6,
                         rule.soft_usd,
                     )
+
+    def check_approval(
+        self, ctx: RequestContext, scopes: list[tuple[str, str, BudgetRule]], predicted: float
+    ) -> None:
+        """A request over a scope's per-request ceiling needs a single-use approval token bound to its key."""
+        over = [
+            (label, ident, r)
+            for label, ident, r in scopes
+            if r.max_request_usd is not None and predicted > r.max_request_usd
+        ]
+        if not over:
+            return
+        key_id = ctx.principal.key_id if ctx.principal else ""
+        token = ctx.scratch.get("approval")
+        if token and self.store.use_approval(token, key_id, predicted):
+            ctx.flags["cost_approved"] = round(predicted, 6)
+            return
+        label, ident, rule = over[0]
+        raise GatewayError(
+            "approval_required",
+            f"This request may cost up to ${predicted:.4f}, above the ${rule.max_request_usd:.2f} per-request "
+            f"ceiling of {label} '{ident}'. Ask an admin for an approval token (POST /admin/approvals with "
+            f'{{"key_id": "{key_id}", "max_usd": {math.ceil(predicted * 100) / 100:.2f}}}) and send it once as '
+            "the x-gateway-approval header"
+            + (" (the token sent was invalid, used or too small)." if token else "."),
+            details={"estimate_usd": predicted, "ceiling_usd": rule.max_request_usd, "key_id": key_id},
+        )
 
     async def finish(self, ctx: RequestContext) -> None:
         reserved = ctx.scratch.get(RESERVED)

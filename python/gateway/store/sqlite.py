@@ -49,6 +49,20 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_tenant_ts ON records (tenant, ts);
 CREATE INDEX IF NOT EXISTS records_request_id ON records (request_id);
+CREATE TABLE IF NOT EXISTS budgets (
+    scope       TEXT NOT NULL,
+    ident       TEXT NOT NULL,
+    rule        TEXT NOT NULL,
+    updated_at  REAL NOT NULL,
+    PRIMARY KEY (scope, ident)
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    token_hash  TEXT PRIMARY KEY,
+    key_id      TEXT NOT NULL,
+    max_usd     REAL NOT NULL,
+    expires_at  REAL NOT NULL,
+    used_at     REAL
+);
 """
 
 
@@ -169,6 +183,36 @@ class SqliteStore:
     def revoke_key(self, key_id: str) -> bool:
         cur = self.conn.execute(
             "UPDATE keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", (time.time(), key_id)
+        )
+        return cur.rowcount == 1
+
+    # ------------------------------------------------------------ budgets set at run time (admin API)
+
+    def set_budget(self, scope: str, ident: str, rule: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO budgets (scope, ident, rule, updated_at) VALUES (?, ?, ?, ?)",
+            (scope, ident, orjson.dumps(rule).decode(), time.time()),
+        )
+
+    def budgets(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(s, i): orjson.loads(r) for s, i, r in self.conn.execute("SELECT scope, ident, rule FROM budgets")}
+
+    # ------------------------------------------------------------ approval tokens: single use, bound to a key
+
+    def create_approval(self, key_id: str, max_usd: float, ttl_s: float) -> str:
+        token = "appr-" + secrets.token_urlsafe(24)
+        self.conn.execute(
+            "INSERT INTO approvals (token_hash, key_id, max_usd, expires_at) VALUES (?, ?, ?, ?)",
+            (hash_key(token), key_id, max_usd, time.time() + ttl_s),
+        )
+        return token
+
+    def use_approval(self, token: str, key_id: str, cost_usd: float) -> bool:
+        """Atomically spends the token if it is unused, unexpired, for this key and covers ``cost_usd``."""
+        cur = self.conn.execute(
+            "UPDATE approvals SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?"
+            " AND key_id = ? AND max_usd >= ?",
+            (time.time(), hash_key(token), time.time(), key_id, cost_usd),
         )
         return cur.rowcount == 1
 
