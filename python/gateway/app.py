@@ -54,8 +54,8 @@ class Gateway:
         self.auth = Authenticator(
             cfg.keys, self.store, ttl_s=cfg.server.key_cache_ttl_s, teams=cfg.teams, tenants=cfg.tenants
         )
-        self.router = Router(cfg, http)
         self.state = make_state(cfg)
+        self.router = Router(cfg, http, state=self.state)
         self.pipeline = Pipeline(build_stages(cfg, self))
         self.max_body = cfg.server.max_body_bytes
         self.started = int(time.time())
@@ -366,6 +366,7 @@ class App:
         self.config_path = config_path
         self.gw: Gateway | None = None
         self.ready = False
+        self._sync: asyncio.Task[None] | None = None
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         path = self.config_path or os.environ.get("GATEWAY_CONFIG", "examples/demo.yaml")
@@ -377,6 +378,8 @@ class App:
             return Gateway(cfg, make_client(cfg.server.http_client))
 
         self.gw = loop.run_until_complete(build())
+        if self.gw.cfg.state.redis_url:
+            self._sync = loop.create_task(self.gw.router.sync_cooldowns())
         # Everything built so far lives for the worker's lifetime: keep it out of the cyclic collector's way,
         # so a full collection walks only per-request garbage (shorter pauses, better tail latency).
         gc.collect()

@@ -219,24 +219,71 @@ def test_upstream_429_storm_moves_traffic_without_amplifying(simulator, start_ga
     storming deployment is cooled down (Retry-After honoured) instead of hammered, retries stay bounded."""
     cfg = base_config(simulator.url, tmp_path / "g.db")
     v1 = simulator.url + "/v1"
-    cfg["models"]["stormy"] = {"strategy": "weighted", "deployments": [
-        {"id": "storm-a", "model": "storm-a", "api_base": v1, "api_key": "k"},
-        {"id": "storm-b", "model": "storm-b", "api_base": v1, "api_key": "k"},
-    ]}
+    cfg["models"]["stormy"] = {
+        "strategy": "weighted",
+        "deployments": [
+            {"id": "storm-a", "model": "storm-a", "api_base": v1, "api_key": "k"},
+            {"id": "storm-b", "model": "storm-b", "api_base": v1, "api_key": "k"},
+        ],
+    }
     gw = start_gateway(cfg, workers=2)
     simulator.post("/_sim/models/storm-a", {"rate_429": 1.0, "retry_after_s": 30})
     try:
         client = gw.openai(KEY_A)
         with ThreadPoolExecutor(8) as pool:
-            raws = list(pool.map(
-                lambda _: client.chat.completions.with_raw_response.create(
-                    model="stormy", messages=[{"role": "user", "content": "hi"}]), range(200)))
+            raws = list(
+                pool.map(
+                    lambda _: client.chat.completions.with_raw_response.create(
+                        model="stormy", messages=[{"role": "user", "content": "hi"}]
+                    ),
+                    range(200),
+                )
+            )
     finally:
         simulator.post("/_sim/models/storm-a", {"rate_429": 0.0})
     assert {r.headers["x-gateway-model"] for r in raws} == {"storm-b"}  # nobody saw a 429
     attempts = [int(r.headers["x-gateway-attempts"]) for r in raws]
     hits_a = simulator.get("/_sim/stats")["by_model"].get("storm-a", {}).get("requests", 0)
-    print(f"\n429 storm on storm-a: 200/200 served by storm-b, attempts max {max(attempts)}, "
-          f"extra attempts {sum(attempts) - 200}, requests that reached storm-a {hits_a}")
+    print(
+        f"\n429 storm on storm-a: 200/200 served by storm-b, attempts max {max(attempts)}, "
+        f"extra attempts {sum(attempts) - 200}, requests that reached storm-a {hits_a}"
+    )
     assert max(attempts) <= 2
     assert hits_a <= 2 * 8  # at most one 429 per worker per in-flight request before the cooldown took effect
+
+
+def test_a_429_cools_the_deployment_down_for_every_replica(simulator, start_gateway, fresh_redis, tmp_path):
+    def cfg(i: int) -> dict[str, Any]:
+        c = contract_config(simulator.url, tmp_path / f"g{i}.db", fresh_redis, {})
+        v1 = simulator.url + "/v1"
+        c["models"]["cooling"] = {
+            "strategy": "priority",
+            "deployments": [
+                {"id": "cool-a", "model": "cool-a", "api_base": v1, "api_key": "k", "priority": 0},
+                {"id": "cool-b", "model": "cool-b", "api_base": v1, "api_key": "k", "priority": 1},
+            ],
+        }
+        return c
+
+    gw1, gw2 = two_gateways(start_gateway, cfg)
+    simulator.post("/_sim/models/cool-a", {"rate_429": 1.0, "retry_after_s": 30})
+    try:
+        msg = [{"role": "user", "content": "hi"}]
+        first = gw1.openai(KEY_A).chat.completions.with_raw_response.create(model="cooling", messages=msg)
+        assert (
+            first.headers["x-gateway-model"] == "cool-b"
+            and "429 from cool-a" in first.headers["x-gateway-route"]
+        )
+        time.sleep(1.0)  # replicas adopt shared cooldowns every 0.5 s
+        served = {
+            gw2.openai(KEY_A)
+            .chat.completions.with_raw_response.create(model="cooling", messages=msg)
+            .headers["x-gateway-model"]
+            for _ in range(20)
+        }
+    finally:
+        simulator.post("/_sim/models/cool-a", {"rate_429": 0.0})
+    assert served == {"cool-b"}
+    assert (
+        simulator.get("/_sim/stats")["by_model"]["cool-a"]["requests"] == 1
+    )  # the other replica never tried it

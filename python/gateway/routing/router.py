@@ -62,8 +62,9 @@ class Target:
 
 
 class Router:
-    def __init__(self, cfg: Config, http: Any, rng: random.Random | None = None) -> None:
+    def __init__(self, cfg: Config, http: Any, rng: random.Random | None = None, state: Any = None) -> None:
         self.cfg = cfg
+        self.state = state
         self.rng = rng or random.Random()
         self.groups: dict[str, ModelGroup] = dict(cfg.models)
         self.targets: dict[str, list[Target]] = {
@@ -71,6 +72,7 @@ class Router:
             for name, g in cfg.models.items()
         }
         self.aliases = {a: name for name, g in cfg.models.items() for a in g.aliases}
+        self._pending: set[asyncio.Future[Any]] = set()  # fire-and-forget state writes (kept referenced)
         # Groups with one deployment and nothing to decide: the hot path skips planning for them.
         self.plain = {
             name
@@ -297,6 +299,10 @@ class Router:
         except UpstreamError as e:
             e.deployment = e.deployment or target.dep.id
             target.health.failure(e)
+            if e.status == 429 and self.state is not None:  # cool it down for every replica, off the hot path
+                fut = asyncio.ensure_future(self.state.set_cooldown(target.dep.id, e.retry_after or 1.0))
+                self._pending.add(fut)
+                fut.add_done_callback(self._pending.discard)
             raise
         except asyncio.CancelledError:
             raise
@@ -305,6 +311,17 @@ class Router:
             ctx.upstream_ns += time.perf_counter_ns() - t0
         self._served(ctx, target, reason)
         return result
+
+    async def sync_cooldowns(self, every_s: float = 0.5) -> None:
+        """Adopt cooldowns other replicas have set (a 429 seen anywhere cools the deployment everywhere)."""
+        by_id = {t.dep.id: t for targets in self.targets.values() for t in targets}
+        ids = list(by_id)
+        while True:
+            await asyncio.sleep(every_s)
+            now_wall, now = time.time(), time.monotonic()
+            for dep, until in (await self.state.cooldowns(ids)).items():
+                h = by_id[dep].health
+                h.cooldown_until = max(h.cooldown_until, now + (until - now_wall))
 
     def _served(self, ctx: RequestContext, target: Target, reason: str) -> None:
         ctx.deployment = target.dep.id

@@ -85,6 +85,14 @@ class LocalState:
             return 0
         return value
 
+    # ------------------------------------------------------------ deployment cooldowns (this worker's own)
+
+    async def set_cooldown(self, deployment: str, seconds: float) -> None:
+        return None  # the worker's Health already holds it
+
+    async def cooldowns(self, deployments: list[str]) -> dict[str, float]:
+        return {}
+
     # ------------------------------------------------------------ small maps with a TTL (PII vaults)
 
     async def get_map(self, key: str) -> dict[str, str]:

@@ -199,6 +199,23 @@ class RedisState:
             self._degraded(e)
             return await self.local.spent(key)
 
+    # ------------------------------------------------------------ deployment cooldowns shared by every replica
+
+    async def set_cooldown(self, deployment: str, seconds: float) -> None:
+        until_ms = int((time.time() + seconds) * 1000)
+        try:
+            await self.client.set(tagged(f"cool:{deployment}"), until_ms, px=max(1, int(seconds * 1000)))
+        except (RedisError, OSError) as e:
+            self._degraded(e)
+
+    async def cooldowns(self, deployments: list[str]) -> dict[str, float]:
+        """Deployment -> cooldown end (unix seconds), for those some replica has cooled down."""
+        try:
+            values = await self.client.mget([tagged(f"cool:{d}") for d in deployments])
+        except (RedisError, OSError):
+            return {}
+        return {d: int(v) / 1000 for d, v in zip(deployments, values, strict=True) if v is not None}
+
     # ------------------------------------------------------------ small maps with a TTL (PII vaults)
 
     async def get_map(self, key: str) -> dict[str, str]:

@@ -195,7 +195,9 @@ class SqliteStore:
         )
 
     def budgets(self) -> dict[tuple[str, str], dict[str, Any]]:
-        return {(s, i): orjson.loads(r) for s, i, r in self.conn.execute("SELECT scope, ident, rule FROM budgets")}
+        return {
+            (s, i): orjson.loads(r) for s, i, r in self.conn.execute("SELECT scope, ident, rule FROM budgets")
+        }
 
     # ------------------------------------------------------------ approval tokens: single use, bound to a key
 
