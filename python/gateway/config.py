@@ -153,12 +153,17 @@ class StageProfile(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class LimitRule(msgspec.Struct, forbid_unknown_fields=True):
-    rpm: int | None = None
-    tpm: int | None = None
+    rpm: int | None = None  # requests per window (a minute unless window_s says otherwise)
+    tpm: int | None = None  # tokens per window
+    window_s: float = 60.0
 
 
 class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = False
+    # over a limit: reject (429), queue up to max_wait_s for the bucket to refill, or route to fallback_group
+    on_exceed: Literal["reject", "queue", "fallback"] = "reject"
+    max_wait_s: float = 5.0
+    fallback_group: str | None = None
     per_key: LimitRule | None = None
     per_tenant: LimitRule | None = None
     per_model: dict[str, LimitRule] = {}

@@ -8,7 +8,10 @@ enforced by the router (a deployment over its provider quota is skipped, not the
 
 from __future__ import annotations
 
+import asyncio
 import math
+import random
+import time
 from typing import Any
 
 from gateway import tokens
@@ -19,7 +22,6 @@ from gateway.pipeline import Stage
 from gateway.state.local import LimitCheck, LimitDecision
 from gateway.types import ChatRequest
 
-WINDOW_S = 60.0
 RESERVED = "limits_reserved"  # ctx.scratch: [(check, reserved tokens)]
 
 
@@ -29,16 +31,13 @@ def checks_for(scopes: list[tuple[str, str, LimitRule | None]], prompt_tokens: i
     for key, label, rule in scopes:
         if rule is None:
             continue
+        per = "minute" if rule.window_s == 60 else f"{rule.window_s:g} s"
         if rule.rpm:
-            out.append(
-                LimitCheck(f"rl:{key}:rpm", rule.rpm, WINDOW_S, 1, f"{label} requests per minute", "requests")
-            )
+            name = f"{label} requests per {per}"
+            out.append(LimitCheck(f"rl:{key}:rpm", rule.rpm, rule.window_s, 1, name, "requests"))
         if rule.tpm:
-            out.append(
-                LimitCheck(
-                    f"rl:{key}:tpm", rule.tpm, WINDOW_S, prompt_tokens, f"{label} tokens per minute", "tokens"
-                )
-            )
+            name = f"{label} tokens per {per}"
+            out.append(LimitCheck(f"rl:{key}:tpm", rule.tpm, rule.window_s, prompt_tokens, name, "tokens"))
     return out
 
 
@@ -80,6 +79,7 @@ class LimitsStage(Stage):
     def __init__(self, cfg: LimitsConfig, state: Any) -> None:
         self.cfg = cfg
         self.state = state
+        self.waiting = 0  # requests queued in this worker right now (the queue-depth metric)
 
     def scopes(self, ctx: RequestContext, group: str) -> list[tuple[str, str, LimitRule | None]]:
         p = ctx.principal
@@ -106,11 +106,36 @@ class LimitsStage(Stage):
             reserve = tokens.count_request(req, req.model) + (req.output_cap or 0)
         checks = checks_for(scopes, reserve)
         d = await self.state.acquire(checks)
+        if not d.allowed and self.cfg.on_exceed == "queue":
+            d = await self.wait_in_queue(ctx, checks, d)
         headers = ratelimit_headers(checks, d)
         if not d.allowed:
+            fallback = self.cfg.fallback_group
+            if self.cfg.on_exceed == "fallback" and fallback and fallback != group:
+                ctx.flags["rate_limit_fallback"] = {"limit": checks[d.failed].scope, "to": fallback}
+                ctx.scratch["group"] = fallback
+                return await self.pre(ctx, req)
             raise reject(checks[d.failed], d, headers)
         ctx.response_headers.update(headers)
         ctx.scratch[RESERVED] = [(c, reserve) for c in checks if c.kind == "tokens"]
+
+    async def wait_in_queue(
+        self, ctx: RequestContext, checks: list[LimitCheck], d: LimitDecision
+    ) -> LimitDecision:
+        """Wait for the bucket to refill, up to ``max_wait_s``. Each waiter sleeps until its own retry time plus a
+        little jitter and tries again, so waiters are admitted roughly in arrival order as tokens come back."""
+        deadline = time.monotonic() + self.cfg.max_wait_s
+        self.waiting += 1
+        ctx.flags["queue_depth_at_entry"] = self.waiting
+        started = time.monotonic()
+        try:
+            while not d.allowed and 0 <= d.retry_after_s <= deadline - time.monotonic():
+                await asyncio.sleep(d.retry_after_s + random.uniform(0, 0.01))
+                d = await self.state.acquire(checks)
+        finally:
+            self.waiting -= 1
+        ctx.flags["queued_ms"] = round((time.monotonic() - started) * 1000, 1)
+        return d
 
     async def finish(self, ctx: RequestContext) -> None:
         reserved = ctx.scratch.get(RESERVED)
