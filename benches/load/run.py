@@ -154,7 +154,7 @@ def main() -> int:
     ap.add_argument(
         "--stages",
         default="auth",
-        choices=["auth", "full"],
+        choices=["auth", "full", "contracts"],
         help="auth: auth, enrichment and records only; full: + PII masking, RPM/TPM limits, schema check",
     )
     ap.add_argument(
@@ -201,14 +201,33 @@ def main() -> int:
             },
             "bench-fallback": {"deployments": [{"id": "sim-c", "model": "bench", **sim_dep}]},
         }
+    limits = {"enabled": True, "per_key": {"rpm": 10_000_000, "tpm": 10_000_000_000}}
     if args.stages == "full":
-        cfg["stages"] = {
-            "pii": {"enabled": True},
-            "limits": {"enabled": True, "per_key": {"rpm": 10_000_000, "tpm": 10_000_000_000}},
-            "validate": {"enabled": True},
-        }
-    (work / "bench.yaml").write_text(yaml.safe_dump(cfg))
+        cfg["stages"] = {"pii": {"enabled": True}, "limits": limits, "validate": {"enabled": True}}
+    elif args.stages == "contracts":  # RPM/TPM limits + budgets reserved and settled on every request
+        cfg["stages"] = {"limits": limits, "budget": {"enabled": True, "tenants": {"bench": {"usd": 1e9}}}}
     procs = []
+    if args.redis:
+        redis_port = free_port()
+        procs.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        cfg["state"] = {"redis_url": f"redis://127.0.0.1:{redis_port}/0"}
+        time.sleep(0.5)
+    (work / "bench.yaml").write_text(yaml.safe_dump(cfg))
     try:
         sim = subprocess.Popen(
             [PY, "-m", "gateway", "simulate", "--port", str(sim_port), "--workers", "1"],
@@ -282,6 +301,7 @@ def main() -> int:
             "workers": args.workers,
             "stages": args.stages,
             "routing": args.routing,
+            "redis": args.redis,
             "rows": rows,
             "rss_mb_per_worker": rss,
             "cpus": os.cpu_count(),
@@ -305,7 +325,8 @@ def main() -> int:
 
 def print_report(r: dict[str, Any]) -> None:
     print(
-        f"\nGateway added latency ({r['workers']} workers, stages={r['stages']}, routing={r['routing']}; "
+        f"\nGateway added latency ({r['workers']} workers, stages={r['stages']}, routing={r['routing']}, "
+        f"redis={r.get('redis', False)}; "
         f"{r['cpus']} CPUs shared by load generator, simulator, relay and gateway)"
     )
     print(
