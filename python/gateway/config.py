@@ -153,45 +153,71 @@ class StageProfile(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class LimitRule(msgspec.Struct, forbid_unknown_fields=True):
-    rpm: int | None = None  # requests per window (a minute unless window_s says otherwise)
-    tpm: int | None = None  # tokens per window
+    """Requests and tokens per ``window_s`` seconds (a minute unless set) for one scope: GCRA buckets that start
+    full and refill continuously, so any interval of L seconds admits at most rpm + rpm * L / window_s."""
+
+    rpm: int | None = None
+    tpm: int | None = None
     window_s: float = 60.0
 
 
 class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Rate limits per scope. In the dicts, ``"*"`` is the default for every id of that scope."""
+
     enabled: bool = False
-    # over a limit: reject (429), queue up to max_wait_s for the bucket to refill, or route to fallback_group
-    on_exceed: Literal["reject", "queue", "fallback"] = "reject"
-    max_wait_s: float = 5.0
-    fallback_group: str | None = None
     per_key: LimitRule | None = None
     per_tenant: LimitRule | None = None
-    per_model: dict[str, LimitRule] = {}
-    keys: dict[str, LimitRule] = {}  # key name -> rule
+    per_model: dict[str, LimitRule] = {}  # model group -> rule
+    keys: dict[str, LimitRule] = {}  # key name (or key id) -> rule
     tenants: dict[str, LimitRule] = {}
+    teams: dict[str, LimitRule] = {}
+    users: dict[str, LimitRule] = {}  # the request's ``user``
+    tags: dict[str, LimitRule] = {}  # feature tags (x-gateway-tags / metadata.tags)
+    agents: dict[str, LimitRule] = {}  # agent ids (x-gateway-agent: agent/run / metadata.agent)
+    agent_runs: dict[str, LimitRule] = {}  # each run of an agent ("*" or the agent id)
+    on_exceed: Literal["reject", "queue", "fallback"] = "reject"
+    max_wait_s: float = 2.0  # queue: the longest a request waits for its turn before it is rejected
+    fallback_group: str | None = None  # fallback: the model group to use when a model group's limit is hit
 
 
 class BudgetRule(msgspec.Struct, forbid_unknown_fields=True):
-    """USD per period for one scope. ``window_s`` makes it a fixed window of that many seconds instead."""
+    """USD per period for one scope: a calendar ``period`` (UTC), or a rolling window of ``window_s`` seconds."""
 
     usd: float
     period: Literal["day", "month", "lifetime"] = "month"
     window_s: int | None = None
-    soft_usd: float | None = None  # over this: recorded and logged, not rejected
+    soft_usd: float | None = None  # over this: recorded, logged and counted, not rejected
     on_exceed: Literal["reject", "downgrade"] = "reject"
     downgrade_to: str | None = None  # a cheaper model group, for on_exceed: downgrade
     max_request_usd: float | None = None  # a request predicted to cost more needs an approval token
 
 
 class BudgetConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Budgets per scope. In the dicts, ``"*"`` is the default for every id of that scope."""
+
     enabled: bool = False
     tenants: dict[str, BudgetRule] = {}
     teams: dict[str, BudgetRule] = {}
-    keys: dict[str, BudgetRule] = {}  # by key name
-    tags: dict[str, BudgetRule] = {}  # feature tags (x-gateway-tags)
-    agents: dict[str, BudgetRule] = {}  # agent ids (x-gateway-agent: agent/run)
-    agent_run: BudgetRule | None = None  # applies to each agent run separately
-    default_output_tokens: int = 4096  # the output bound when a request sets no max_tokens
+    keys: dict[str, BudgetRule] = {}  # key name (or key id)
+    users: dict[str, BudgetRule] = {}
+    tags: dict[str, BudgetRule] = {}
+    agents: dict[str, BudgetRule] = {}
+    agent_runs: dict[str, BudgetRule] = {}  # each run separately ("*" or the agent id)
+    # The output bound when a request sets no max_tokens; None: the model's output cap from the price table
+    # (the largest among the deployments that may serve), else 4096.
+    default_output_tokens: int | None = None
+    approval_ttl_s: int = 3600  # default lifetime of an approval token
+
+
+class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True):
+    """Retries across deployments: a budget per model group and worker (retries <= ratio * requests + min over
+    ``window_s``) so a 429 storm is never amplified, and a full-jitter backoff before each retry."""
+
+    budget_ratio: float = 0.2
+    budget_min: int = 10
+    window_s: float = 10.0
+    backoff_ms: float = 10.0
+    backoff_max_ms: float = 500.0
 
 
 class ValidateConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -212,6 +238,9 @@ class StateConfig(msgspec.Struct, forbid_unknown_fields=True):
     redis_url: str | None = None
     on_redis_failure: Literal["fail_open", "fail_closed"] = "fail_open"
     require_shared: bool = False  # refuse to start with several workers and no Redis when limits are on
+    redis_cluster: bool = False  # Redis Cluster: one script per scope (hash tag) instead of one per request
+    key_prefix: str = "gw"  # namespace of every Redis key (several gateways may share one Redis)
+    socket_timeout_s: float = 0.25  # a dead or hung Redis costs a request at most about this much
 
 
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -228,6 +257,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     tenants: dict[str, TenantConfig] = {}
     stages: Stages = msgspec.field(default_factory=Stages)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    retries: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     prices: dict[str, Price] = {}  # overrides of the built-in price table, by upstream model name
 
 
@@ -316,6 +346,26 @@ def _check(cfg: Config) -> None:
                 raise ConfigError(f"$.keys[{i}].models: unknown model group {m!r}")
         if key.profile and key.profile not in cfg.stages.profiles:
             raise ConfigError(f"$.keys[{i}].profile: unknown profile {key.profile!r}")
+    _check_contracts(cfg)
+
+
+def _check_contracts(cfg: Config) -> None:
+    """Budget downgrades and the limits fallback must name existing model groups."""
+    lim = cfg.stages.limits
+    if lim.fallback_group is not None and lim.fallback_group not in cfg.models:
+        raise ConfigError(f"$.stages.limits.fallback_group: unknown model group {lim.fallback_group!r}")
+    if lim.on_exceed == "fallback" and lim.fallback_group is None:
+        raise ConfigError("$.stages.limits.fallback_group: on_exceed: fallback needs a fallback_group")
+    bud = cfg.stages.budget
+    for scope in ("tenants", "teams", "keys", "users", "tags", "agents", "agent_runs"):
+        for ident, rule in getattr(bud, scope).items():
+            path = f"$.stages.budget.{scope}.{ident}"
+            if rule.downgrade_to is not None and rule.downgrade_to not in cfg.models:
+                raise ConfigError(f"{path}.downgrade_to: unknown model group {rule.downgrade_to!r}")
+            if rule.on_exceed == "downgrade" and rule.downgrade_to is None:
+                raise ConfigError(f"{path}.downgrade_to: on_exceed: downgrade needs a downgrade_to group")
+            if rule.window_s is not None and rule.window_s < 1:
+                raise ConfigError(f"{path}.window_s: a rolling window is at least 1 second")
 
 
 def parse_config(text: str, env: dict[str, str] | None = None, source: str = "<config>") -> Config:

@@ -114,3 +114,28 @@ def test_expensive_request_needs_a_single_use_approval(agw):
         model="metered", max_tokens=20, messages=[{"role": "user", "content": "x"}]
     )
     assert small.choices  # under the ceiling: no approval needed
+
+
+def test_cli_wraps_the_admin_api(agw):
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "admin", "--url", agw.url, "--key", ADMIN, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    created = cli("keys-create", "--tenant", "cli-co", "--name", "cli-svc")
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["key"]
+    assert agw.openai(key).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+    )
+    assert cli("budget-set", "tenant", "cli-co", "--usd", "3").returncode == 0
+    time.sleep(2.2)
+    spend = json.loads(cli("spend", "tenant", "cli-co").stdout)
+    assert spend["limit_usd"] == 3.0 and spend["remaining_usd"] <= 3.0
+    assert cli("keys-revoke", "nope").returncode == 1
