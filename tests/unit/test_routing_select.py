@@ -101,3 +101,16 @@ def test_canary_bucket_is_stable_and_roughly_uniform(percent: int) -> None:
     inside = sum(canary_bucket(f"user-{i}", "grp") < percent for i in range(n))
     assert abs(inside / n - percent / 100) < 0.02
     assert canary_bucket("user-1", "grp") == canary_bucket("user-1", "grp")
+
+
+def test_retry_budget_caps_retries_at_a_share_of_requests() -> None:
+    from gateway.routing.router import RetryBudget
+
+    b = RetryBudget(ratio=0.2, floor=2, window_s=60)
+    for _ in range(10):
+        b.request()
+    allowed = sum(b.allow() for _ in range(100))
+    assert allowed == 4  # floor 2 + 20% of 10 requests
+    for _ in range(10):
+        b.request()
+    assert sum(b.allow() for _ in range(100)) == 2  # the budget grows with traffic, never with failures

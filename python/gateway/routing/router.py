@@ -61,6 +61,34 @@ class Target:
         return self.health.inflight
 
 
+class RetryBudget:
+    """Retries may add at most ``ratio`` of the group's requests (plus a small floor) per window: when a provider
+    is failing, a storm of retries only makes it worse, so past the budget the caller gets the error instead."""
+
+    __slots__ = ("floor", "ratio", "requests", "retries", "started", "window_s")
+
+    def __init__(self, ratio: float = 0.2, floor: int = 10, window_s: float = 10.0) -> None:
+        self.ratio, self.floor, self.window_s = ratio, floor, window_s
+        self.requests = self.retries = 0
+        self.started = time.monotonic()
+
+    def _roll(self) -> None:
+        now = time.monotonic()
+        if now - self.started > self.window_s:
+            self.requests = self.retries = 0
+            self.started = now
+
+    def request(self) -> None:
+        self._roll()
+        self.requests += 1
+
+    def allow(self) -> bool:
+        if self.retries >= self.floor + self.ratio * self.requests:
+            return False
+        self.retries += 1
+        return True
+
+
 class Router:
     def __init__(self, cfg: Config, http: Any, rng: random.Random | None = None, state: Any = None) -> None:
         self.cfg = cfg
@@ -73,6 +101,7 @@ class Router:
         }
         self.aliases = {a: name for name, g in cfg.models.items() for a in g.aliases}
         self._pending: set[asyncio.Future[Any]] = set()  # fire-and-forget state writes (kept referenced)
+        self.retries = {name: RetryBudget() for name in cfg.models}
         # Groups with one deployment and nothing to decide: the hot path skips planning for them.
         self.plain = {
             name
@@ -196,8 +225,13 @@ class Router:
         budget = ctx.attempts + g.max_attempts
         extra: list[tuple[str, str]] = []
         plan = self.plan(ctx, group, only, exclude, extra)
+        retries = self.retries[group]
+        retries.request()
         for target, reason in plan:
             if ctx.attempts >= budget or time.monotonic() >= deadline:
+                break
+            if notes and not retries.allow():
+                ctx.flags["retry_budget_exhausted"] = True
                 break
             try:
                 result = await self._one(ctx, target, call, g, plan, reason, deadline)
