@@ -261,3 +261,20 @@ def test_stream_failing_after_first_byte_ends_with_error_event(rgw):
             ],
         ):
             pass
+
+
+def test_deployment_quota_sends_overflow_to_the_next_deployment(simulator, start_gateway, tmp_path):
+    cfg = base_config(simulator.url, tmp_path / "g.db")
+    cfg["models"]["quota"] = {
+        "strategy": "priority",
+        "deployments": [
+            dep(simulator.url, "quota-a", priority=0, rpm=5),
+            dep(simulator.url, "quota-b", priority=1),
+        ],
+    }
+    gw = start_gateway(cfg)
+    served = [served_by(gw.openai(), "quota")[0] for _ in range(8)]
+    assert (
+        served == ["quota-a"] * 5 + ["quota-b"] * 3
+    )  # the provider's quota is respected, callers still served
+    assert simulator.get("/_sim/stats")["by_model"]["quota-a"]["requests"] == 5

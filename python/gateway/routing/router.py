@@ -233,6 +233,9 @@ class Router:
             if notes and not retries.allow():
                 ctx.flags["retry_budget_exhausted"] = True
                 break
+            if (target.dep.rpm or target.dep.tpm) and not await self._within_quota(ctx, target):
+                notes.append(f"{target.dep.id} over its quota")
+                continue
             try:
                 result = await self._one(ctx, target, call, g, plan, reason, deadline)
             except UpstreamError as e:
@@ -311,6 +314,22 @@ class Router:
                 error = task.exception()
         assert error is not None
         raise error
+
+    async def _within_quota(self, ctx: RequestContext, t: Target) -> bool:
+        """A deployment's own RPM/TPM quota (the provider's limit for that key): skip it when exhausted, so the
+        request goes elsewhere instead of collecting a 429. Tokens are charged as prompt + output bound."""
+        if self.state is None:
+            return True
+        from gateway import tokens
+        from gateway.state.local import LimitCheck
+
+        checks = []
+        if t.dep.rpm:
+            checks.append(LimitCheck(f"quota:{t.dep.id}:rpm", t.dep.rpm, 60.0, 1))
+        if t.dep.tpm and ctx.req is not None:
+            n = tokens.count_request(ctx.req, t.dep.model, t.dep.provider) + (ctx.req.output_cap or 0)
+            checks.append(LimitCheck(f"quota:{t.dep.id}:tpm", t.dep.tpm, 60.0, n))
+        return (await self.state.acquire(checks)).allowed
 
     def _charge_cancelled(self, ctx: RequestContext, t: Target) -> None:
         """A cancelled hedge was still sent: charge its prompt (estimated) so the cost is honest."""
