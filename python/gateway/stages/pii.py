@@ -7,10 +7,16 @@ call into the Rust core. Per entity type the policy is ``mask`` (stable numbered
 caller sends a session id (``x-gateway-session`` header or ``metadata.session_id``), across the session's
 requests: the mapping lives in the state backend with a TTL. Responses and streams are unmasked on the way back;
 in a stream a placeholder split across chunks is reassembled from a small look-behind, never by buffering.
+
+Optionally (``ner:`` in the config, see gateway/stages/ner.py) a spaCy model then tags PERSON and LOCATION in the
+already-masked texts, on one dedicated thread so the event loop keeps serving; their placeholders
+(``<PERSON_1>``) share the mapping, so policies, session stability and unmasking work the same for them.
 """
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gateway import _core
@@ -19,6 +25,8 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Stage
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, Message
+
+_NER_THREAD: ThreadPoolExecutor | None = None  # one per process: spaCy holds the GIL; a pool would only queue
 
 VAULT = "pii_vault"  # ctx.scratch: placeholder -> original value
 UNMASKERS = "pii_unmaskers"
@@ -39,6 +47,17 @@ class Policy:
         self.reject_types = {t for t, a in action.items() if a == "reject"}
         self.scanner = _core.PiiScanner(self.scan_types)
         self.ttl_s = cfg.session_ttl_s
+        self.ner: Any = None  # gateway.stages.ner.NerDetector, loaded once here (never per request)
+        self.ner_mask_types: set[str] = set()
+        if cfg.ner is not None:
+            ner_action = {t: cfg.policies.get(t, cfg.default) for t in cfg.ner.entities}
+            ner_types = [t for t, a in ner_action.items() if a != "allow"]
+            if ner_types:
+                from gateway.stages.ner import NerDetector
+
+                self.ner = NerDetector(cfg.ner.model, ner_types, rules=cfg.ner.rules)
+                self.ner_mask_types = {t for t in ner_types if ner_action[t] == "mask"}
+                self.reject_types |= {t for t in ner_types if ner_action[t] == "reject"}
 
 
 # ---------------------------------------------------------------- pure helpers: where the texts are
@@ -82,6 +101,32 @@ def counts_header(counts: dict[str, int]) -> str:
     return ",".join(f"{t}={n}" for t, n in sorted(counts.items()) if n)
 
 
+def check_rejected(found: dict[str, int], policy: Policy) -> None:
+    rejected = sorted(set(found) & policy.reject_types)
+    if rejected:
+        raise GatewayError(
+            "pii_rejected",
+            f"The request contains personal data of types {', '.join(rejected)}, which this key's policy "
+            "does not allow to leave. Remove it (or ask an admin to mask it instead) and retry.",
+            details={"entity_types": rejected},
+        )
+
+
+async def ner_mask(
+    policy: Policy, texts: list[str], mapping: dict[str, str]
+) -> tuple[list[str], dict[str, int]]:
+    """PERSON/LOCATION over the structurally masked texts; extends ``mapping`` in place."""
+    global _NER_THREAD
+    from gateway.stages.ner import mask_spans
+
+    if not any(t.strip() for t in texts):
+        return texts, {}
+    if _NER_THREAD is None:
+        _NER_THREAD = ThreadPoolExecutor(1, thread_name_prefix="pii-ner")
+    spans = await asyncio.get_running_loop().run_in_executor(_NER_THREAD, policy.ner.detect, texts)
+    return mask_spans(texts, spans, mapping, policy.ner_mask_types)
+
+
 class PiiStage(Stage):
     name = "pii"
 
@@ -106,23 +151,22 @@ class PiiStage(Stage):
         known: dict[str, str] = await self.state.get_map(vault_key) if vault_key else {}
         masked, mapping, counts = policy.scanner.mask(texts, known, policy.mask_types)
         found = {t: n for t, n in counts.items() if n}
+        if policy.ner is not None:
+            check_rejected(found, policy)  # a structured type already refuses: spare the model run
+            masked, ner_counts = await ner_mask(policy, masked, mapping)
+            found.update((t, n) for t, n in ner_counts.items() if n)
         if not found:
             return
         ctx.flags["pii"] = found
         ctx.response_headers["x-gateway-pii"] = counts_header(found)
-        rejected = sorted(set(found) & policy.reject_types)
-        if rejected:
-            raise GatewayError(
-                "pii_rejected",
-                f"The request contains personal data of types {', '.join(rejected)}, which this key's policy "
-                "does not allow to leave. Remove it (or ask an admin to mask it instead) and retry.",
-                details={"entity_types": rejected},
-            )
-        if len(mapping) > len(known):
+        check_rejected(found, policy)
+        # compare the texts, not the mapping's size: a session's known value seen again adds no entry but
+        # must still be masked
+        if masked != texts:
             put_texts(req.messages, masked)
             ctx.scratch[VAULT] = {ph: value for value, ph in mapping.items()}
-            if vault_key:
-                await self.state.put_map(vault_key, mapping, policy.ttl_s)
+        if vault_key and len(mapping) > len(known):
+            await self.state.put_map(vault_key, mapping, policy.ttl_s)
 
     async def post(self, ctx: RequestContext, resp: ChatResponse) -> ChatResponse:
         vault = ctx.scratch.get(VAULT)
