@@ -1,15 +1,25 @@
-"""The admin API, under ``/admin/``, authenticated by the separate admin key (``admin.key`` in config).
+"""The admin API, under ``/admin/``, authenticated by its own key (``admin.key`` in config, ``Authorization:
+Bearer``). Answers are JSON; errors have the OpenAI error shape with a stable ``code``.
 
-    POST   /admin/keys                     {tenant, team?, name?, models?, residency?} → the new key, shown once
-    GET    /admin/keys[?tenant=T]          keys (never their values)
-    DELETE /admin/keys/{key_id}            revoke
-    PUT    /admin/budgets/{scope}/{id}     {usd, period?, window_s?, soft_usd?, max_request_usd?, ...}
-                                           scope: tenant | team | key | tag | agent | agent_run (id "*")
-    GET    /admin/budgets                  budgets set at run time
-    GET    /admin/spend?scope=S&id=X       spend in the current period, the limit and what remains
-    POST   /admin/approvals                {key_id, max_usd, ttl_s?} → a single-use approval token
+    POST   /admin/keys                       {tenant, team?, name?, models?, residency?} → the key, shown once
+    GET    /admin/keys[?tenant=T]            keys (never their values)
+    DELETE /admin/keys/{key_id}              revoke (workers stop accepting it within server.key_cache_ttl_s)
+    PUT    /admin/budgets/{scope}/{id}       a BudgetRule {usd, period?, window_s?, soft_usd?, on_exceed?,
+                                             downgrade_to?, max_request_usd?}
+    PUT    /admin/limits/{scope}/{id}        a LimitRule {rpm?, tpm?, window_s?}
+    DELETE /admin/budgets|limits/{scope}/{id}  back to the config's value
+    GET    /admin/budgets, /admin/limits     the rules set at run time
+    GET    /admin/spend?scope=S&id=X[&tenant=T]  spend in the current period, the limit, what remains
+    POST   /admin/approvals                  {key_id, max_usd, ttl_s?} → a single-use approval token
+    GET    /admin/stats                      contract counters summed over every worker (and replica, with
+                                             Redis): queue depth, queued/admitted/timed out, soft-budget alerts,
+                                             retry-budget refusals; deployments cooling down
 
-Budgets set here are stored in the SQLite store and picked up by every worker within 2 s.
+Scopes: tenant, team, key, user, tag, agent, agent_run (limits also: model). ``id`` ``*`` is the default for
+every id of the scope. Ids a caller chooses (user, tag, agent, agent run) are per tenant: name them as
+``tenant/id`` (``acme/planner/run-7``) or with ``?tenant=``; a bare id sets the rule for every tenant. Rules set
+here are stored in the SQLite store and, with Redis, in Redis, and every worker of every replica applies them
+within a second; config values are the defaults they override.
 """
 
 from __future__ import annotations
@@ -17,32 +27,22 @@ from __future__ import annotations
 import hmac
 import time
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import msgspec
 import orjson
 
-from gateway.config import BudgetRule
+from gateway import approvals
+from gateway.config import BudgetRule, LimitRule
 from gateway.errors import GatewayError
 from gateway.stages.auth import key_from_headers
+from gateway.stages.budget import MICRO, charge_for, describe_period, period_end
+from gateway.stages.scopes import admin_scope
+from gateway.state.metrics import MAX_AGE_S, METRICS, total
+from gateway.state.policies import BUDGET_SCOPES, LIMIT_SCOPES
 
 JSON = [("content-type", "application/json")]
-
-
-async def _json(proto: Any) -> dict[str, Any]:
-    try:
-        data = orjson.loads(await proto())
-    except orjson.JSONDecodeError:
-        raise GatewayError("invalid_json", "The admin request body must be a JSON object.") from None
-    if not isinstance(data, dict):
-        raise GatewayError("invalid_json", "The admin request body must be a JSON object.")
-    return data
-
-
-def _budget_stage(gw: Any) -> Any:
-    from gateway.stages.budget import BudgetStage
-
-    return next((s for s in gw.pipeline.stages if isinstance(s, BudgetStage)), None)
+KINDS = {"budgets": ("budget", BudgetRule, BUDGET_SCOPES), "limits": ("limit", LimitRule, LIMIT_SCOPES)}
 
 
 async def handle(gw: Any, scope: Any, proto: Any) -> int:
@@ -54,22 +54,52 @@ async def handle(gw: Any, scope: Any, proto: Any) -> int:
         given = key_from_headers(scope.headers.get("authorization"), scope.headers.get("x-api-key")) or ""
         if not hmac.compare_digest(given.encode(), admin_key.encode()):
             raise GatewayError(
-                "invalid_api_key", "The admin API needs the admin key as 'Authorization: Bearer'."
+                "invalid_api_key", "The admin API needs the admin key (admin.key) as 'Authorization: Bearer'."
             )
-        status, body = await _route(gw, scope, proto)
+        status, body = await route(gw, scope.method, scope.path, scope.query_string, proto)
     except GatewayError as e:
         status = e.status
-        body = {"error": {"message": e.message, "type": e.type, "param": e.param, "code": e.code}}
+        err: dict[str, Any] = {"message": e.message, "type": e.type, "param": e.param, "code": e.code}
+        if e.details:
+            err["details"] = e.details
+        body = {"error": err}
     proto.response_bytes(status, JSON, orjson.dumps(body))
     return status
 
 
-async def _route(gw: Any, scope: Any, proto: Any) -> tuple[int, Any]:
-    parts = [p for p in scope.path.split("/") if p][1:]  # drop "admin"
-    query = {k: v[0] for k, v in parse_qs(scope.query_string).items()}
-    method = scope.method
+async def _json(proto: Any) -> dict[str, Any]:
+    try:
+        data = orjson.loads(await proto())
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise GatewayError("invalid_json", "The admin request body must be a JSON object.")
+    return data
+
+
+async def route(gw: Any, method: str, path: str, query_string: str, proto: Any) -> tuple[int, Any]:
+    parts = [unquote(p) for p in path.split("/") if p][1:]  # drop "admin"
+    query = {k: v[0] for k, v in parse_qs(query_string).items()}
+    head = parts[0] if parts else ""
+    if head == "keys":
+        return await keys(gw, method, parts[1:], query, proto)
+    if head in KINDS:
+        return await rules(gw, method, head, parts[1:], query, proto)
+    if parts == ["spend"] and method == "GET":
+        return 200, await spend(gw, query.get("scope", "tenant"), query.get("id", ""), query.get("tenant"))
+    if parts == ["approvals"] and method == "POST":
+        return await approve(gw, await _json(proto))
+    if parts == ["stats"] and method == "GET":
+        return 200, await stats(gw)
+    raise GatewayError(
+        "not_found",
+        f"No admin route for {method} {path}; see the admin API in docs/errors.md and python/gateway/admin.py.",
+    )
+
+
+async def keys(gw: Any, method: str, rest: list[str], query: dict[str, str], proto: Any) -> tuple[int, Any]:
     store = gw.store
-    if parts == ["keys"] and method == "POST":
+    if not rest and method == "POST":
         d = await _json(proto)
         if not isinstance(d.get("tenant"), str) or not d["tenant"]:
             raise GatewayError("invalid_request", "A key needs a tenant.", param="tenant")
@@ -86,61 +116,141 @@ async def _route(gw: Any, scope: Any, proto: Any) -> tuple[int, Any]:
             "tenant": d["tenant"],
             "note": "the key is shown once; store it now",
         }
-    if parts == ["keys"] and method == "GET":
+    if not rest and method == "GET":
         return 200, {"data": store.list_keys(query.get("tenant"))}
-    if len(parts) == 2 and parts[0] == "keys" and method == "DELETE":
-        if not store.revoke_key(parts[1]):
-            raise GatewayError("not_found", f"No active key {parts[1]!r}.")
-        return 200, {"key_id": parts[1], "revoked": True}
-    if len(parts) == 3 and parts[0] == "budgets" and method == "PUT":
-        from gateway.stages.budget import SCOPES
+    if len(rest) == 1 and method == "DELETE":
+        if not store.revoke_key(rest[0]):
+            raise GatewayError("not_found", f"No active key {rest[0]!r} (GET /admin/keys lists them).")
+        return 200, {"key_id": rest[0], "revoked": True}
+    raise GatewayError(
+        "method_not_allowed", f"{method} is not supported on /admin/keys{'/…' if rest else ''}."
+    )
 
-        if parts[1] not in SCOPES:
+
+async def rules(
+    gw: Any, method: str, head: str, rest: list[str], query: dict[str, str], proto: Any
+) -> tuple[int, Any]:
+    kind, typ, scopes = KINDS[head]
+    policies = gw.state.policies
+    if not rest and method == "GET":
+        await policies.refresh(force=True)
+        return 200, {"data": [p for p in policies.listing() if p["kind"] == kind]}
+    if len(rest) < 2:
+        raise GatewayError(
+            "not_found", f"Use /admin/{head}/{{scope}}/{{id}}; scope is one of {', '.join(scopes)}."
+        )
+    scope_name, ident = rest[0], "/".join(rest[1:])
+    if scope_name not in scopes:
+        raise GatewayError(
+            "invalid_request", f"Unknown {kind} scope {scope_name!r}; one of {', '.join(scopes)}."
+        )
+    if query.get("tenant") and scope_name in ("user", "tag", "agent", "agent_run"):
+        ident = admin_scope(scope_name, ident, query["tenant"]).ident
+    if method == "DELETE":
+        await policies.put(kind, scope_name, ident, None)
+        return 200, {"scope": scope_name, "id": ident, "removed": True}
+    if method != "PUT":
+        raise GatewayError("method_not_allowed", f"Use PUT or DELETE on /admin/{head}/{scope_name}/{ident}.")
+    try:
+        rule = msgspec.convert(await _json(proto), typ)
+    except msgspec.ValidationError as e:
+        raise GatewayError("invalid_request", f"Invalid {kind} rule: {e}.") from None
+    _check_rule(gw, rule)
+    await policies.put(kind, scope_name, ident, rule)
+    return 200, {"scope": scope_name, "id": ident, "rule": msgspec.to_builtins(rule)}
+
+
+def _check_rule(gw: Any, rule: Any) -> None:
+    if isinstance(rule, BudgetRule):
+        if rule.on_exceed == "downgrade" and rule.downgrade_to not in gw.cfg.models:
             raise GatewayError(
-                "invalid_request", f"Unknown budget scope {parts[1]!r}; one of {', '.join(SCOPES)}."
+                "invalid_request", "on_exceed: downgrade needs downgrade_to, an existing model group."
             )
-        d = await _json(proto)
-        try:
-            rule = msgspec.convert(d, BudgetRule)
-        except msgspec.ValidationError as e:
-            raise GatewayError("invalid_request", f"Invalid budget: {e}.") from None
-        store.set_budget(parts[1], parts[2], msgspec.to_builtins(rule))
-        return 200, {"scope": parts[1], "id": parts[2], "rule": msgspec.to_builtins(rule)}
-    if parts == ["budgets"] and method == "GET":
-        return 200, {"data": [{"scope": s, "id": i, "rule": r} for (s, i), r in store.budgets().items()]}
-    if parts == ["spend"] and method == "GET":
-        return 200, await _spend(gw, query.get("scope", "tenant"), query.get("id", ""))
-    if parts == ["approvals"] and method == "POST":
-        d = await _json(proto)
-        if not isinstance(d.get("key_id"), str) or not isinstance(d.get("max_usd"), int | float):
-            raise GatewayError("invalid_request", "An approval needs key_id (string) and max_usd (number).")
-        token = store.create_approval(d["key_id"], float(d["max_usd"]), float(d.get("ttl_s", 3600)))
-        return 201, {
-            "token": token,
-            "key_id": d["key_id"],
-            "max_usd": d["max_usd"],
-            "note": "single use; send it as the x-gateway-approval header",
-        }
-    raise GatewayError("not_found", f"No admin route for {method} {scope.path}.")
+        if rule.usd < 0 or (rule.window_s is not None and rule.window_s < 1):
+            raise GatewayError("invalid_request", "usd must be >= 0 and window_s >= 1.")
+    elif any(v is not None and v <= 0 for v in (rule.rpm, rule.tpm)) or rule.window_s <= 0:
+        raise GatewayError("invalid_request", "rpm, tpm and window_s must be positive.")
 
 
-async def _spend(gw: Any, scope_name: str, ident: str) -> dict[str, Any]:
-    from gateway.stages.budget import period_key
+def _key_id(gw: Any, ident: str) -> str:
+    """Key budgets are counted by key id; an admin may name the key instead."""
+    for p in gw.auth.static.values():
+        if ident in (p.name, p.key_id):
+            return str(p.key_id)
+    for k in gw.store.list_keys():
+        if ident in (k["name"], k["key_id"]):
+            return str(k["key_id"])
+    return ident
 
-    stage = _budget_stage(gw)
-    if stage is None:
-        raise GatewayError("not_found", "Budgets are not enabled (stages.budget.enabled).")
-    rule = stage.rules().get(scope_name, {}).get("*" if scope_name == "agent_run" else ident)
+
+async def spend(gw: Any, kind: str, ident: str, tenant: str | None) -> dict[str, Any]:
+    if kind not in BUDGET_SCOPES:
+        raise GatewayError(
+            "invalid_request", f"Unknown budget scope {kind!r}; one of {', '.join(BUDGET_SCOPES)}."
+        )
+    if not ident:
+        raise GatewayError(
+            "invalid_request", "Name the scope's id: /admin/spend?scope=tenant&id=acme.", param="id"
+        )
+    if kind == "key":
+        ident = _key_id(gw, ident)
+    scope = admin_scope(kind, ident, tenant)
+    if kind in ("user", "tag", "agent", "agent_run") and "/" not in scope.ident:
+        raise GatewayError(
+            "invalid_request",
+            f"{kind} ids are per tenant: use id=tenant/{ident} or add &tenant=…",
+            param="tenant",
+        )
+    await gw.state.policies.refresh()
+    names = scope.names
+    if kind == "key":
+        names = (*(p.name for p in gw.auth.static.values() if p.key_id == ident and p.name), *names)
+    rule = gw.state.policies.budget(kind, *names)
     if rule is None:
-        raise GatewayError("not_found", f"No budget for {scope_name} {ident!r}.")
-    suffix, _ = period_key(rule, time.time())
-    label = scope_name.replace("_", " ")
-    spent = await gw.state.spent(f"bud:{label}:{ident}:{suffix}") / 1e6
+        raise GatewayError(
+            "not_found", f"No budget applies to {scope.label} (PUT /admin/budgets/{kind}/{ident})."
+        )
+    now = time.time()
+    spent = await gw.state.spent(charge_for(scope, rule, now)) / MICRO
     return {
-        "scope": scope_name,
-        "id": ident,
-        "period": suffix,
+        "scope": kind,
+        "id": scope.ident,
+        "period": describe_period(rule),
         "limit_usd": rule.usd,
+        "soft_usd": rule.soft_usd,
         "spent_usd": spent,
         "remaining_usd": max(0.0, rule.usd - spent),
+        "resets_at": period_end(rule, now),
+        "shared": gw.state.name == "redis",
+    }
+
+
+async def approve(gw: Any, d: dict[str, Any]) -> tuple[int, Any]:
+    key_id, max_usd = d.get("key_id"), d.get("max_usd")
+    if not isinstance(key_id, str) or not isinstance(max_usd, int | float) or max_usd <= 0:
+        raise GatewayError(
+            "invalid_request", "An approval needs key_id (string) and max_usd (a positive number)."
+        )
+    ttl = d.get("ttl_s", gw.cfg.stages.budget.approval_ttl_s)
+    if not isinstance(ttl, int | float) or ttl <= 0:
+        raise GatewayError("invalid_request", "ttl_s must be a positive number of seconds.", param="ttl_s")
+    token = await approvals.issue(gw.state, key_id, float(max_usd), float(ttl))
+    return 201, {
+        "token": token,
+        "key_id": key_id,
+        "max_usd": max_usd,
+        "expires_at": time.time() + ttl,
+        "note": "single use, for this key, for one request predicted to cost up to max_usd: send it as the "
+        "x-gateway-approval header",
+    }
+
+
+async def stats(gw: Any) -> dict[str, Any]:
+    snaps = await gw.state.read_metrics(MAX_AGE_S)
+    snaps[METRICS.worker] = METRICS.snapshot()  # this worker's, live
+    return {
+        "total": total(snaps),
+        "workers": snaps,
+        "cooldowns": await gw.state.cooldowns(None),
+        "state": {"backend": gw.state.name, "degraded": bool(gw.state.degraded)},
     }

@@ -28,6 +28,7 @@ from gateway.stages import build_stages
 from gateway.stages.auth import Authenticator, key_from_headers
 from gateway.stages.enrich import enrich_headers
 from gateway.state import make_state
+from gateway.state.metrics import METRICS
 from gateway.store.sqlite import SqliteStore, record_row
 from gateway.telemetry.records import RecordWriter
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, Usage
@@ -54,7 +55,7 @@ class Gateway:
         self.auth = Authenticator(
             cfg.keys, self.store, ttl_s=cfg.server.key_cache_ttl_s, teams=cfg.teams, tenants=cfg.tenants
         )
-        self.state = make_state(cfg)
+        self.state = make_state(cfg, self.store)
         self.router = Router(cfg, http, state=self.state)
         self.pipeline = Pipeline(build_stages(cfg, self))
         self.max_body = cfg.server.max_body_bytes
@@ -375,7 +376,9 @@ class App:
 
         async def build() -> Gateway:
             # HTTP clients bind to the running loop: build on the worker's loop before it serves.
-            return Gateway(cfg, make_client(cfg.server.http_client))
+            gw = Gateway(cfg, make_client(cfg.server.http_client))
+            METRICS.start(gw.state)  # contract counters, summed over workers by GET /admin/stats
+            return gw
 
         self.gw = loop.run_until_complete(build())
         if self.gw.cfg.state.redis_url:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -132,43 +131,6 @@ def keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def admin(args: argparse.Namespace) -> int:
-    """A thin client of the admin API of a running gateway."""
-    method, path, body = _admin_call(args)
-    req = urllib.request.Request(
-        args.url.rstrip("/") + path,
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"authorization": f"Bearer {args.key}", "content-type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            print(json.dumps(json.loads(r.read()), indent=2))
-            return 0
-    except urllib.error.HTTPError as e:
-        print(e.read().decode(), file=sys.stderr)
-        return 1
-
-
-def _admin_call(a: argparse.Namespace) -> tuple[str, str, dict[str, object] | None]:
-    if a.admin_cmd == "keys-create":
-        return (
-            "POST",
-            "/admin/keys",
-            {"tenant": a.tenant, "team": a.team, "name": a.name, "models": a.models or []},
-        )
-    if a.admin_cmd == "keys-list":
-        return "GET", "/admin/keys", None
-    if a.admin_cmd == "keys-revoke":
-        return "DELETE", f"/admin/keys/{a.key_id}", None
-    if a.admin_cmd == "budget-set":
-        rule = {"usd": a.usd, "period": a.period, "max_request_usd": a.max_request_usd}
-        return "PUT", f"/admin/budgets/{a.scope}/{a.id}", rule
-    if a.admin_cmd == "spend":
-        return "GET", f"/admin/spend?scope={a.scope}&id={a.id}", None
-    return "POST", "/admin/approvals", {"key_id": a.key_id, "max_usd": a.max_usd}
-
-
 def check_config(path: str) -> int:
     try:
         cfg = load_config(path)
@@ -186,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.simulate.server import main as simulate
 
         return simulate(argv[1:])
+    if argv and argv[0] == "admin":
+        from gateway.admin_cli import main as admin
+
+        return admin(argv[1:])
     ap = argparse.ArgumentParser(prog="gateway", description="The AI gateway.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the gateway (Granian, RSGI)")
@@ -210,30 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     kl.add_argument("--tenant")
     kr = ks.add_parser("revoke")
     kr.add_argument("key_id")
-    ad = sub.add_parser("admin", help="call the admin API of a running gateway")
-    ad.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:4000"))
-    ad.add_argument("--key", default=os.environ.get("GATEWAY_ADMIN_KEY", ""))
-    ads = ad.add_subparsers(dest="admin_cmd", required=True)
-    x = ads.add_parser("keys-create")
-    x.add_argument("--tenant", required=True)
-    x.add_argument("--team")
-    x.add_argument("--name")
-    x.add_argument("--models", nargs="*")
-    ads.add_parser("keys-list")
-    x = ads.add_parser("keys-revoke")
-    x.add_argument("key_id")
-    x = ads.add_parser("budget-set")
-    x.add_argument("scope", choices=["tenant", "team", "key", "tag", "agent", "agent_run"])
-    x.add_argument("id")
-    x.add_argument("--usd", type=float, required=True)
-    x.add_argument("--period", default="month", choices=["day", "month", "lifetime"])
-    x.add_argument("--max-request-usd", type=float)
-    x = ads.add_parser("spend")
-    x.add_argument("scope")
-    x.add_argument("id")
-    x = ads.add_parser("approve")
-    x.add_argument("key_id")
-    x.add_argument("max_usd", type=float)
+    sub.add_parser("admin", help="call the admin API of a running gateway (see `gateway admin --help`)")
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("file")
     args = ap.parse_args(argv)
@@ -243,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
         return demo(args.config, args.port, args.sim_port)
     if args.cmd == "keys":
         return keys(args)
-    if args.cmd == "admin":
-        return admin(args)
     return check_config(args.file)
 
 

@@ -101,12 +101,14 @@ def test_tenant_budget_holds_across_two_processes(simulator, start_gateway, fres
     )
     assert spent <= 1.00 + PER_REQUEST_USD + 1e-9
     assert statuses[200] >= 30  # the budget was used, not refused wholesale
-    counter = redis.Redis.from_url(fresh_redis).get("{gw}:bud:tenant:tenant-a:all")
-    assert int(counter) == round(spent * 1e6)  # settled to the actual cost, to the micro-dollar
+    counter = redis.Redis.from_url(fresh_redis).hvals("gw:{tenant:tenant-a}:bud:life")
+    assert sum(int(v) for v in counter) == round(
+        spent * 1e6
+    )  # settled to the actual cost, to the micro-dollar
 
 
 def test_agent_run_budget_holds_across_two_processes(simulator, start_gateway, fresh_redis, tmp_path):
-    stages = {"budget": {"enabled": True, "agent_run": {"usd": 0.50, "period": "lifetime"}}}
+    stages = {"budget": {"enabled": True, "agent_runs": {"*": {"usd": 0.50, "period": "lifetime"}}}}
     gws = two_gateways(
         start_gateway, lambda i: contract_config(simulator.url, tmp_path / f"g{i}.db", fresh_redis, stages)
     )

@@ -26,6 +26,7 @@ from gateway.providers import make_provider
 from gateway.providers.base import Provider
 from gateway.routing.health import Health
 from gateway.routing.select import Caller, eligible, fits_context, order
+from gateway.state.metrics import METRICS
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
 
 R = TypeVar("R")
@@ -89,6 +90,11 @@ class RetryBudget:
         return True
 
 
+def backoff_s(failures: int, base_ms: float, max_ms: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(max, base * 2^(failures-1))], so retries from many callers spread out."""
+    return rng.uniform(0, min(max_ms, base_ms * 2 ** (failures - 1))) / 1000
+
+
 class Router:
     def __init__(self, cfg: Config, http: Any, rng: random.Random | None = None, state: Any = None) -> None:
         self.cfg = cfg
@@ -101,7 +107,8 @@ class Router:
         }
         self.aliases = {a: name for name, g in cfg.models.items() for a in g.aliases}
         self._pending: set[asyncio.Future[Any]] = set()  # fire-and-forget state writes (kept referenced)
-        self.retries = {name: RetryBudget() for name in cfg.models}
+        rp = cfg.retries
+        self.retries = {name: RetryBudget(rp.budget_ratio, rp.budget_min, rp.window_s) for name in cfg.models}
         # Groups with one deployment and nothing to decide: the hot path skips planning for them.
         self.plain = {
             name
@@ -227,12 +234,19 @@ class Router:
         plan = self.plan(ctx, group, only, exclude, extra)
         retries = self.retries[group]
         retries.request()
+        failed = 0  # upstream failures so far: the next attempt is a retry
         for target, reason in plan:
             if ctx.attempts >= budget or time.monotonic() >= deadline:
                 break
-            if notes and not retries.allow():
-                ctx.flags["retry_budget_exhausted"] = True
-                break
+            if failed:  # a retry: within the group's retry budget, after a full-jitter backoff (issue 5)
+                if not retries.allow():
+                    ctx.flags["retry_budget_exhausted"] = True
+                    METRICS.inc("retry_budget_refusals")
+                    break
+                pause = backoff_s(
+                    failed, self.cfg.retries.backoff_ms, self.cfg.retries.backoff_max_ms, self.rng
+                )
+                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             if (target.dep.rpm or target.dep.tpm) and not await self._within_quota(ctx, target):
                 notes.append(f"{target.dep.id} over its quota")
                 continue
@@ -240,6 +254,7 @@ class Router:
                 result = await self._one(ctx, target, call, g, plan, reason, deadline)
             except UpstreamError as e:
                 last = e
+                failed += 1
                 notes.append(f"{'timeout' if e.timeout else e.status} from {e.deployment}")
                 fb = {"context_length": g.context_fallback, "content_policy": g.content_policy_fallback}.get(
                     e.kind or ""
@@ -320,16 +335,9 @@ class Router:
         request goes elsewhere instead of collecting a 429. Tokens are charged as prompt + output bound."""
         if self.state is None:
             return True
-        from gateway import tokens
-        from gateway.state.local import LimitCheck
+        from gateway.stages.limits import within_quota
 
-        checks = []
-        if t.dep.rpm:
-            checks.append(LimitCheck(f"quota:{t.dep.id}:rpm", t.dep.rpm, 60.0, 1))
-        if t.dep.tpm and ctx.req is not None:
-            n = tokens.count_request(ctx.req, t.dep.model, t.dep.provider) + (ctx.req.output_cap or 0)
-            checks.append(LimitCheck(f"quota:{t.dep.id}:tpm", t.dep.tpm, 60.0, n))
-        return (await self.state.acquire(checks)).allowed
+        return await within_quota(self.state, t.dep, ctx.req)
 
     def _charge_cancelled(self, ctx: RequestContext, t: Target) -> None:
         """A cancelled hedge was still sent: charge its prompt (estimated) so the cost is honest."""

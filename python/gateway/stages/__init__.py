@@ -19,7 +19,7 @@ def build_stages(cfg: Config, gw: Any) -> list[Stage]:
     if st.budget.enabled:
         from gateway.stages.budget import BudgetStage
 
-        stages.append(BudgetStage(st.budget, gw.state, gw.router, gw.store))
+        stages.append(BudgetStage(st.budget, gw.state, gw.router))
     profiles = {name: p.pii for name, p in st.profiles.items() if p.pii is not None}
     if st.pii.enabled or any(p.enabled for p in profiles.values()):
         from gateway.stages.pii import PiiStage

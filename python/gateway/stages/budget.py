@@ -1,198 +1,296 @@
-"""Budgets: USD per period per tenant, team, key, feature tag, agent and agent run — reserved before the call,
-settled after it.
+"""Budgets: USD per period (UTC day, month, a rolling window of seconds, lifetime) per tenant, team, key, user,
+feature tag, agent and agent run — reserved before the call, settled after it.
 
 Before routing, the request's worst-case cost is predicted: exact prompt tokens plus its output bound
-(``max_tokens``, else ``default_output_tokens``), priced at the most expensive deployment the group may use (the
-deployment that will serve is not known yet). That amount is reserved atomically in every applicable scope (a Lua
-script in Redis, one event-loop step locally), so concurrent requests can never overspend by more than what is
-reserved. After the answer (streams and disconnects included) the reservation is corrected to the actual cost.
-Amounts are integer micro-dollars so the counters are exact.
+(``max_tokens``; else ``default_output_tokens``; else the largest output cap in the price table among the
+deployments that may serve; else 4096), priced at the most expensive of those deployments — the group's and those
+of the groups it may fall back to, because which one will serve is not known yet. That amount is reserved
+atomically in every applicable scope (all or nothing: one Lua script in Redis, one event-loop step locally), so
+concurrent requests can never overspend a budget by more than what is reserved. After the answer (errors,
+streams and client disconnects included: ``finish`` runs for all of them) the reservation is corrected to the
+actual cost. Amounts are integer micro-dollars, so counters are exact.
+
+Over a budget, the rule's ``on_exceed`` decides: ``reject`` (429 ``budget_exceeded``) or ``downgrade`` (route to
+the cheaper ``downgrade_to`` group instead, recorded in the flags). Past ``soft_usd`` a request is served but
+flagged ``budget_soft_limit``, counted (``budget_soft_alerts``) and logged once per scope and period per worker.
+A request predicted above a scope's ``max_request_usd`` needs an approval token (see ``approvals.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
-from gateway import tokens
+from gateway import approvals, tokens
 from gateway.config import BudgetConfig, BudgetRule
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Stage
+from gateway.pricing import lookup
+from gateway.stages.scopes import Scope, merge_identity, request_scopes
+from gateway.state.metrics import METRICS
+from gateway.state.types import Charge
 from gateway.types import ChatRequest
 
 log = logging.getLogger("gateway.budget")
-RESERVED = "budget_reserved"  # ctx.scratch: (keys, micro-dollars)
-
-
-def period_key(rule: BudgetRule, now: float) -> tuple[str, int]:
-    """The counter suffix for the current period, and a TTL that outlives it."""
-    if rule.window_s:
-        return f"w{rule.window_s}:{int(now // rule.window_s)}", 2 * rule.window_s
-    if rule.period == "lifetime":
-        return "all", 0
-    d = datetime.fromtimestamp(now, UTC)
-    if rule.period == "day":
-        return d.strftime("%Y-%m-%d"), 2 * 86400
-    return d.strftime("%Y-%m"), 35 * 86400
-
-
-Rules = dict[str, dict[str, BudgetRule]]  # scope -> id -> rule; scope "agent_run" uses the id "*"
-SCOPES = ("tenant", "team", "key", "tag", "agent", "agent_run")
-
-
-def rules_from_config(cfg: BudgetConfig) -> Rules:
-    return {
-        "tenant": dict(cfg.tenants),
-        "team": dict(cfg.teams),
-        "key": dict(cfg.keys),
-        "tag": dict(cfg.tags),
-        "agent": dict(cfg.agents),
-        "agent_run": {"*": cfg.agent_run} if cfg.agent_run is not None else {},
-    }
-
-
-def scopes_for(rules: Rules, ctx: RequestContext) -> list[tuple[str, str, BudgetRule]]:
-    """(label, id, rule) for every budget that applies to this request."""
-    p = ctx.principal
-    wanted: list[tuple[str, str, str]] = []  # (scope, rule id, label id)
-    if p is not None:
-        wanted += [
-            ("tenant", p.tenant, p.tenant),
-            ("team", p.team or "", p.team or ""),
-            ("key", p.name or p.key_id, p.name or p.key_id),
-        ]
-    wanted += [("tag", t, t) for t in ctx.tags or ()]
-    if ctx.agent:
-        wanted.append(("agent", ctx.agent, ctx.agent))
-        if ctx.agent_run:
-            wanted.append(("agent_run", "*", f"{ctx.agent}/{ctx.agent_run}"))
-    return [
-        (scope.replace("_", " "), label, rules[scope][rid])
-        for scope, rid, label in wanted
-        if rid in rules[scope]
-    ]
+RESERVED = "budget_reserved"  # ctx.scratch: (charges, micro-dollars)
+MICRO = 1_000_000
+SLICES = 12  # a rolling window is counted in this many time slices
+DEFAULT_OUTPUT_TOKENS = 4096
+MAX_DOWNGRADES = 3
 
 
 def to_micros(usd: float) -> int:
-    return math.ceil(usd * 1_000_000)
+    """Whole micro-dollars, rounded up so a reservation never undercounts (float noise below 0.001 is not a
+    micro-dollar: 0.025 * 1e6 is 25000.000000000004)."""
+    return math.ceil(round(usd * MICRO, 3))
+
+
+def charge_for(scope: Scope, rule: BudgetRule, now: float) -> Charge:
+    """The counter a scope's budget is kept in for the period that contains ``now`` (unix seconds, UTC)."""
+    base = f"{scope.tag}:bud"
+    limit = to_micros(rule.usd)
+    if rule.window_s:
+        step = max(1, math.ceil(rule.window_s / SLICES))
+        hi = int(now // step)
+        # slices lo..hi cover at least the last window_s seconds (at most one slice more)
+        return Charge(
+            f"{base}:w{rule.window_s}",
+            limit,
+            rule.window_s + 2 * step,
+            hi - math.ceil(rule.window_s / step),
+            hi,
+        )
+    if rule.period == "lifetime":
+        return Charge(f"{base}:life", limit)
+    d = datetime.fromtimestamp(now, UTC)
+    if rule.period == "day":
+        return Charge(f"{base}:d{d:%Y-%m-%d}", limit, 3 * 86400)
+    return Charge(f"{base}:m{d:%Y-%m}", limit, 63 * 86400)
+
+
+def period_end(rule: BudgetRule, now: float) -> float | None:
+    """When the budget's current period ends (unix seconds); None for lifetime and rolling windows."""
+    if rule.window_s or rule.period == "lifetime":
+        return None
+    d = datetime.fromtimestamp(now, UTC)
+    if rule.period == "day":
+        start = datetime(d.year, d.month, d.day, tzinfo=UTC)
+        return start.timestamp() + 86400
+    return datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=UTC).timestamp()
+
+
+def describe_period(rule: BudgetRule) -> str:
+    if rule.window_s:
+        return f"rolling {rule.window_s} s"
+    return {"day": "day (UTC)", "month": "month (UTC)", "lifetime": "lifetime"}[rule.period]
+
+
+def output_bound(req: ChatRequest, upstream_models: list[str], default: int | None) -> int:
+    """The most output tokens the request can produce: its own cap, the configured default, the price table's
+    output cap of the models that may serve (the largest), else 4096."""
+    if req.output_cap:
+        return req.output_cap
+    if default is not None:
+        return default
+    caps = [int(row["max_output"]) for m in upstream_models if (row := lookup(m)) and row.get("max_output")]
+    return max(caps) if caps else DEFAULT_OUTPUT_TOKENS
+
+
+def predicted_usd(prompt_tokens: int, output_tokens: int, prices: list[tuple[float, float]]) -> float:
+    """Worst case: the highest input and the highest output price (USD per million) among the candidates."""
+    top_in = max((p[0] for p in prices), default=0.0)
+    top_out = max((p[1] for p in prices), default=0.0)
+    return (prompt_tokens * top_in + output_tokens * top_out) / MICRO
+
+
+def reachable_groups(groups: dict[str, Any], group: str) -> list[str]:
+    """The group and every group a request to it may end up in (fallbacks, context/content fallbacks, the
+    degrade group), transitively."""
+    seen: list[str] = []
+    todo = [group]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in groups:
+            continue
+        seen.append(name)
+        g = groups[name]
+        todo += [*g.fallbacks, g.context_fallback, g.content_policy_fallback, g.on_unavailable.group]
+    return seen
 
 
 class BudgetStage(Stage):
     name = "budget"
 
-    def __init__(self, cfg: BudgetConfig, state: Any, router: Any, store: Any) -> None:
+    def __init__(self, cfg: BudgetConfig, state: Any, router: Any) -> None:
         self.cfg = cfg
         self.state = state
+        self.policies = state.policies
         self.router = router
-        self.store = store
-        self._rules = rules_from_config(cfg)
-        self._rules_at = 0.0
+        self._candidates: dict[str, list[Any]] = {}
+        self._alerted: set[str] = set()  # soft-limit counters already logged by this worker
 
-    def rules(self) -> Rules:
-        """Config rules overlaid with those set at run time through the admin API (re-read every 2 s)."""
-        now = time.monotonic()
-        if now - self._rules_at > 2.0:
-            self._rules_at = now
-            merged = rules_from_config(self.cfg)
-            for (scope, ident), rule in self.store.budgets().items():
-                merged.setdefault(scope, {})[ident] = msgspec.convert(rule, BudgetRule)
-            self._rules = merged
-        return self._rules
+    def candidates(self, group: str) -> list[Any]:
+        hit = self._candidates.get(group)
+        if hit is None:
+            names = reachable_groups(self.router.groups, group)
+            hit = self._candidates[group] = [t for n in names for t in self.router.targets[n]]
+        return hit
 
     def predict_usd(self, req: ChatRequest, group: str) -> float:
-        targets = self.router.targets[group]
-        top_in = max(t.price.input for t in targets)
-        top_out = max(t.price.output for t in targets)
-        prompt = tokens.count_request(req, targets[0].dep.model, targets[0].dep.provider)
-        return (prompt * top_in + (req.output_cap or self.cfg.default_output_tokens) * top_out) / 1_000_000
+        targets = self.candidates(group)
+        first = targets[0].dep
+        prompt = tokens.count_request(req, first.model, first.provider)
+        out = output_bound(req, [t.dep.model for t in targets], self.cfg.default_output_tokens)
+        return predicted_usd(prompt, out, [(t.price.input, t.price.output) for t in targets])
+
+    def applicable(self, ctx: RequestContext) -> list[tuple[Scope, BudgetRule]]:
+        out = []
+        for s in request_scopes(ctx):
+            rule = self.policies.budget(s.kind, *s.names)
+            if rule is not None:
+                out.append((s, rule))
+        return out
 
     async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
-        scopes = scopes_for(self.rules(), ctx)
+        merge_identity(ctx, req)
+        await self.policies.refresh()
+        scopes = self.applicable(ctx)
         if not scopes:
             return
         group = ctx.scratch["group"]
-        predicted = self.predict_usd(req, group)
-        self.check_approval(ctx, scopes, predicted)
-        amount = to_micros(predicted)
         now = time.time()
-        keyed = []
-        for label, ident, rule in scopes:
-            suffix, ttl = period_key(rule, now)
-            keyed.append((f"bud:{label}:{ident}:{suffix}", to_micros(rule.usd), ttl))
-        ok, failed, spent = await self.state.reserve(keyed, amount)
-        if not ok:
-            label, ident, rule = scopes[failed]
-            if rule.on_exceed == "downgrade" and rule.downgrade_to and rule.downgrade_to != group:
-                ctx.flags["budget_downgraded"] = {"scope": f"{label} {ident}", "to": rule.downgrade_to}
-                ctx.scratch["group"] = rule.downgrade_to
-                return await self.pre(ctx, req)
-            raise GatewayError(
-                "budget_exceeded",
-                f"The budget of {label} '{ident}' is exhausted: limit ${rule.usd:.2f} per {self._period(rule)}, "
-                f"spent ${spent / 1e6:.4f}, this request may cost up to ${predicted:.4f}. Lower max_tokens, wait "
-                "for the next period, or ask an admin to raise the budget.",
-                details={
-                    "scope": label,
-                    "id": ident,
-                    "limit_usd": rule.usd,
-                    "spent_usd": spent / 1e6,
-                    "request_max_usd": predicted,
-                },
-            )
-        ctx.scratch[RESERVED] = ([k for k, _, _ in keyed], amount)
-        for (label, ident, rule), (key, _, _) in zip(scopes, keyed, strict=True):
-            if rule.soft_usd is not None:
-                spent_now = await self.state.spent(key)
-                if spent_now > to_micros(rule.soft_usd):
-                    ctx.flags.setdefault("budget_soft_limit", []).append(f"{label} {ident}")
-                    log.warning(
-                        "soft budget passed: %s %s at $%.4f of $%.2f",
-                        label,
-                        ident,
-                        spent_now / 1e6,
-                        rule.soft_usd,
-                    )
-
-    def check_approval(
-        self, ctx: RequestContext, scopes: list[tuple[str, str, BudgetRule]], predicted: float
-    ) -> None:
-        """A request over a scope's per-request ceiling needs a single-use approval token bound to its key."""
-        over = [
-            (label, ident, r)
-            for label, ident, r in scopes
-            if r.max_request_usd is not None and predicted > r.max_request_usd
-        ]
-        if not over:
-            return
-        key_id = ctx.principal.key_id if ctx.principal else ""
         token = ctx.scratch.get("approval")
-        if token and self.store.use_approval(token, key_id, predicted):
+        for _ in range(MAX_DOWNGRADES + 1):
+            predicted = self.predict_usd(req, group)
+            amount = to_micros(predicted)
+            ceiling = self.ceiling(scopes, predicted)
+            if ceiling is not None and not token:
+                raise self.approval_required(ctx, predicted, ceiling, None)
+            charges = [charge_for(s, r, now) for s, r in scopes]
+            res = await self.state.reserve(charges, amount)
+            if res.degraded:
+                ctx.flags["state_degraded"] = True
+            if res.ok:
+                break
+            scope, rule = scopes[res.failed]
+            if rule.on_exceed == "downgrade" and rule.downgrade_to and rule.downgrade_to != group:
+                ctx.flags.setdefault("budget_downgraded", []).append(
+                    {"scope": scope.label, "from": group, "to": rule.downgrade_to}
+                )
+                group = ctx.scratch["group"] = req.model = rule.downgrade_to
+                continue
+            raise self.exceeded(scope, rule, res.spent[0], predicted, now)
+        else:  # pragma: no cover - a downgrade cycle longer than MAX_DOWNGRADES
+            raise self.exceeded(scope, rule, res.spent[0], predicted, now)
+        if ceiling is not None:
+            assert token is not None
+            if not await approvals.redeem(self.state, token, self.key_id(ctx), amount):
+                await self.state.settle(charges, -amount)
+                raise self.approval_required(ctx, predicted, ceiling, token)
             ctx.flags["cost_approved"] = round(predicted, 6)
-            return
-        label, ident, rule = over[0]
-        raise GatewayError(
-            "approval_required",
-            f"This request may cost up to ${predicted:.4f}, above the ${rule.max_request_usd:.2f} per-request "
-            f"ceiling of {label} '{ident}'. Ask an admin for an approval token (POST /admin/approvals with "
-            f'{{"key_id": "{key_id}", "max_usd": {math.ceil(predicted * 100) / 100:.2f}}}) and send it once as '
-            "the x-gateway-approval header"
-            + (" (the token sent was invalid, used or too small)." if token else "."),
-            details={"estimate_usd": predicted, "ceiling_usd": rule.max_request_usd, "key_id": key_id},
-        )
+        ctx.scratch[RESERVED] = (charges, amount)
+        left = min(c.limit - s for c, s in zip(charges, res.spent, strict=True))
+        ctx.response_headers["x-gateway-budget-remaining-usd"] = f"{max(0, left) / MICRO:.6f}"
+        self.soft_limits(ctx, scopes, charges, res.spent)
+
+    def soft_limits(
+        self,
+        ctx: RequestContext,
+        scopes: list[tuple[Scope, BudgetRule]],
+        charges: list[Charge],
+        spent: list[int],
+    ) -> None:
+        for (scope, rule), charge, s in zip(scopes, charges, spent, strict=True):
+            if rule.soft_usd is None or s <= to_micros(rule.soft_usd):
+                continue
+            ctx.flags.setdefault("budget_soft_limit", []).append(scope.label)
+            METRICS.inc("budget_soft_alerts")
+            if charge.key not in self._alerted:
+                self._alerted.add(charge.key)
+                log.warning(
+                    "budget alert: %s passed its soft limit: $%.4f of soft $%.2f / hard $%.2f per %s",
+                    scope.label,
+                    s / MICRO,
+                    rule.soft_usd,
+                    rule.usd,
+                    describe_period(rule),
+                )
 
     async def finish(self, ctx: RequestContext) -> None:
         reserved = ctx.scratch.get(RESERVED)
         if not reserved:
             return
-        keys, amount = reserved
-        await self.state.settle(keys, to_micros(ctx.cost) - amount)
+        charges, amount = reserved
+        # shielded: a cancelled request (client gone) must still give back what it did not spend
+        await asyncio.shield(self.state.settle(charges, to_micros(ctx.cost) - amount))
+
+    # ------------------------------------------------------------ decisions and their errors
 
     @staticmethod
-    def _period(rule: BudgetRule) -> str:
-        return f"{rule.window_s} s window" if rule.window_s else rule.period
+    def key_id(ctx: RequestContext) -> str:
+        return ctx.principal.key_id if ctx.principal else ""
+
+    @staticmethod
+    def ceiling(scopes: list[tuple[Scope, BudgetRule]], predicted: float) -> tuple[Scope, float] | None:
+        """The tightest per-request ceiling the prediction is over, if any."""
+        over = [
+            (s, r.max_request_usd)
+            for s, r in scopes
+            if r.max_request_usd is not None and predicted > r.max_request_usd
+        ]
+        return min(over, key=lambda x: x[1]) if over else None
+
+    def approval_required(
+        self, ctx: RequestContext, predicted: float, ceiling: tuple[Scope, float], token: str | None
+    ) -> GatewayError:
+        scope, limit = ceiling
+        key_id = self.key_id(ctx)
+        ask = math.ceil(predicted * 100) / 100
+        why = (
+            " The x-gateway-approval token sent is unknown, used, expired, for another key or too small."
+            if token
+            else ""
+        )
+        return GatewayError(
+            "approval_required",
+            f"This request may cost up to ${predicted:.4f}, above the ${limit:.2f} per-request ceiling of "
+            f"{scope.label}.{why} Lower max_tokens, or ask an admin for an approval token "
+            f'(POST /admin/approvals {{"key_id": "{key_id}", "max_usd": {ask:.2f}}}) and send it once as the '
+            "x-gateway-approval header.",
+            details={
+                "scope": scope.kind,
+                "id": scope.ident,
+                "estimate_usd": round(predicted, 6),
+                "ceiling_usd": limit,
+                "key_id": key_id,
+                "approval": {"endpoint": "POST /admin/approvals", "key_id": key_id, "max_usd": ask},
+            },
+        )
+
+    @staticmethod
+    def exceeded(scope: Scope, rule: BudgetRule, spent: int, predicted: float, now: float) -> GatewayError:
+        end = period_end(rule, now)
+        resets = f" (the period resets at {datetime.fromtimestamp(end, UTC):%Y-%m-%dT%H:%MZ})" if end else ""
+        left = max(0.0, rule.usd - spent / MICRO)
+        return GatewayError(
+            "budget_exceeded",
+            f"The budget of {scope.label} would be exceeded: limit ${rule.usd:.2f} per {describe_period(rule)}, "
+            f"spent ${spent / MICRO:.4f} (${left:.4f} left), this request may cost up to ${predicted:.4f}. "
+            f"Lower max_tokens, wait for spend to leave the period{resets}, or ask an admin to raise the budget "
+            f"(PUT /admin/budgets/{scope.kind}/{scope.ident}).",
+            details={
+                "scope": scope.kind,
+                "id": scope.ident,
+                "limit_usd": rule.usd,
+                "spent_usd": spent / MICRO,
+                "remaining_usd": round(left, 6),
+                "request_max_usd": round(predicted, 6),
+                "period": describe_period(rule),
+                "resets_at": end,
+            },
+        )

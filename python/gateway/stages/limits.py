@@ -1,44 +1,74 @@
-"""Rate limits: requests and tokens per minute, per key, tenant and model group, all-or-nothing.
+"""Rate limits: requests and tokens per window (a minute unless ``window_s`` says otherwise) per tenant, team, key,
+user, feature tag, agent, agent run and model group, checked all-or-nothing; and the provider quotas of
+deployments (``Deployment.rpm/tpm``), which the router checks before it tries one.
 
-Tokens are reserved before the call (exact prompt tokens + the request's ``max_tokens`` when given) and settled
-after it (the difference is given back, or charged as debt when the answer was longer than reserved), so
-concurrent requests can never overrun a TPM limit by more than what they reserved. Per-deployment quotas are
-enforced by the router (a deployment over its provider quota is skipped, not the request rejected).
+Buckets are GCRA (start full, refill continuously): any interval of L seconds admits at most
+``rpm + rpm * L / window_s`` requests. Tokens are reserved before the call (exact prompt tokens + the request's
+``max_tokens`` when given) and settled after it (the difference is given back, or charged as debt when the answer
+was longer than reserved), so concurrent requests can never overrun a TPM limit by more than what they reserved.
+
+Over a limit, ``on_exceed`` decides: ``reject`` (429 ``rate_limited`` naming the scope, with ``Retry-After`` and
+``x-ratelimit-*``), ``queue`` (wait up to ``max_wait_s`` for a turn, fair between callers: ``fairqueue.py``) or
+``fallback`` (when a model group's own limit is hit, route to ``fallback_group`` instead).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-import random
 import time
 from typing import Any
 
 from gateway import tokens
-from gateway.config import LimitRule, LimitsConfig
+from gateway.config import Deployment, LimitRule, LimitsConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Stage
-from gateway.state.local import LimitCheck, LimitDecision
+from gateway.stages.fairqueue import FairQueue
+from gateway.stages.scopes import Scope, merge_identity, model_scope, request_scopes
+from gateway.state.types import LimitCheck, LimitDecision, scope_tag, tag_of
 from gateway.types import ChatRequest
 
 RESERVED = "limits_reserved"  # ctx.scratch: [(check, reserved tokens)]
 
 
-def checks_for(scopes: list[tuple[str, str, LimitRule | None]], prompt_tokens: int) -> list[LimitCheck]:
-    """The buckets a request must fit in: one RPM and one TPM bucket per scope that has a rule."""
+def per(window_s: float) -> str:
+    return "minute" if window_s == 60 else f"{window_s:g} s"
+
+
+def checks_for(rules: list[tuple[Scope, LimitRule]], prompt_tokens: int) -> list[LimitCheck]:
+    """The buckets a request must fit in: one requests and one tokens bucket per scope whose rule sets them."""
     out = []
-    for key, label, rule in scopes:
-        if rule is None:
-            continue
-        per = "minute" if rule.window_s == 60 else f"{rule.window_s:g} s"
+    for s, rule in rules:
+        w = rule.window_s
         if rule.rpm:
-            name = f"{label} requests per {per}"
-            out.append(LimitCheck(f"rl:{key}:rpm", rule.rpm, rule.window_s, 1, name, "requests"))
+            name = f"{s.label} requests per {per(w)}"
+            out.append(LimitCheck(f"{s.tag}:rl:rpm:{w:g}", rule.rpm, w, 1, name, "requests"))
         if rule.tpm:
-            name = f"{label} tokens per {per}"
-            out.append(LimitCheck(f"rl:{key}:tpm", rule.tpm, rule.window_s, prompt_tokens, name, "tokens"))
+            name = f"{s.label} tokens per {per(w)}"
+            out.append(LimitCheck(f"{s.tag}:rl:tpm:{w:g}", rule.tpm, w, prompt_tokens, name, "tokens"))
     return out
+
+
+def deployment_checks(dep: Deployment, req: ChatRequest | None) -> list[LimitCheck]:
+    """A deployment's provider quota (per minute): one request, and prompt + output bound tokens."""
+    tag = scope_tag("deployment", dep.id)
+    out = []
+    if dep.rpm:
+        out.append(
+            LimitCheck(f"{tag}:quota:rpm", dep.rpm, 60.0, 1, f"deployment '{dep.id}' requests per minute")
+        )
+    if dep.tpm and req is not None:
+        n = tokens.count_request(req, dep.model, dep.provider) + (req.output_cap or 0)
+        out.append(
+            LimitCheck(f"{tag}:quota:tpm", dep.tpm, 60.0, n, f"deployment '{dep.id}' tokens", "tokens")
+        )
+    return out
+
+
+async def within_quota(state: Any, dep: Deployment, req: ChatRequest | None) -> bool:
+    """For the router: charge the deployment's quota buckets, or say it is over quota (then skip it)."""
+    checks = deployment_checks(dep, req)
+    return not checks or (await state.acquire(checks)).allowed
 
 
 def ratelimit_headers(checks: list[LimitCheck], d: LimitDecision) -> dict[str, str]:
@@ -46,7 +76,7 @@ def ratelimit_headers(checks: list[LimitCheck], d: LimitDecision) -> dict[str, s
     headers: dict[str, str] = {}
     for kind in ("requests", "tokens"):
         idx = [i for i, c in enumerate(checks) if c.kind == kind]
-        if not idx:
+        if not idx or not d.remaining:
             continue
         i = d.failed if d.failed in idx else min(idx, key=lambda j: d.remaining[j] / checks[j].capacity)
         headers[f"x-ratelimit-limit-{kind}"] = str(int(checks[i].capacity))
@@ -55,21 +85,37 @@ def ratelimit_headers(checks: list[LimitCheck], d: LimitDecision) -> dict[str, s
     return headers
 
 
-def reject(check: LimitCheck, d: LimitDecision, headers: dict[str, str]) -> GatewayError:
+def reject(
+    check: LimitCheck, d: LimitDecision, headers: dict[str, str], waited_s: float = 0.0
+) -> GatewayError:
+    kind, _, ident = tag_of(check.key).partition(":")
+    remaining = max(0, math.floor(d.remaining[d.failed])) if d.remaining else 0
+    details = {
+        "scope": kind,
+        "id": ident,
+        "limit": check.scope,
+        "capacity": check.capacity,
+        "window_s": check.window_s,
+        "remaining": remaining,
+        "requested": check.cost,
+    }
     if d.retry_after_s < 0:
         return GatewayError(
             "rate_limited",
             f"This request needs {check.cost:.0f} {check.kind}, more than the {check.scope} limit of "
             f"{check.capacity:.0f} allows at all; send a smaller request (lower max_tokens).",
             headers=headers,
+            details=details,
         )
     retry = max(1, math.ceil(d.retry_after_s))
     headers["retry-after"] = str(retry)
+    waited = f" after waiting {waited_s:.1f} s in the queue" if waited_s else ""
     return GatewayError(
         "rate_limited",
-        f"Rate limit reached for {check.scope}: limit {check.capacity:.0f}, remaining "
-        f"{max(0, math.floor(d.remaining[d.failed] if d.remaining else 0))}. Retry after {d.retry_after_s:.1f} s.",
+        f"Rate limit reached for {check.scope}{waited}: limit {check.capacity:.0f}, remaining {remaining}. "
+        f"Retry after {d.retry_after_s:.1f} s (Retry-After), or spread requests out.",
         headers=headers,
+        details={**details, "retry_after_s": round(d.retry_after_s, 3)},
     )
 
 
@@ -79,63 +125,66 @@ class LimitsStage(Stage):
     def __init__(self, cfg: LimitsConfig, state: Any) -> None:
         self.cfg = cfg
         self.state = state
-        self.waiting = 0  # requests queued in this worker right now (the queue-depth metric)
+        self.policies = state.policies
+        self.queue = FairQueue(state)
 
-    def scopes(self, ctx: RequestContext, group: str) -> list[tuple[str, str, LimitRule | None]]:
-        p = ctx.principal
-        assert p is not None
-        key_name = p.name or p.key_id
-        return [
-            (f"key:{p.key_id}", f"key '{key_name}'", self.cfg.keys.get(key_name, self.cfg.per_key)),
-            (
-                f"tenant:{p.tenant}",
-                f"tenant '{p.tenant}'",
-                self.cfg.tenants.get(p.tenant, self.cfg.per_tenant),
-            ),
-            (f"model:{group}", f"model '{group}'", self.cfg.per_model.get(group)),
-        ]
+    @property
+    def waiting(self) -> int:
+        """Requests queued in this worker right now (the queue-depth metric)."""
+        return self.queue.depth
+
+    def rules(self, ctx: RequestContext, group: str) -> list[tuple[Scope, LimitRule]]:
+        out = []
+        for s in (*request_scopes(ctx), model_scope(group)):
+            rule = self.policies.limit(s.kind, *s.names)
+            if rule is not None and (rule.rpm or rule.tpm):
+                out.append((s, rule))
+        return out
+
+    def checks(self, ctx: RequestContext, req: ChatRequest, group: str) -> tuple[list[LimitCheck], int]:
+        rules = self.rules(ctx, group)
+        reserve = 0
+        if any(r.tpm for _, r in rules):
+            reserve = tokens.count_request(req, req.model) + (req.output_cap or 0)
+        return checks_for(rules, reserve), reserve
 
     async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
+        merge_identity(ctx, req)
+        await self.policies.refresh()
         group = ctx.scratch["group"]
-        scopes = self.scopes(ctx, group)
-        if not any(r is not None for _, _, r in scopes):
+        checks, reserve = self.checks(ctx, req, group)
+        if not checks:
             return
-        needs_tokens = any(r is not None and r.tpm for _, _, r in scopes)
-        reserve = 0
-        if needs_tokens:
-            reserve = tokens.count_request(req, req.model) + (req.output_cap or 0)
-        checks = checks_for(scopes, reserve)
         d = await self.state.acquire(checks)
-        if not d.allowed and self.cfg.on_exceed == "queue":
-            d = await self.wait_in_queue(ctx, checks, d)
+        waited = 0.0
+        if not d.allowed:
+            mode = self.cfg.on_exceed
+            failed = checks[d.failed]
+            fallback = self.cfg.fallback_group
+            if mode == "queue" and 0 <= d.retry_after_s <= self.cfg.max_wait_s:
+                started = time.monotonic()
+                ctx.flags["queue_depth_at_entry"] = self.queue.depth + 1
+                caller = ctx.principal.key_id if ctx.principal else ""
+                d = await self.queue.wait(caller, checks, d, self.cfg.max_wait_s)
+                waited = time.monotonic() - started
+                ctx.flags["queued_ms"] = round(waited * 1000, 1)
+            elif (
+                mode == "fallback"
+                and fallback
+                and fallback != group
+                and tag_of(failed.key).startswith("model:")
+            ):
+                ctx.flags["rate_limit_fallback"] = {"limit": failed.scope, "from": group, "to": fallback}
+                group = ctx.scratch["group"] = req.model = fallback
+                checks, reserve = self.checks(ctx, req, group)
+                d = await self.state.acquire(checks) if checks else LimitDecision(True)
+        if d.degraded:
+            ctx.flags["state_degraded"] = True
         headers = ratelimit_headers(checks, d)
         if not d.allowed:
-            fallback = self.cfg.fallback_group
-            if self.cfg.on_exceed == "fallback" and fallback and fallback != group:
-                ctx.flags["rate_limit_fallback"] = {"limit": checks[d.failed].scope, "to": fallback}
-                ctx.scratch["group"] = fallback
-                return await self.pre(ctx, req)
-            raise reject(checks[d.failed], d, headers)
+            raise reject(checks[d.failed], d, headers, waited)
         ctx.response_headers.update(headers)
         ctx.scratch[RESERVED] = [(c, reserve) for c in checks if c.kind == "tokens"]
-
-    async def wait_in_queue(
-        self, ctx: RequestContext, checks: list[LimitCheck], d: LimitDecision
-    ) -> LimitDecision:
-        """Wait for the bucket to refill, up to ``max_wait_s``. Each waiter sleeps until its own retry time plus a
-        little jitter and tries again, so waiters are admitted roughly in arrival order as tokens come back."""
-        deadline = time.monotonic() + self.cfg.max_wait_s
-        self.waiting += 1
-        ctx.flags["queue_depth_at_entry"] = self.waiting
-        started = time.monotonic()
-        try:
-            while not d.allowed and 0 <= d.retry_after_s <= deadline - time.monotonic():
-                await asyncio.sleep(d.retry_after_s + random.uniform(0, 0.01))
-                d = await self.state.acquire(checks)
-        finally:
-            self.waiting -= 1
-        ctx.flags["queued_ms"] = round((time.monotonic() - started) * 1000, 1)
-        return d
 
     async def finish(self, ctx: RequestContext) -> None:
         reserved = ctx.scratch.get(RESERVED)

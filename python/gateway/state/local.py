@@ -1,45 +1,41 @@
-"""The in-process state backend: rate limits in the Rust core, maps and counters in this worker's memory.
+"""The in-process state backend: rate limits in the Rust core, budget counters and maps in this worker's memory.
 
 Same semantics as the Redis backend (``state/redis.py``), minus sharing: with several Granian workers and no
-Redis every worker enforces its own limits, which the gateway says loudly at start-up.
+Redis every worker enforces its own limits and budgets, which the gateway says loudly at start-up. What must be
+shared by every worker even without Redis — run-time policies, approval tokens, metrics snapshots — goes to the
+SQLite store when one is given (one file per host).
+
+Every method is atomic within the worker: there is no ``await`` between a check and its charge.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from typing import Any
 
 from gateway import _core
+from gateway.state.types import Charge, LimitCheck, LimitDecision, Reservation
 
+__all__ = ["LimitCheck", "LimitDecision", "LocalState"]
 
-@dataclass(slots=True)
-class LimitCheck:
-    """One bucket a request must fit in: ``capacity`` units per ``window_s`` seconds; ``cost`` units asked."""
-
-    key: str
-    capacity: float
-    window_s: float
-    cost: float
-    scope: str = ""  # what a reject names: "key 'a' requests/min"
-    kind: str = "requests"  # requests | tokens (for the x-ratelimit-* header names)
-
-
-@dataclass(slots=True)
-class LimitDecision:
-    allowed: bool
-    failed: int = -1  # index of the first check that did not fit
-    retry_after_s: float = 0.0
-    remaining: list[float] = field(default_factory=list)
-    reset_s: list[float] = field(default_factory=list)
+# Buckets untouched this long are forgotten (a full bucket is forgotten losslessly): longer than any window.
+IDLE_TTL_S = 7200.0
 
 
 class LocalState:
     name = "local"
 
-    def __init__(self) -> None:
-        self.limiter = _core.RateLimiter()
+    def __init__(self, store: Any = None) -> None:
+        self.limiter = _core.RateLimiter(IDLE_TTL_S)
+        self.store = store
         self.maps: dict[str, tuple[dict[str, str], float]] = {}
-        self.counters: dict[str, tuple[int, float]] = {}  # key -> (value, expiry; 0 = never)
+        self.counters: dict[
+            str, tuple[dict[int, int], float]
+        ] = {}  # key -> (slot -> micro-USD, expiry; 0 = never)
+        self.cools: dict[str, float] = {}  # deployment -> cooldown end (unix seconds)
+        self.approvals: dict[
+            str, tuple[str, int, float]
+        ] = {}  # without a store: hash -> (key id, max, expiry)
 
     # ------------------------------------------------------------ rate limits
 
@@ -51,47 +47,110 @@ class LocalState:
 
     async def adjust(self, check: LimitCheck, delta: float) -> None:
         """Give units back (delta > 0) or charge more (delta < 0) once the real cost is known."""
-        self.limiter.adjust(check.key, check.capacity, check.window_s, delta, None)
+        if delta:
+            self.limiter.adjust(check.key, check.capacity, check.window_s, delta, None)
 
-    # ------------------------------------------------------------ budgets (amounts in micro-dollars)
+    # ------------------------------------------------------------ budgets (micro-dollars)
 
-    async def reserve(self, scopes: list[tuple[str, int, int]], amount: int) -> tuple[bool, int, int]:
-        """Reserve ``amount`` in every (key, limit, ttl_s) scope or in none: (ok, failed index, spent there).
-        No await between check and charge, so it is atomic within this worker's event loop."""
+    async def reserve(self, charges: list[Charge], amount: int) -> Reservation:
+        """Reserve ``amount`` in every counter or in none."""
+        return self.reserve_now(charges, amount)
+
+    def reserve_now(
+        self, charges: list[Charge], amount: int, seed: dict[str, int] | None = None
+    ) -> Reservation:
+        """``seed``: a starting value for counters this worker has not seen (the last spend Redis reported)."""
         now = time.monotonic()
-        for i, (key, limit, _) in enumerate(scopes):
-            spent = self._spent(key, now)
-            if spent + amount > limit:
-                return False, i, spent
-        for key, _, ttl in scopes:
-            spent = self._spent(key, now)  # drops an expired period first
-            expires = self.counters.get(key, (0, 0.0))[1] or (now + ttl if ttl else 0.0)
-            self.counters[key] = (spent + amount, expires)
-        return True, -1, 0
+        spent = []
+        for i, c in enumerate(charges):
+            s = self._sum(c, now)
+            if s == 0 and seed and c.key in seed:
+                s = seed[c.key]
+                self.counters[c.key] = ({c.hi: s}, now + c.ttl_s if c.ttl_s else 0.0)
+            if amount > 0 and s + amount > c.limit:
+                return Reservation(False, i, [s])
+            spent.append(s + amount)
+        for c in charges:
+            slots, _ = self.counters.get(c.key, ({}, 0.0))
+            slots[c.hi] = slots.get(c.hi, 0) + amount
+            if c.hi > c.lo:  # a rolling window: forget slices that left it
+                for old in [f for f in slots if f < c.lo]:
+                    del slots[old]
+            self.counters[c.key] = (slots, now + c.ttl_s if c.ttl_s else 0.0)
+        return Reservation(True, -1, spent)
 
-    async def settle(self, keys: list[str], delta: int) -> None:
+    async def settle(self, charges: list[Charge], delta: int) -> None:
+        """Correct a reservation by ``delta`` (actual - reserved) in the slot each counter was charged in."""
+        if not delta:
+            return
         now = time.monotonic()
-        for key in keys:
-            _, expires = self.counters.get(key, (0, 0.0))
-            self.counters[key] = (self._spent(key, now) + delta, expires)
+        for c in charges:
+            hit = self.counters.get(c.key)
+            if hit is None or (hit[1] and hit[1] < now):
+                continue  # the period is over: nothing to correct
+            hit[0][c.hi] = hit[0].get(c.hi, 0) + delta
 
-    async def spent(self, key: str) -> int:
-        return self._spent(key, time.monotonic())
+    async def spent(self, charge: Charge) -> int:
+        return self._sum(charge, time.monotonic())
 
-    def _spent(self, key: str, now: float) -> int:
-        value, expires = self.counters.get(key, (0, 0.0))
-        if expires and expires < now:
-            del self.counters[key]
+    def _sum(self, c: Charge, now: float) -> int:
+        hit = self.counters.get(c.key)
+        if hit is None:
             return 0
-        return value
+        if hit[1] and hit[1] < now:
+            del self.counters[c.key]
+            return 0
+        slots = hit[0]
+        return sum(v for f, v in slots.items() if c.lo <= f <= c.hi)
 
     # ------------------------------------------------------------ deployment cooldowns (this worker's own)
 
     async def set_cooldown(self, deployment: str, seconds: float) -> None:
-        return None  # the worker's Health already holds it
+        self.cools[deployment] = max(self.cools.get(deployment, 0.0), time.time() + seconds)
 
-    async def cooldowns(self, deployments: list[str]) -> dict[str, float]:
-        return {}
+    async def cooldowns(self, deployments: list[str] | None = None) -> dict[str, float]:
+        """Deployment -> cooldown end (unix seconds), for those still cooling."""
+        now = time.time()
+        return {
+            d: until
+            for d, until in self.cools.items()
+            if until > now and (deployments is None or d in deployments)
+        }
+
+    # ------------------------------------------------------------ approval tokens (single use)
+
+    async def put_approval(self, token_hash: str, key_id: str, max_micros: int, ttl_s: float) -> None:
+        if self.store is not None:
+            self.store.put_approval(token_hash, key_id, max_micros / 1e6, ttl_s)
+        else:
+            self.approvals[token_hash] = (key_id, max_micros, time.time() + ttl_s)
+
+    async def take_approval(self, token_hash: str, key_id: str, cost_micros: int) -> bool:
+        """Spend the token if it is unused, unexpired, for this key and covers the cost (atomically)."""
+        if self.store is not None:
+            return bool(self.store.take_approval(token_hash, key_id, cost_micros / 1e6))
+        hit = self.approvals.get(token_hash)
+        if hit is None or hit[0] != key_id or hit[1] < cost_micros or hit[2] < time.time():
+            return False
+        del self.approvals[token_hash]
+        return True
+
+    # ------------------------------------------------------------ policies set at run time, metrics snapshots
+
+    async def load_policies(self) -> dict[tuple[str, str, str], dict[str, Any]] | None:
+        """(kind, scope, id) -> rule for every budget and limit set through the admin API."""
+        return self.store.policies() if self.store is not None else {}
+
+    async def put_policy(self, kind: str, scope: str, ident: str, rule: dict[str, Any] | None) -> None:
+        if self.store is not None:
+            self.store.put_policy(kind, scope, ident, rule)
+
+    async def publish_metrics(self, worker: str, snapshot: dict[str, Any], ttl_s: float) -> None:
+        if self.store is not None:
+            self.store.put_metrics(worker, snapshot)
+
+    async def read_metrics(self, max_age_s: float) -> dict[str, dict[str, Any]]:
+        return self.store.metrics(max_age_s) if self.store is not None else {}
 
     # ------------------------------------------------------------ small maps with a TTL (PII vaults)
 
@@ -109,6 +168,10 @@ class LocalState:
             now = time.monotonic()
             self.maps = {k: v for k, v in self.maps.items() if v[1] >= now}
         self.maps[key] = (dict(mapping), time.monotonic() + ttl_s)
+
+    @property
+    def degraded(self) -> bool:
+        return False
 
     async def close(self) -> None:
         return None

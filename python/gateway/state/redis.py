@@ -1,240 +1,488 @@
-"""The shared state backend: rate limits, budget reservations and PII vaults in Redis, so every worker of every
-replica enforces the same limits.
+"""The shared state backend: rate limits, budget reservations, cooldowns, approvals, run-time policies and PII
+vaults in Redis, so every worker of every replica enforces the same contracts.
 
-Each decision is one Lua script (atomic on the server, one round trip): token buckets are checked and charged
-all-or-nothing across every scope a request touches; budgets are reserved in every scope or in none. The server's
-clock (``TIME``) is the only clock, so replicas never disagree about refills. All keys carry the ``{gw}`` hash tag:
-on Redis Cluster they share one slot, which keeps multi-scope scripts legal (and bounds this backend to one shard).
+Each decision is one Lua script (``state/lua/*.lua``; atomic on the server, one round trip): token buckets are
+checked and charged all-or-nothing across every scope a request touches, budgets are reserved in every scope or in
+none. The server's clock (``TIME``) is the only clock, so replicas never disagree about refills.
 
-When Redis is unreachable the ``on_redis_failure`` policy decides: ``fail_open`` answers from the in-process
-backend (limits per worker, the record flagged ``state_degraded``), ``fail_closed`` rejects with 503
-``state_unavailable``. Short socket timeouts mean a dead Redis costs a request at most ~0.5 s, never a hang;
-the client reconnects on its own.
+Keys carry their scope as the Redis Cluster hash tag (``gw:{tenant:acme}:...``, see ``state/types.py``). On a
+single Redis (or a replica set) one script covers every scope of a request. With ``state.redis_cluster`` the keys
+of different scopes live on different shards, so one script runs per scope: a limit is charged scope by scope and
+given back in the scopes already charged when a later one refuses; a budget likewise. That keeps the guarantee
+that matters (no scope ever goes over) at the price of a brief, conservative over-reservation in a race.
+
+When Redis is unreachable the ``on_redis_failure`` policy decides. ``fail_open``: answer from the in-process
+backend (limits per worker; budgets continue from the last spend Redis reported and the spend counted meanwhile
+is written back when Redis returns); decisions are flagged ``degraded`` so records say ``state_degraded``.
+``fail_closed``: 503 ``state_unavailable``. Socket timeouts are short and, once Redis has failed, only one probe
+per ``PROBE_EVERY_S`` tries it again (the other requests go straight to the fallback), so an outage costs a
+request at most one timeout, never a hang; the client reconnects on its own.
+
+A call that timed out may still run later (a hung Redis works off its input when it resumes). Budget writes carry
+a deadline on the server clock and do nothing when run after it, so spend counted in-process after a timeout is
+never counted twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from importlib import resources
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.errors import GatewayError
-from gateway.state.local import LimitCheck, LimitDecision, LocalState
+from gateway.state.local import LocalState
+from gateway.state.types import Charge, LimitCheck, LimitDecision, Reservation, group_by_tag
 
 log = logging.getLogger("gateway.state")
 
-# KEYS: one bucket per check. ARGV: n, then per check capacity, window_s, cost. Returns
-# {allowed, failed_index (1-based, 0 = none), retry_after_ms, remaining..., reset_ms...}. A bucket is a hash
-# {tokens, ts_ms}; it refills at capacity/window per ms and starts full.
-ACQUIRE = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local n = tonumber(ARGV[1])
-local state, remaining, reset = {}, {}, {}
-local failed, retry = 0, 0
-for i = 1, n do
-  local cap = tonumber(ARGV[2 + (i - 1) * 3])
-  local win = tonumber(ARGV[3 + (i - 1) * 3]) * 1000
-  local cost = tonumber(ARGV[4 + (i - 1) * 3])
-  local v = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
-  local tokens = tonumber(v[1]) or cap
-  local ts = tonumber(v[2]) or now
-  tokens = math.min(cap, tokens + (now - ts) * cap / win)
-  state[i] = {tokens, cap, win, cost}
-  if failed == 0 and tokens < cost then
-    failed = i
-    if cost > cap then retry = -1 else retry = math.ceil((cost - tokens) * win / cap) end
-  end
-end
-for i = 1, n do
-  local tokens, cap, win, cost = state[i][1], state[i][2], state[i][3], state[i][4]
-  if failed == 0 then
-    tokens = tokens - cost
-    redis.call('HSET', KEYS[i], 'tokens', tostring(tokens), 'ts', now)
-    redis.call('PEXPIRE', KEYS[i], win * 2)
-  end
-  remaining[i] = tostring(tokens)
-  reset[i] = math.ceil((cap - tokens) * win / cap)
-end
-local out = {failed == 0 and 1 or 0, failed, retry}
-for i = 1, n do out[#out + 1] = remaining[i] end
-for i = 1, n do out[#out + 1] = reset[i] end
-return out
-"""
-
-# KEYS: one bucket. ARGV: capacity, window_s, delta (>0 refunds, <0 charges, may go below zero).
-ADJUST = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local cap, win, delta = tonumber(ARGV[1]), tonumber(ARGV[2]) * 1000, tonumber(ARGV[3])
-local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(v[1]) or cap
-local ts = tonumber(v[2]) or now
-tokens = math.min(cap, math.min(cap, tokens + (now - ts) * cap / win) + delta)
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
-redis.call('PEXPIRE', KEYS[1], win * 2)
-return tostring(tokens)
-"""
-
-# KEYS: one spend counter per scope (micro-dollars). ARGV: amount, then per key its limit and ttl_s (0 = none).
-# All-or-nothing: returns {1} when reserved everywhere, else {0, failed_index, spent_there}.
-RESERVE = """
-local amount = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local spent = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if spent + amount > tonumber(ARGV[2 * i]) then return {0, i, spent} end
-end
-for i = 1, #KEYS do
-  redis.call('INCRBY', KEYS[i], amount)
-  local ttl = tonumber(ARGV[2 * i + 1])
-  if ttl > 0 and redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ttl) end
-end
-return {1}
-"""
+ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+PROBE_EVERY_S = 0.5  # while Redis is down, how often one request tries it again
 
 
-def tagged(key: str) -> str:
-    return "{gw}:" + key
+def lua(name: str) -> str:
+    return resources.files("gateway.state").joinpath("lua", f"{name}.lua").read_text()
+
+
+class LateWrite(RedisError):
+    """A budget write reached Redis after its deadline and was not applied."""
+
+
+class StateUnavailable(GatewayError):
+    def __init__(self) -> None:
+        super().__init__(
+            "state_unavailable",
+            "The gateway's shared state (Redis) is unreachable and this gateway is configured to fail closed "
+            "(state.on_redis_failure: fail_closed), so it cannot check your limits and budgets; retry in a few "
+            "seconds.",
+            headers={"retry-after": "2"},
+        )
 
 
 class RedisState:
     name = "redis"
 
-    def __init__(self, url: str, on_failure: str = "fail_open") -> None:
-        self.client = aioredis.Redis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=5, max_connections=64
-        )
+    def __init__(
+        self,
+        url: str,
+        on_failure: str = "fail_open",
+        *,
+        prefix: str = "gw",
+        cluster: bool = False,
+        timeout_s: float = 0.25,
+        store: Any = None,
+    ) -> None:
+        kw: dict[str, Any] = {
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+            # one immediate retry: a pooled connection that died with a restarted Redis is replaced at once
+            "retry": Retry(NoBackoff(), 1),
+            "max_connections": 128,
+        }
+        if cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            self.client: Any = RedisCluster.from_url(url, **kw)
+        else:
+            self.client = aioredis.Redis.from_url(url, health_check_interval=5, **kw)
+        self.cluster = cluster
+        self.prefix = prefix + ":"
         self.on_failure = on_failure
-        self.local = LocalState()  # the safety net under fail_open
-        self._acquire = self.client.register_script(ACQUIRE)
-        self._adjust = self.client.register_script(ADJUST)
-        self._reserve = self.client.register_script(RESERVE)
+        self.store = store
+        self.local = LocalState(store)  # the safety net under fail_open
+        s = self.client.register_script
+        self._acquire = s(lua("acquire"))
+        self._adjust = s(lua("adjust"))
+        self._reserve = s(lua("reserve"))
+        self._settle = s(lua("settle"))
+        self._writeback = s(lua("writeback"))
+        self._cool = s(lua("cooldown"))
+        self._cools = s(lua("cooldowns"))
+        self._take = s(lua("take_approval"))
+        self.timeout_ms = timeout_s * 1000
+        self._offset_ms: float | None = None  # Redis clock - this host's clock, measured at (re)connection
         self._down_since = 0.0
+        self._probe_at = 0.0
+        self.seen: dict[str, int] = {}  # budget counter -> the last spend Redis reported (fail_open seed)
+        self.unsynced: dict[tuple[str, int, int], int] = {}  # (counter, slot, ttl) -> spend counted locally
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def _degraded(self, e: BaseException) -> None:
-        if not self._down_since:
-            log.error("redis unavailable (%s): %s", type(e).__name__, self.on_failure)
-        self._down_since = self._down_since or time.monotonic()
-        if self.on_failure == "fail_closed":
-            raise GatewayError(
-                "state_unavailable",
-                "The gateway's shared state (Redis) is unreachable and this gateway is configured to fail closed; "
-                "retry in a few seconds.",
-                headers={"retry-after": "2"},
-            ) from None
+    def k(self, key: str) -> str:
+        return self.prefix + key
 
-    def _up(self) -> None:
-        if self._down_since:
-            log.warning("redis reachable again after %.1f s", time.monotonic() - self._down_since)
-            self._down_since = 0.0
+    # ------------------------------------------------------------ health
 
     @property
     def degraded(self) -> bool:
         return bool(self._down_since)
 
+    def _usable(self) -> bool:
+        """False while Redis is known to be down, except for one probe every ``PROBE_EVERY_S``."""
+        if not self._down_since:
+            return True
+        now = time.monotonic()
+        if now >= self._probe_at:
+            self._probe_at = now + PROBE_EVERY_S
+            return True
+        return False
+
+    def _down(self, e: BaseException) -> None:
+        if not self._down_since:
+            log.error("redis unavailable (%s: %s); policy %s", type(e).__name__, e, self.on_failure)
+            self._down_since = time.monotonic()
+            self._probe_at = self._down_since + PROBE_EVERY_S
+
+    def _up(self) -> None:
+        if self._down_since:
+            log.warning("redis reachable again after %.1f s", time.monotonic() - self._down_since)
+            self._down_since = 0.0
+            self._offset_ms = None  # measure the clocks again: Redis may have moved hosts
+            self.local.counters.clear()  # a later outage starts again from what Redis reports
+            if self.unsynced:
+                self._spawn(self._flush())
+
+    def _fallback(self) -> None:
+        """Before answering a decision from the in-process backend: refuse instead under fail_closed."""
+        if self.on_failure == "fail_closed":
+            raise StateUnavailable()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # ------------------------------------------------------------ rate limits
 
     async def acquire(self, checks: list[LimitCheck], now: float | None = None) -> LimitDecision:
-        args: list[Any] = [len(checks)]
+        if not checks:
+            return LimitDecision(True)
+        if self._usable():
+            try:
+                d = await self._acquire_all(checks)
+            except ERRORS as e:
+                self._down(e)
+            else:
+                self._up()
+                return d
+        self._fallback()
+        d = await self.local.acquire(checks)
+        d.degraded = True
+        return d
+
+    async def _acquire_all(self, checks: list[LimitCheck]) -> LimitDecision:
+        if not self.cluster:
+            return await self._acquire_some(checks)
+        groups = group_by_tag([c.key for c in checks])
+        remaining = [c.capacity for c in checks]
+        reset = [0.0] * len(checks)
+        done: list[int] = []
+        for idx in groups:
+            d = await self._acquire_some([checks[i] for i in idx])
+            for j, i in enumerate(idx):
+                remaining[i], reset[i] = d.remaining[j], d.reset_s[j]
+            if not d.allowed:
+                for i in done:  # give back what the scopes before this one were charged
+                    await self._adjust_one(checks[i], checks[i].cost)
+                return LimitDecision(False, idx[d.failed], d.retry_after_s, remaining, reset)
+            done += idx
+        return LimitDecision(True, -1, 0.0, remaining, reset)
+
+    async def _acquire_some(self, checks: list[LimitCheck]) -> LimitDecision:
+        args: list[Any] = []
         for c in checks:
             args += [c.capacity, c.window_s, c.cost]
-        try:
-            out = await self._acquire(keys=[tagged(c.key) for c in checks], args=args)
-        except (RedisError, OSError) as e:
-            self._degraded(e)
-            return await self.local.acquire(checks)
-        self._up()
-        n = len(checks)
-        allowed, failed, retry_ms = int(out[0]), int(out[1]) - 1, int(out[2])
-        remaining = [float(x) for x in out[3 : 3 + n]]
-        reset = [int(x) / 1000 for x in out[3 + n : 3 + 2 * n]]
-        return LimitDecision(
-            bool(allowed), failed, -1.0 if retry_ms < 0 else retry_ms / 1000, remaining, reset
-        )
+        out = await self._acquire(keys=[self.k(c.key) for c in checks], args=args)
+        allowed, failed, retry = int(out[0]), int(out[1]) - 1, float(out[2])
+        rest = out[3:]
+        remaining = [float(rest[2 * i]) for i in range(len(checks))]
+        reset = [float(rest[2 * i + 1]) / 1000 for i in range(len(checks))]
+        return LimitDecision(bool(allowed), failed, retry if retry < 0 else retry / 1000, remaining, reset)
 
     async def adjust(self, check: LimitCheck, delta: float) -> None:
-        try:
-            await self._adjust(keys=[tagged(check.key)], args=[check.capacity, check.window_s, delta])
-        except (RedisError, OSError) as e:
-            self._degraded(e)
-            await self.local.adjust(check, delta)
-
-    # ------------------------------------------------------------ budgets (amounts in micro-dollars)
-
-    async def reserve(self, scopes: list[tuple[str, int, int]], amount: int) -> tuple[bool, int, int]:
-        """Reserve ``amount`` in every (key, limit, ttl_s) scope or in none: (ok, failed index, spent there)."""
-        args: list[Any] = [amount]
-        for _, limit, ttl in scopes:
-            args += [limit, ttl]
-        try:
-            out = await self._reserve(keys=[tagged(k) for k, _, _ in scopes], args=args)
-        except (RedisError, OSError) as e:
-            self._degraded(e)
-            return await self.local.reserve(scopes, amount)
-        self._up()
-        if int(out[0]) == 1:
-            return True, -1, 0
-        return False, int(out[1]) - 1, int(out[2])
-
-    async def settle(self, keys: list[str], delta: int) -> None:
-        """Correct a reservation by ``delta`` (actual - reserved) in every scope it was made in."""
         if not delta:
             return
-        try:
-            async with self.client.pipeline(transaction=True) as p:
-                for k in keys:
-                    p.incrby(tagged(k), delta)
-                await p.execute()
-        except (RedisError, OSError) as e:
-            self._degraded(e)
-            await self.local.settle(keys, delta)
+        if self._usable():
+            try:
+                await self._adjust_one(check, delta)
+            except ERRORS as e:
+                self._down(e)
+            else:
+                self._up()
+                return
+        await self.local.adjust(check, delta)
 
-    async def spent(self, key: str) -> int:
-        try:
-            return int(await self.client.get(tagged(key)) or 0)
-        except (RedisError, OSError) as e:
-            self._degraded(e)
-            return await self.local.spent(key)
+    async def _adjust_one(self, check: LimitCheck, delta: float) -> None:
+        await self._adjust(keys=[self.k(check.key)], args=[check.capacity, check.window_s, delta])
+
+    # ------------------------------------------------------------ budgets (micro-dollars)
+
+    async def _deadline(self) -> float:
+        """The latest moment (Redis clock, ms) a budget write may run: after it this call has timed out."""
+        if self._offset_ms is None:
+            before = time.time()
+            sec, usec = await self.client.time()
+            after = time.time()
+            self._offset_ms = (sec + usec / 1e6 - (before + after) / 2) * 1000
+        return time.time() * 1000 + self._offset_ms + self.timeout_ms
+
+    async def reserve(self, charges: list[Charge], amount: int) -> Reservation:
+        if not charges:
+            return Reservation(True)
+        if self._usable():
+            try:
+                r = await self._reserve_all(charges, amount)
+            except ERRORS as e:
+                self._down(e)
+            else:
+                self._up()
+                if r.ok:
+                    for c, s in zip(charges, r.spent, strict=True):
+                        self.seen[c.key] = s
+                return r
+        self._fallback()
+        r = self.local.reserve_now(charges, amount, seed=self.seen)
+        r.degraded = True
+        if r.ok:
+            self._unsynced(charges, amount)
+        return r
+
+    async def _reserve_all(self, charges: list[Charge], amount: int) -> Reservation:
+        if not self.cluster:
+            return await self._reserve_some(charges, amount)
+        spent = [0] * len(charges)
+        done: list[int] = []
+        for idx in group_by_tag([c.key for c in charges]):
+            r = await self._reserve_some([charges[i] for i in idx], amount)
+            if not r.ok:
+                if done:
+                    await self._settle_some([charges[i] for i in done], -amount)
+                return Reservation(False, idx[r.failed], r.spent)
+            for j, i in enumerate(idx):
+                spent[i] = r.spent[j]
+            done += idx
+        return Reservation(True, -1, spent)
+
+    async def _reserve_some(self, charges: list[Charge], amount: int) -> Reservation:
+        args: list[Any] = [await self._deadline(), amount]
+        for c in charges:
+            args += [c.limit, c.ttl_s, c.lo, c.hi]
+        out = await self._reserve(keys=[self.k(c.key) for c in charges], args=args)
+        if int(out[0]) == -1:
+            raise LateWrite("budget reservation reached redis after its deadline")
+        if int(out[0]) == 1:
+            return Reservation(True, -1, [int(x) for x in out[1:]])
+        return Reservation(False, int(out[1]) - 1, [int(out[2])])
+
+    async def settle(self, charges: list[Charge], delta: int) -> None:
+        """Correct a reservation by ``delta`` (actual - reserved). Never raises: a settle that cannot reach Redis
+        is kept and written back when it returns."""
+        if not delta or not charges:
+            return
+        if self._usable():
+            try:
+                if self.cluster:
+                    for idx in group_by_tag([c.key for c in charges]):
+                        await self._settle_some([charges[i] for i in idx], delta)
+                else:
+                    await self._settle_some(charges, delta)
+            except ERRORS as e:
+                self._down(e)
+            else:
+                self._up()
+                return
+        await self.local.settle(charges, delta)
+        self._unsynced(charges, delta)
+
+    async def _settle_some(self, charges: list[Charge], delta: int) -> None:
+        args = [await self._deadline(), delta, *(c.hi for c in charges)]
+        if int(await self._settle(keys=[self.k(c.key) for c in charges], args=args)) == -1:
+            raise LateWrite("budget correction reached redis after its deadline")
+
+    def _unsynced(self, charges: list[Charge], delta: int) -> None:
+        for c in charges:
+            slot = (c.key, c.hi, c.ttl_s)
+            self.unsynced[slot] = self.unsynced.get(slot, 0) + delta
+
+    async def _flush(self) -> None:
+        """Write the spend counted locally during an outage back to Redis."""
+        pending, self.unsynced = self.unsynced, {}
+        failed: dict[tuple[str, int, int], int] = {}
+        for (key, slot, ttl), delta in pending.items():
+            try:
+                args = [await self._deadline(), slot, delta, ttl]
+                if int(await self._writeback(keys=[self.k(key)], args=args)) == -1:
+                    raise LateWrite("write-back reached redis after its deadline")
+            except ERRORS:
+                failed[(key, slot, ttl)] = delta
+        for slot, delta in failed.items():
+            self.unsynced[slot] = self.unsynced.get(slot, 0) + delta
+        if pending:
+            log.warning(
+                "wrote back %d budget corrections counted while redis was down", len(pending) - len(failed)
+            )
+
+    async def spent(self, charge: Charge) -> int:
+        if self._usable():
+            try:
+                values = await self.client.hmget(self.k(charge.key), list(range(charge.lo, charge.hi + 1)))
+            except ERRORS as e:
+                self._down(e)
+            else:
+                self._up()
+                return sum(int(v) for v in values if v is not None)
+        return await self.local.spent(charge)
 
     # ------------------------------------------------------------ deployment cooldowns shared by every replica
 
     async def set_cooldown(self, deployment: str, seconds: float) -> None:
-        until_ms = int((time.time() + seconds) * 1000)
-        try:
-            await self.client.set(tagged(f"cool:{deployment}"), until_ms, px=max(1, int(seconds * 1000)))
-        except (RedisError, OSError) as e:
-            self._degraded(e)
+        """A 429 with Retry-After: every replica skips the deployment until then (the later end wins)."""
+        await self.local.set_cooldown(deployment, seconds)
+        if self._usable():
+            try:
+                await self._cool(keys=[self.k("{cooldowns}")], args=[deployment, max(1, int(seconds * 1000))])
+            except ERRORS as e:
+                self._down(e)
+            else:
+                self._up()
 
-    async def cooldowns(self, deployments: list[str]) -> dict[str, float]:
-        """Deployment -> cooldown end (unix seconds), for those some replica has cooled down."""
+    async def cooldowns(self, deployments: list[str] | None = None) -> dict[str, float]:
+        """Deployment -> cooldown end (unix seconds on this host's clock), for those some replica cooled."""
+        if self._usable():
+            try:
+                out = await self._cools(keys=[self.k("{cooldowns}")], args=[])
+            except ERRORS as e:
+                self._down(e)
+            else:
+                self._up()
+                now = time.time()
+                found = {out[i].decode(): now + int(out[i + 1]) / 1000 for i in range(0, len(out), 2)}
+                return {d: u for d, u in found.items() if deployments is None or d in deployments}
+        return await self.local.cooldowns(deployments)
+
+    # ------------------------------------------------------------ approval tokens (single use)
+
+    async def put_approval(self, token_hash: str, key_id: str, max_micros: int, ttl_s: float) -> None:
+        if self.store is not None:
+            self.store.put_approval(token_hash, key_id, max_micros / 1e6, ttl_s)
+        key = self.k("{approval:" + token_hash + "}")
         try:
-            values = await self.client.mget([tagged(f"cool:{d}") for d in deployments])
-        except (RedisError, OSError):
-            return {}
-        return {d: int(v) / 1000 for d, v in zip(deployments, values, strict=True) if v is not None}
+            async with self.client.pipeline(transaction=not self.cluster) as p:
+                p.hset(key, mapping={"key_id": key_id, "max": max_micros})
+                p.expire(key, max(1, int(ttl_s)))
+                await p.execute()
+        except ERRORS as e:
+            self._down(e)
+            if self.store is None:
+                raise StateUnavailable() from None
+
+    async def take_approval(self, token_hash: str, key_id: str, cost_micros: int) -> bool:
+        if self._usable():
+            try:
+                out = await self._take(
+                    keys=[self.k("{approval:" + token_hash + "}")], args=[key_id, cost_micros]
+                )
+            except ERRORS as e:
+                self._down(e)
+            else:
+                self._up()
+                if int(out) == 1:
+                    if self.store is not None:  # spent in the store too: it must not work during an outage
+                        self.store.take_approval(token_hash, key_id, cost_micros / 1e6)
+                    return True
+                return False
+        self._fallback()
+        return await self.local.take_approval(token_hash, key_id, cost_micros)
+
+    # ------------------------------------------------------------ policies set at run time, metrics snapshots
+
+    async def load_policies(self) -> dict[tuple[str, str, str], dict[str, Any]] | None:
+        """Every replica reads the policies from Redis; None while it is unreachable (keep what you have)."""
+        if not self._usable():
+            return None
+        try:
+            raw = await self.client.hgetall(self.k("{policies}"))
+        except ERRORS as e:
+            self._down(e)
+            return None
+        self._up()
+        out = {}
+        for field, value in raw.items():
+            kind, scope, ident = field.decode().split("\x1f", 2)
+            out[(kind, scope, ident)] = orjson.loads(value)
+        return out
+
+    async def put_policy(self, kind: str, scope: str, ident: str, rule: dict[str, Any] | None) -> None:
+        """Stored in the SQLite store (survives a Redis restart on this host) and in Redis (every replica)."""
+        if self.store is not None:
+            self.store.put_policy(kind, scope, ident, rule)
+        field = f"{kind}\x1f{scope}\x1f{ident}"
+        try:
+            if rule is None:
+                await self.client.hdel(self.k("{policies}"), field)
+            else:
+                await self.client.hset(self.k("{policies}"), field, orjson.dumps(rule))
+        except ERRORS as e:
+            self._down(e)
+            raise StateUnavailable() from None
+
+    async def publish_metrics(self, worker: str, snapshot: dict[str, Any], ttl_s: float) -> None:
+        if not self._usable():
+            return
+        try:
+            async with self.client.pipeline(transaction=not self.cluster) as p:
+                p.hset(self.k("{metrics}"), worker, orjson.dumps({**snapshot, "ts": time.time()}))
+                p.expire(self.k("{metrics}"), int(ttl_s * 10))
+                await p.execute()
+        except ERRORS as e:
+            self._down(e)
+
+    async def read_metrics(self, max_age_s: float) -> dict[str, dict[str, Any]]:
+        try:
+            raw = await self.client.hgetall(self.k("{metrics}"))
+        except ERRORS as e:
+            self._down(e)
+            return await self.local.read_metrics(max_age_s)
+        now = time.time()
+        snaps = {w.decode(): orjson.loads(v) for w, v in raw.items()}
+        return {w: s for w, s in snaps.items() if now - s.get("ts", 0) <= max_age_s}
 
     # ------------------------------------------------------------ small maps with a TTL (PII vaults)
 
     async def get_map(self, key: str) -> dict[str, str]:
-        try:
-            raw = await self.client.hgetall(tagged(key))
-        except (RedisError, OSError) as e:
-            self._degraded(e)
-            return await self.local.get_map(key)
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        if self._usable():
+            try:
+                raw = await self.client.hgetall(self.k("{map:" + key + "}"))
+            except ERRORS as e:
+                self._down(e)
+            else:
+                self._up()
+                return {k.decode(): v.decode() for k, v in raw.items()}
+        self._fallback()
+        return await self.local.get_map(key)
 
     async def put_map(self, key: str, mapping: dict[str, str], ttl_s: float) -> None:
-        try:
-            async with self.client.pipeline(transaction=True) as p:
-                p.hset(tagged(key), mapping=mapping)
-                p.expire(tagged(key), int(ttl_s))
-                await p.execute()
-        except (RedisError, OSError) as e:
-            self._degraded(e)
-            await self.local.put_map(key, mapping, ttl_s)
+        if self._usable():
+            try:
+                async with self.client.pipeline(transaction=not self.cluster) as p:
+                    p.hset(self.k("{map:" + key + "}"), mapping=mapping)
+                    p.expire(self.k("{map:" + key + "}"), max(1, int(ttl_s)))
+                    await p.execute()
+            except ERRORS as e:
+                self._down(e)
+            else:
+                self._up()
+                return
+        self._fallback()
+        await self.local.put_map(key, mapping, ttl_s)
 
     async def close(self) -> None:
+        if self.unsynced and not self._down_since:
+            await self._flush()
         await self.client.aclose()

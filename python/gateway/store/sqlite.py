@@ -49,12 +49,18 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_tenant_ts ON records (tenant, ts);
 CREATE INDEX IF NOT EXISTS records_request_id ON records (request_id);
-CREATE TABLE IF NOT EXISTS budgets (
+CREATE TABLE IF NOT EXISTS policies (
+    kind        TEXT NOT NULL,
     scope       TEXT NOT NULL,
     ident       TEXT NOT NULL,
     rule        TEXT NOT NULL,
     updated_at  REAL NOT NULL,
-    PRIMARY KEY (scope, ident)
+    PRIMARY KEY (kind, scope, ident)
+);
+CREATE TABLE IF NOT EXISTS worker_metrics (
+    worker      TEXT PRIMARY KEY,
+    body        TEXT NOT NULL,
+    updated_at  REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS approvals (
     token_hash  TEXT PRIMARY KEY,
@@ -186,37 +192,57 @@ class SqliteStore:
         )
         return cur.rowcount == 1
 
-    # ------------------------------------------------------------ budgets set at run time (admin API)
+    # ------------------------------------------------------------ budgets and limits set at run time (admin API)
 
-    def set_budget(self, scope: str, ident: str, rule: dict[str, Any]) -> None:
+    def put_policy(self, kind: str, scope: str, ident: str, rule: dict[str, Any] | None) -> None:
+        """``kind``: budget | limit. ``rule`` None removes it (the config value applies again)."""
+        if rule is None:
+            self.conn.execute(
+                "DELETE FROM policies WHERE kind = ? AND scope = ? AND ident = ?", (kind, scope, ident)
+            )
+            return
         self.conn.execute(
-            "INSERT OR REPLACE INTO budgets (scope, ident, rule, updated_at) VALUES (?, ?, ?, ?)",
-            (scope, ident, orjson.dumps(rule).decode(), time.time()),
+            "INSERT OR REPLACE INTO policies (kind, scope, ident, rule, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (kind, scope, ident, orjson.dumps(rule).decode(), time.time()),
         )
 
-    def budgets(self) -> dict[tuple[str, str], dict[str, Any]]:
-        return {
-            (s, i): orjson.loads(r) for s, i, r in self.conn.execute("SELECT scope, ident, rule FROM budgets")
-        }
+    def policies(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        rows = self.conn.execute("SELECT kind, scope, ident, rule FROM policies")
+        return {(k, s, i): orjson.loads(r) for k, s, i, r in rows}
 
     # ------------------------------------------------------------ approval tokens: single use, bound to a key
 
-    def create_approval(self, key_id: str, max_usd: float, ttl_s: float) -> str:
-        token = "appr-" + secrets.token_urlsafe(24)
+    def put_approval(self, token_hash: str, key_id: str, max_usd: float, ttl_s: float) -> None:
+        now = time.time()
+        self.conn.execute("DELETE FROM approvals WHERE expires_at < ?", (now - 86400,))
         self.conn.execute(
             "INSERT INTO approvals (token_hash, key_id, max_usd, expires_at) VALUES (?, ?, ?, ?)",
-            (hash_key(token), key_id, max_usd, time.time() + ttl_s),
+            (token_hash, key_id, max_usd, now + ttl_s),
         )
-        return token
 
-    def use_approval(self, token: str, key_id: str, cost_usd: float) -> bool:
+    def take_approval(self, token_hash: str, key_id: str, cost_usd: float) -> bool:
         """Atomically spends the token if it is unused, unexpired, for this key and covers ``cost_usd``."""
+        now = time.time()
         cur = self.conn.execute(
             "UPDATE approvals SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?"
             " AND key_id = ? AND max_usd >= ?",
-            (time.time(), hash_key(token), time.time(), key_id, cost_usd),
+            (now, token_hash, now, key_id, cost_usd),
         )
         return cur.rowcount == 1
+
+    # ------------------------------------------------------------ per-worker metrics snapshots (admin stats)
+
+    def put_metrics(self, worker: str, snapshot: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO worker_metrics (worker, body, updated_at) VALUES (?, ?, ?)",
+            (worker, orjson.dumps(snapshot).decode(), time.time()),
+        )
+
+    def metrics(self, max_age_s: float) -> dict[str, dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT worker, body FROM worker_metrics WHERE updated_at > ?", (time.time() - max_age_s,)
+        )
+        return {w: orjson.loads(b) for w, b in rows}
 
     # ------------------------------------------------------------ records
 
