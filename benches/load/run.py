@@ -157,7 +157,9 @@ def main() -> int:
         choices=["auth", "full", "contracts"],
         help="auth: auth, enrichment and records only; full: + PII masking, RPM/TPM limits, schema check",
     )
-    ap.add_argument("--redis", action="store_true", help="share limits and budgets through a redis-server it starts")
+    ap.add_argument(
+        "--redis", action="store_true", help="share limits and budgets through a redis-server it starts"
+    )
     ap.add_argument(
         "--routing",
         action="store_true",
