@@ -66,12 +66,11 @@ def stop(proc: subprocess.Popen[Any], timeout_s: float = 15) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def start_redis(port: int) -> subprocess.Popen[Any]:
+    """A throwaway redis-server (no persistence) on ``port``, accepting connections when this returns."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.fail("redis-server is not installed; run scripts/setup.sh --test (make test does)")
-    port = free_port()
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -80,9 +79,16 @@ def redis_url() -> Iterator[str]:
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            return proc
         except OSError:
             time.sleep(0.05)
+    raise RuntimeError("redis did not start")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    port = free_port()
+    proc = start_redis(port)
     yield f"redis://127.0.0.1:{port}/0"
     stop(proc)
 

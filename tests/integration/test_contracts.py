@@ -7,10 +7,7 @@ so a request with ``max_tokens: 20`` reserves exactly what it will cost.
 from __future__ import annotations
 
 import math
-import shutil
 import signal
-import socket
-import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +18,7 @@ import openai
 import pytest
 import redis
 
-from tests.conftest import KEY_A, base_config, free_port
+from tests.conftest import KEY_A, base_config, free_port, start_redis
 
 PER_REQUEST_USD = 20 * 1250 / 1e6  # 20 output tokens at $1,250 per million = $0.025
 
@@ -152,23 +149,6 @@ def test_rpm_limit_holds_across_two_processes(simulator, start_gateway, fresh_re
             assert e.code == "rate_limited" and "tenant 'tenant-a' requests per minute" in e.message
             assert h["x-ratelimit-limit-requests"] == "100" and h["x-ratelimit-remaining-requests"] == "0"
             assert int(h["retry-after"]) >= 1
-
-
-def start_redis(port: int) -> subprocess.Popen[Any]:
-    exe = shutil.which("redis-server")
-    assert exe is not None
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("redis did not start")
 
 
 @pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])

@@ -4,11 +4,8 @@ never a hang, spend counted meanwhile written back, reconnection on its own. Use
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +14,7 @@ import pytest
 from gateway.errors import GatewayError
 from gateway.state.redis import PROBE_EVERY_S, RedisState
 from gateway.state.types import Charge, LimitCheck
-from tests.conftest import free_port
+from tests.conftest import free_port, start_redis
 
 
 class Server:
@@ -31,20 +28,7 @@ class Server:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        exe = shutil.which("redis-server")
-        assert exe is not None
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis did not start")
+        self.proc = start_redis(self.port)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -24,29 +24,24 @@ LIMIT_SCOPES = (*BUDGET_SCOPES, "model")
 Rules = dict[str, dict[str, Any]]  # scope -> id -> rule
 
 
+FIELDS = {  # scope -> the config field holding its rules (the same names in budgets and limits)
+    "tenant": "tenants",
+    "team": "teams",
+    "key": "keys",
+    "user": "users",
+    "tag": "tags",
+    "agent": "agents",
+    "agent_run": "agent_runs",
+}
+
+
 def budget_rules(cfg: BudgetConfig) -> Rules:
-    return {
-        "tenant": dict(cfg.tenants),
-        "team": dict(cfg.teams),
-        "key": dict(cfg.keys),
-        "user": dict(cfg.users),
-        "tag": dict(cfg.tags),
-        "agent": dict(cfg.agents),
-        "agent_run": dict(cfg.agent_runs),
-    }
+    return {scope: dict(getattr(cfg, field)) for scope, field in FIELDS.items()}
 
 
 def limit_rules(cfg: LimitsConfig) -> Rules:
-    rules: Rules = {
-        "tenant": dict(cfg.tenants),
-        "team": dict(cfg.teams),
-        "key": dict(cfg.keys),
-        "user": dict(cfg.users),
-        "tag": dict(cfg.tags),
-        "agent": dict(cfg.agents),
-        "agent_run": dict(cfg.agent_runs),
-        "model": dict(cfg.per_model),
-    }
+    rules: Rules = {scope: dict(getattr(cfg, field)) for scope, field in FIELDS.items()}
+    rules["model"] = dict(cfg.per_model)
     if cfg.per_key is not None:
         rules["key"].setdefault("*", cfg.per_key)
     if cfg.per_tenant is not None:
