@@ -92,9 +92,11 @@ def test_adjust_gives_back_and_charges_debt(redis_url, backend):
         c = check("{key:k}:tpm", 100, cost=80)
         assert (await s.acquire([c])).allowed
         await s.adjust(c, 50)  # used 30 of the 80 reserved
+        await s.sync()  # corrections are batched: wait for this one
         d = await s.acquire([check("{key:k}:tpm", 100, cost=70)])
         assert d.allowed and d.remaining[0] == pytest.approx(0, abs=0.01)
         await s.adjust(c, -40)  # the answer was longer than reserved: debt
+        await s.sync()
         d = await s.acquire([check("{key:k}:tpm", 100, cost=1)])
         assert not d.allowed and d.retry_after_s == pytest.approx(41 * 0.6, abs=0.1)
         await s.adjust(check("{key:fresh}:tpm", 100), 10)  # giving back to a full bucket is a no-op

@@ -93,6 +93,9 @@ class LocalState:
     async def spent(self, charge: Charge) -> int:
         return self._sum(charge, time.monotonic())
 
+    async def sync(self) -> None:
+        """Corrections apply at once here (the Redis backend sends them in batches)."""
+
     def _sum(self, c: Charge, now: float) -> int:
         hit = self.counters.get(c.key)
         if hit is None:

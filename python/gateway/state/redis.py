@@ -18,6 +18,9 @@ is written back when Redis returns); decisions are flagged ``degraded`` so recor
 per ``PROBE_EVERY_S`` tries it again (the other requests go straight to the fallback), so an outage costs a
 request at most one timeout, never a hang; the client reconnects on its own.
 
+Corrections (budget settles, token give-backs) leave the request path: they are summed per counter and sent
+together every ``BATCH_S`` in one script call, so a request costs Redis two calls (limits, budget), not four.
+
 A call that timed out may still run later (a hung Redis works off its input when it resumes). Budget writes carry
 a deadline on the server clock and do nothing when run after it, so spend counted in-process after a timeout is
 never counted twice.
@@ -45,6 +48,7 @@ log = logging.getLogger("gateway.state")
 
 ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 PROBE_EVERY_S = 0.5  # while Redis is down, how often one request tries it again
+BATCH_S = 0.002  # corrections wait at most this long to be sent together
 
 
 def lua(name: str) -> str:
@@ -102,7 +106,7 @@ class RedisState:
         self._adjust = s(lua("adjust"))
         self._reserve = s(lua("reserve"))
         self._settle = s(lua("settle"))
-        self._writeback = s(lua("writeback"))
+        self._batch = s(lua("batch"))
         self._cool = s(lua("cooldown"))
         self._cools = s(lua("cooldowns"))
         self._take = s(lua("take_approval"))
@@ -111,8 +115,10 @@ class RedisState:
         self._down_since = 0.0
         self._probe_at = 0.0
         self.seen: dict[str, int] = {}  # budget counter -> the last spend Redis reported (fail_open seed)
-        self.unsynced: dict[tuple[str, int, int], int] = {}  # (counter, slot, ttl) -> spend counted locally
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # budget deltas Redis has not got yet: (counter, slot, ttl) -> micro-dollars
+        self.unsynced: dict[tuple[str, int, int], int] = {}
+        self.give_backs: dict[str, tuple[LimitCheck, float]] = {}  # bucket -> token corrections not yet sent
+        self._sender: asyncio.Task[None] | None = None
 
     def k(self, key: str) -> str:
         return self.prefix + key
@@ -146,17 +152,15 @@ class RedisState:
             self._offset_ms = None  # measure the clocks again: Redis may have moved hosts
             self.local.counters.clear()  # a later outage starts again from what Redis reports
             if self.unsynced:
-                self._spawn(self._flush())
+                log.warning(
+                    "writing back %d budget corrections counted while redis was down", len(self.unsynced)
+                )
+                self._schedule()
 
     def _fallback(self) -> None:
         """Before answering a decision from the in-process backend: refuse instead under fail_closed."""
         if self.on_failure == "fail_closed":
             raise StateUnavailable()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------ rate limits
 
@@ -206,17 +210,15 @@ class RedisState:
         return LimitDecision(bool(allowed), failed, retry if retry < 0 else retry / 1000, remaining, reset)
 
     async def adjust(self, check: LimitCheck, delta: float) -> None:
+        """Correct a bucket by ``delta`` tokens (sent with the next batch)."""
         if not delta:
             return
-        if self._usable():
-            try:
-                await self._adjust_one(check, delta)
-            except ERRORS as e:
-                self._down(e)
-            else:
-                self._up()
-                return
-        await self.local.adjust(check, delta)
+        if self._down_since:
+            await self.local.adjust(check, delta)
+            return
+        _, before = self.give_backs.get(check.key, (check, 0.0))
+        self.give_backs[check.key] = (check, before + delta)
+        self._schedule()
 
     async def _adjust_one(self, check: LimitCheck, delta: float) -> None:
         await self._adjust(keys=[self.k(check.key)], args=[check.capacity, check.window_s, delta])
@@ -281,26 +283,18 @@ class RedisState:
         return Reservation(False, int(out[1]) - 1, [int(out[2])])
 
     async def settle(self, charges: list[Charge], delta: int) -> None:
-        """Correct a reservation by ``delta`` (actual - reserved). Never raises: a settle that cannot reach Redis
-        is kept and written back when it returns."""
+        """Correct a reservation by ``delta`` (actual - reserved). Never raises: the correction is sent with the
+        next batch, or, while Redis is unreachable, counted locally and written back when it returns."""
         if not delta or not charges:
             return
-        if self._usable():
-            try:
-                if self.cluster:
-                    for idx in group_by_tag([c.key for c in charges]):
-                        await self._settle_some([charges[i] for i in idx], delta)
-                else:
-                    await self._settle_some(charges, delta)
-            except ERRORS as e:
-                self._down(e)
-            else:
-                self._up()
-                return
-        await self.local.settle(charges, delta)
         self._unsynced(charges, delta)
+        if self._down_since:
+            await self.local.settle(charges, delta)
+        else:
+            self._schedule()
 
     async def _settle_some(self, charges: list[Charge], delta: int) -> None:
+        """At once, not batched: gives back what a refused cluster reservation charged in other scopes."""
         args = [await self._deadline(), delta, *(c.hi for c in charges)]
         if int(await self._settle(keys=[self.k(c.key) for c in charges], args=args)) == -1:
             raise LateWrite("budget correction reached redis after its deadline")
@@ -310,25 +304,59 @@ class RedisState:
             slot = (c.key, c.hi, c.ttl_s)
             self.unsynced[slot] = self.unsynced.get(slot, 0) + delta
 
-    async def _flush(self) -> None:
-        """Write the spend counted locally during an outage back to Redis."""
-        pending, self.unsynced = self.unsynced, {}
-        failed: dict[tuple[str, int, int], int] = {}
-        for (key, slot, ttl), delta in pending.items():
+    def _schedule(self) -> None:
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send_later())
+
+    async def _send_later(self) -> None:
+        await asyncio.sleep(BATCH_S)
+        await self.sync()
+
+    async def sync(self) -> None:
+        """Send the corrections waiting for the batch now (reads that must see them call this first)."""
+        if not (self.unsynced or self.give_backs) or not self._usable():
+            return
+        budget, self.unsynced = list(self.unsynced.items()), {}
+        buckets, self.give_backs = list(self.give_backs.values()), {}
+        keys = [k for (k, _, _), _ in budget] + [c.key for c, _ in buckets]
+        groups = group_by_tag(keys) if self.cluster else [list(range(len(keys)))]
+        for n, idx in enumerate(groups):
             try:
-                args = [await self._deadline(), slot, delta, ttl]
-                if int(await self._writeback(keys=[self.k(key)], args=args)) == -1:
-                    raise LateWrite("write-back reached redis after its deadline")
-            except ERRORS:
-                failed[(key, slot, ttl)] = delta
-        for slot, delta in failed.items():
-            self.unsynced[slot] = self.unsynced.get(slot, 0) + delta
-        if pending:
-            log.warning(
-                "wrote back %d budget corrections counted while redis was down", len(pending) - len(failed)
-            )
+                await self._send(budget, buckets, keys, idx)
+            except ERRORS as e:
+                # a script is atomic and its deadline stops a late run: this group and the rest are not in Redis
+                self._down(e)
+                for i in (i for g in groups[n:] for i in g):
+                    if i < len(budget):
+                        k, delta = budget[i]
+                        self.unsynced[k] = self.unsynced.get(k, 0) + delta
+                    else:
+                        await self.local.adjust(*buckets[i - len(budget)])
+                return
+        self._up()
+
+    async def _send(
+        self,
+        budget: list[tuple[tuple[str, int, int], int]],
+        buckets: list[tuple[LimitCheck, float]],
+        keys: list[str],
+        idx: list[int],
+    ) -> None:
+        nb = sum(1 for i in idx if i < len(budget))
+        args: list[Any] = [await self._deadline(), nb]
+        for i in idx:
+            if i < len(budget):
+                (_, slot, ttl), delta = budget[i]
+                args += [slot, delta, ttl]
+        for i in idx:
+            if i >= len(budget):
+                check, delta = buckets[i - len(budget)]
+                args += [check.capacity, check.window_s, delta]
+        if int(await self._batch(keys=[self.k(keys[i]) for i in idx], args=args)) == -1:
+            raise LateWrite("corrections reached redis after their deadline")
 
     async def spent(self, charge: Charge) -> int:
+        await self.sync()
         if self._usable():
             try:
                 values = await self.client.hmget(self.k(charge.key), list(range(charge.lo, charge.hi + 1)))
@@ -483,6 +511,6 @@ class RedisState:
         await self.local.put_map(key, mapping, ttl_s)
 
     async def close(self) -> None:
-        if self.unsynced and not self._down_since:
-            await self._flush()
+        if not self._down_since:
+            await self.sync()
         await self.client.aclose()
