@@ -290,3 +290,28 @@ def test_redis_keys_carry_the_prefix_and_scope_tag(redis_url):
     asyncio.run(body())
     keys = sorted(k.decode() for k in redis.Redis.from_url(redis_url).keys(prefix + ":*"))
     assert keys == [f"{prefix}:{{tenant:acme}}:bud:life"]
+
+
+def test_corrections_made_while_a_batch_is_in_flight_are_sent_too(redis_url):
+    async def body(s: Any) -> None:
+        c = Charge("{tenant:t}:bud:life", 1_000)
+        assert (await s.reserve([c], 100)).ok
+        send = s._batch
+        calls = []
+
+        async def in_flight(**kw: Any) -> Any:  # a settle arrives while the first batch is on its way
+            calls.append(1)
+            if len(calls) == 1:
+                await s.settle([c], -20)
+            return await send(**kw)
+
+        s._batch = in_flight
+        await s.settle([c], -10)
+        for _ in range(100):  # no read forces a sync: the batches alone must deliver both
+            if len(calls) >= 2 and not s.unsynced:
+                break
+            await asyncio.sleep(0.01)
+        raw = await s.client.hvals(s.k(c.key))
+        assert sum(int(v) for v in raw) == 70
+
+    run(redis_url, "redis", body)

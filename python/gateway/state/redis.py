@@ -309,8 +309,11 @@ class RedisState:
             self._sender = asyncio.ensure_future(self._send_later())
 
     async def _send_later(self) -> None:
-        await asyncio.sleep(BATCH_S)
-        await self.sync()
+        # corrections that arrive while a batch is on its way go with the next one; while Redis is down they
+        # wait for the reconnection, which schedules them again
+        while (self.unsynced or self.give_backs) and not self._down_since:
+            await asyncio.sleep(BATCH_S)
+            await self.sync()
 
     async def sync(self) -> None:
         """Send the corrections waiting for the batch now (reads that must see them call this first)."""
