@@ -314,3 +314,23 @@ def test_fallback_mode_routes_over_limit_requests_to_another_group(
     gw = start_gateway(contract_config(simulator.url, tmp_path / "g.db", fresh_redis, stages))
     served = [ask(gw.openai(KEY_A))[1].headers["x-gateway-model"] for _ in range(6)]
     assert served[:3] == ["metered"] * 3 and served[3:] == ["mini-a"] * 3
+
+
+def test_a_reject_after_fallback_names_the_fallback_tried(simulator, start_gateway, fresh_redis, tmp_path):
+    stages = {
+        "limits": {
+            "enabled": True,
+            "on_exceed": "fallback",
+            "fallback_group": "gpt-4o-mini",
+            "per_model": {"metered": {"rpm": 1}, "gpt-4o-mini": {"rpm": 1}},
+        }
+    }
+    gw = start_gateway(contract_config(simulator.url, tmp_path / "g.db", fresh_redis, stages))
+    statuses = [ask(gw.openai(KEY_A)) for _ in range(3)]
+    assert [s for s, _ in statuses] == [200, 200, 429]  # own limit, then the fallback's, then neither
+    err = statuses[2][1]
+    assert err.code == "rate_limited"
+    assert "model 'gpt-4o-mini' requests per minute" in err.message
+    assert (
+        "the fallback 'gpt-4o-mini' was tried" in err.message and "'metered' was at its limit" in err.message
+    )

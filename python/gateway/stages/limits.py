@@ -86,7 +86,11 @@ def ratelimit_headers(checks: list[LimitCheck], d: LimitDecision) -> dict[str, s
 
 
 def reject(
-    check: LimitCheck, d: LimitDecision, headers: dict[str, str], waited_s: float = 0.0
+    check: LimitCheck,
+    d: LimitDecision,
+    headers: dict[str, str],
+    waited_s: float = 0.0,
+    fell_back: tuple[str, str] | None = None,
 ) -> GatewayError:
     kind, _, ident = tag_of(check.key).partition(":")
     remaining = max(0, math.floor(d.remaining[d.failed])) if d.remaining else 0
@@ -110,6 +114,11 @@ def reject(
     retry = max(1, math.ceil(d.retry_after_s))
     headers["retry-after"] = str(retry)
     waited = f" after waiting {waited_s:.1f} s in the queue" if waited_s else ""
+    if fell_back:
+        waited += (
+            f" (model group '{fell_back[0]}' was at its limit, so the fallback '{fell_back[1]}' was tried)"
+        )
+        details["fallback_tried"] = fell_back[1]
     return GatewayError(
         "rate_limited",
         f"Rate limit reached for {check.scope}{waited}: limit {check.capacity:.0f}, remaining {remaining}. "
@@ -157,6 +166,7 @@ class LimitsStage(Stage):
             return
         d = await self.state.acquire(checks)
         waited = 0.0
+        fell_back: tuple[str, str] | None = None
         if not d.allowed:
             mode = self.cfg.on_exceed
             failed = checks[d.failed]
@@ -175,6 +185,7 @@ class LimitsStage(Stage):
                 and tag_of(failed.key).startswith("model:")
             ):
                 ctx.flags["rate_limit_fallback"] = {"limit": failed.scope, "from": group, "to": fallback}
+                fell_back = (group, fallback)
                 group = ctx.scratch["group"] = req.model = fallback
                 checks, reserve = self.checks(ctx, req, group)
                 d = await self.state.acquire(checks) if checks else LimitDecision(True)
@@ -182,7 +193,7 @@ class LimitsStage(Stage):
             ctx.flags["state_degraded"] = True
         headers = ratelimit_headers(checks, d)
         if not d.allowed:
-            raise reject(checks[d.failed], d, headers, waited)
+            raise reject(checks[d.failed], d, headers, waited, fell_back)
         ctx.response_headers.update(headers)
         ctx.scratch[RESERVED] = [(c, reserve) for c in checks if c.kind == "tokens"]
 
