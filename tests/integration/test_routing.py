@@ -70,6 +70,10 @@ def rgw(simulator, start_gateway, tmp_path_factory):
         "hedge": {"after_ms": 100},
         "deployments": [dep(s, "hedge-slow", priority=0), dep(s, "hedge-fast", priority=1)],
     }
+    m["all-fail"] = {
+        "strategy": "priority",
+        "deployments": [dep(s, "af-a", priority=0), dep(s, "af-b", priority=1)],
+    }
     m["cheap"] = {"deployments": [dep(s, "cheap-1")]}
     m["degrading"] = {
         "on_unavailable": {"action": "downgrade", "group": "cheap"},
@@ -278,3 +282,12 @@ def test_deployment_quota_sends_overflow_to_the_next_deployment(simulator, start
         served == ["quota-a"] * 5 + ["quota-b"] * 3
     )  # the provider's quota is respected, callers still served
     assert simulator.get("/_sim/stats")["by_model"]["quota-a"]["requests"] == 5
+
+
+def test_when_every_deployment_fails_the_error_lists_what_was_tried(rgw):
+    with pytest.raises(openai.APIStatusError) as e:
+        rgw.openai().chat.completions.create(
+            model="all-fail", messages=[{"role": "user", "content": "hi [[sim:fail=503]]"}]
+        )
+    assert e.value.status_code == 503 and e.value.code == "upstream_unavailable"
+    assert "Tried 2 deployments: 503 from af-a, 503 from af-b." in e.value.message

@@ -274,7 +274,13 @@ class Router:
             ctx.flags["degraded_to"] = g.on_unavailable.group
             return await self._attempts(ctx, g.on_unavailable.group, call, degrade=False)
         if last is not None:
-            raise last.to_gateway_error()
+            err = last.to_gateway_error()
+            if len(notes) > 1:  # the caller learns that failing over was tried, and where
+                err.message += f" Tried {len(notes)} deployments: {', '.join(notes)}."
+                err.details = {**(err.details or {}), "attempts": notes}
+            if ctx.flags.get("retry_budget_exhausted"):
+                err.message += " Retries for this model are paused (too many recent failures); retry later."
+            raise err
         raise GatewayError(
             "no_healthy_deployment",
             f"Every deployment of model {group!r} is cooling down or has an open circuit; retry in a few seconds "
