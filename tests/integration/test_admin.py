@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import openai
 import pytest
 
+from gateway.admin_cli import call
 from tests.conftest import KEY_A, base_config
 
 ADMIN = "gw-admin-key-for-tests-000000000000000000"
 
 
 def admin(gw: Any, method: str, path: str, body: Any = None, key: str = ADMIN) -> tuple[int, Any]:
-    req = urllib.request.Request(
-        gw.url + path,
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return call(
+        gw.url, key, method, path, body
+    )  # the CLI's HTTP client: plain urllib, nothing of the gateway
 
 
 @pytest.fixture(scope="module")
