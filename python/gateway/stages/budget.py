@@ -23,6 +23,7 @@ import logging
 import math
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from gateway import approvals, tokens
@@ -67,10 +68,17 @@ def charge_for(scope: Scope, rule: BudgetRule, now: float) -> Charge:
         )
     if rule.period == "lifetime":
         return Charge(f"{base}:life", limit)
-    d = datetime.fromtimestamp(now, UTC)
     if rule.period == "day":
-        return Charge(f"{base}:d{d:%Y-%m-%d}", limit, 3 * 86400)
-    return Charge(f"{base}:m{d:%Y-%m}", limit, 63 * 86400)
+        return Charge(f"{base}:{period_name('day', int(now // 60))}", limit, 3 * 86400)
+    return Charge(f"{base}:{period_name('month', int(now // 60))}", limit, 63 * 86400)
+
+
+@lru_cache(maxsize=8)
+def period_name(period: str, minute: int) -> str:
+    """``d2026-11-27`` / ``m2026-11`` for the UTC minute ``minute`` (cached: formatting a date on every request
+    costs more than the rest of the budget decision)."""
+    d = datetime.fromtimestamp(minute * 60, UTC)
+    return f"d{d:%Y-%m-%d}" if period == "day" else f"m{d:%Y-%m}"
 
 
 def period_end(rule: BudgetRule, now: float) -> float | None:
