@@ -315,3 +315,22 @@ def test_corrections_made_while_a_batch_is_in_flight_are_sent_too(redis_url):
         assert sum(int(v) for v in raw) == 70
 
     run(redis_url, "redis", body)
+
+
+def test_a_read_waits_for_the_batch_on_its_way(redis_url):
+    async def body(s: Any) -> None:
+        c = Charge("{tenant:t}:bud:life", 1_000)
+        assert (await s.reserve([c], 100)).ok
+        send = s._batch
+
+        async def slow(**kw: Any) -> Any:  # the batch is on its way a while
+            await asyncio.sleep(0.05)
+            return await send(**kw)
+
+        s._batch = slow
+        await s.settle([c], -10)
+        await asyncio.sleep(0.01)  # the batch has left the queue and is being sent
+        assert not s.unsynced
+        assert await s.spent(c) == 90
+
+    run(redis_url, "redis", body)

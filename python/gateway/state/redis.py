@@ -119,6 +119,7 @@ class RedisState:
         self.unsynced: dict[tuple[str, int, int], int] = {}
         self.give_backs: dict[str, tuple[LimitCheck, float]] = {}  # bucket -> token corrections not yet sent
         self._sender: asyncio.Task[None] | None = None
+        self._sending = asyncio.Lock()  # one batch at a time: a read after sync() sees every batch applied
 
     def k(self, key: str) -> str:
         return self.prefix + key
@@ -316,7 +317,12 @@ class RedisState:
             await self.sync()
 
     async def sync(self) -> None:
-        """Send the corrections waiting for the batch now (reads that must see them call this first)."""
+        """Send the corrections waiting for the batch now, after any batch already on its way (reads that must
+        see them call this first)."""
+        async with self._sending:
+            await self._sync()
+
+    async def _sync(self) -> None:
         if not (self.unsynced or self.give_backs) or not self._usable():
             return
         budget, self.unsynced = list(self.unsynced.items()), {}
