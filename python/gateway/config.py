@@ -99,6 +99,9 @@ class ModelGroup(msgspec.Struct, forbid_unknown_fields=True):
     on_unavailable: Degrade = msgspec.field(default_factory=Degrade)
     failure_threshold: int = 5  # consecutive failures that open a deployment's circuit
     open_s: float = 30.0  # how long an open circuit stays open before a half-open probe
+    # a deployment whose requests in flight have had no answer for this long is skipped until one answers
+    # (a hang is noticed before any timeout fires); None: off. Set it above the group's slowest normal answer.
+    stall_s: float | None = None
 
 
 class KeyConfig(msgspec.Struct, forbid_unknown_fields=True):

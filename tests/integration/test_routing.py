@@ -74,6 +74,11 @@ def rgw(simulator, start_gateway, tmp_path_factory):
         "strategy": "priority",
         "deployments": [dep(s, "af-a", priority=0), dep(s, "af-b", priority=1)],
     }
+    m["stalling"] = {
+        "strategy": "priority",
+        "stall_s": 0.3,
+        "deployments": [dep(s, "stall-a", priority=0), dep(s, "stall-b", priority=1)],
+    }
     m["cheap"] = {"deployments": [dep(s, "cheap-1")]}
     m["degrading"] = {
         "on_unavailable": {"action": "downgrade", "group": "cheap"},
@@ -291,3 +296,13 @@ def test_when_every_deployment_fails_the_error_lists_what_was_tried(rgw):
         )
     assert e.value.status_code == 503 and e.value.code == "upstream_unavailable"
     assert "Tried 2 deployments: 503 from af-a, 503 from af-b." in e.value.message
+
+
+def test_a_stalled_deployment_is_routed_around_before_its_timeout(rgw):
+    client = rgw.openai(timeout=30)
+    with ThreadPoolExecutor(1) as pool:  # one request hangs on stall-a for 2 s (its timeout is 300 s)
+        slow = pool.submit(served_by, client, "stalling", "hang [[sim:latency_ms=2000@stall-a]]")
+        time.sleep(0.8)  # past stall_s (0.3 s) with no answer from stall-a
+        assert served_by(client, "stalling")[0] == "stall-b"
+        assert slow.result()[0] == "stall-a"  # the hung request itself was answered in the end
+    assert served_by(client, "stalling")[0] == "stall-a"  # it answered: back to first choice

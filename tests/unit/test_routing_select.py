@@ -114,3 +114,22 @@ def test_retry_budget_caps_retries_at_a_share_of_requests() -> None:
     for _ in range(10):
         b.request()
     assert sum(b.allow() for _ in range(100)) == 2  # the budget grows with traffic, never with failures
+
+
+def test_health_stall_needs_silence_and_clears_with_an_answer_or_when_nothing_waits():
+    from gateway.errors import UpstreamError
+    from gateway.routing.health import Health
+
+    h = Health(stall_s=1.0)
+    h.begin()
+    h.begin()
+    t0 = h.stalled_since
+    assert t0 is not None and h.available(t0 + 0.5) and not h.available(t0 + 1.5)
+    h.failure(UpstreamError(504, "timed out", timeout=True))  # a timeout is no answer: still stalled
+    h.end()
+    assert h.stalled_since == t0 and not h.available(t0 + 1.5)
+    h.success(total_ms=10)  # an answer: the one still in flight waits from now
+    assert h.stalled_since is not None and h.stalled_since > t0
+    h.end()
+    assert h.stalled_since is None and h.available(t0 + 100)  # nothing waits: nothing can be stalled
+    assert Health().available() and Health().stall_s is None  # off unless configured

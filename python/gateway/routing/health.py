@@ -3,6 +3,10 @@
 The breaker opens after ``failure_threshold`` consecutive failures, stays open for ``open_s`` seconds, then lets
 a single half-open probe through: success closes it, failure re-opens it. A 429 is a cooldown (the provider said
 when to come back), not a breaker failure.
+
+With ``stall_s`` set, a deployment whose requests in flight have had no answer for that long counts as stalled
+and is skipped until it answers or its requests end: a hung provider is routed around after ``stall_s``, not
+after each caller's timeout.
 """
 
 from __future__ import annotations
@@ -31,11 +35,21 @@ class Health:
         "probe_in_flight",
         "requests",
         "samples",
+        "stall_s",
+        "stalled_since",
         "state",
     )
 
-    def __init__(self, failure_threshold: int = 5, open_s: float = 30.0, alpha: float = 0.3) -> None:
+    def __init__(
+        self,
+        failure_threshold: int = 5,
+        open_s: float = 30.0,
+        alpha: float = 0.3,
+        stall_s: float | None = None,
+    ) -> None:
         self.failure_threshold = failure_threshold
+        self.stall_s = stall_s
+        self.stalled_since: float | None = None  # since when requests have waited here without any answer
         self.open_s = open_s
         self.alpha = alpha
         self.ewma_ttft_ms: float | None = None
@@ -55,6 +69,8 @@ class Health:
         now = time.monotonic() if now is None else now
         if now < self.cooldown_until:
             return False
+        if self.stalled(now):
+            return False
         if self.state == OPEN:
             if now - self.opened_at < self.open_s:
                 return False
@@ -64,21 +80,38 @@ class Health:
             return not self.probe_in_flight
         return True
 
+    def stalled(self, now: float) -> bool:
+        return (
+            self.stall_s is not None
+            and self.stalled_since is not None
+            and now - self.stalled_since > self.stall_s
+        )
+
     def begin(self) -> None:
         self.inflight += 1
         self.last_attempt = time.monotonic()
+        if self.stalled_since is None:
+            self.stalled_since = self.last_attempt
         self.requests += 1
         if self.state == HALF_OPEN:
             self.probe_in_flight = True
 
     def end(self) -> None:
         self.inflight -= 1
+        if self.inflight <= 0:
+            self.stalled_since = None
+
+    def answered(self) -> None:
+        """Any answer (a success, or an error other than a timeout): the others in flight wait from now."""
+        if self.stalled_since is not None:
+            self.stalled_since = time.monotonic()
 
     def success(self, total_ms: float | None = None, ttft_ms: float | None = None) -> None:
         """A call worked. Non-stream calls report their total time, streams their time to first token."""
         self.consecutive_failures = 0
         self.state = CLOSED
         self.probe_in_flight = False
+        self.answered()
         if total_ms is not None:
             self.ewma_total_ms = self._ewma(self.ewma_total_ms, total_ms)
             self.samples.append(total_ms)
@@ -89,6 +122,8 @@ class Health:
         now = time.monotonic() if now is None else now
         self.failures += 1
         self.probe_in_flight = False
+        if not err.timeout:
+            self.answered()
         if err.status == 429:
             self.cooldown_until = max(
                 self.cooldown_until, now + (err.retry_after if err.retry_after else 1.0)

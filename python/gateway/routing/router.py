@@ -42,7 +42,9 @@ class Target:
         self.provider = provider
         self.price = price_for(dep, cfg)
         self.unit_cost = self.price.input + self.price.output
-        self.health = Health(failure_threshold=group.failure_threshold, open_s=group.open_s)
+        self.health = Health(
+            failure_threshold=group.failure_threshold, open_s=group.open_s, stall_s=group.stall_s
+        )
 
     # the strategy Candidate protocol
     @property
@@ -283,8 +285,8 @@ class Router:
             raise err
         raise GatewayError(
             "no_healthy_deployment",
-            f"Every deployment of model {group!r} is cooling down or has an open circuit; retry in a few seconds "
-            "or use another model.",
+            f"Every deployment of model {group!r} is cooling down, has an open circuit or is stalled; retry in a few "
+            "seconds or use another model.",
             headers={"retry-after": "5"},
         )
 
