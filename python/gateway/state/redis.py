@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -46,6 +47,7 @@ from gateway.state.types import Charge, LimitCheck, LimitDecision, Reservation, 
 
 log = logging.getLogger("gateway.state")
 
+T = TypeVar("T")
 ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 PROBE_EVERY_S = 0.5  # while Redis is down, how often one request tries it again
 BATCH_S = 0.002  # corrections wait at most this long to be sent together
@@ -53,6 +55,13 @@ BATCH_S = 0.002  # corrections wait at most this long to be sent together
 
 def lua(name: str) -> str:
     return resources.files("gateway.state").joinpath("lua", f"{name}.lua").read_text()
+
+
+class _Unanswered:
+    """What ``_ask`` returns when Redis did not answer (known down, or the call failed)."""
+
+
+UNANSWERED = _Unanswered()
 
 
 class LateWrite(RedisError):
@@ -103,9 +112,7 @@ class RedisState:
         self.local = LocalState(store)  # the safety net under fail_open
         s = self.client.register_script
         self._acquire = s(lua("acquire"))
-        self._adjust = s(lua("adjust"))
         self._reserve = s(lua("reserve"))
-        self._settle = s(lua("settle"))
         self._batch = s(lua("batch"))
         self._cool = s(lua("cooldown"))
         self._cools = s(lua("cooldowns"))
@@ -158,6 +165,18 @@ class RedisState:
                 )
                 self._schedule()
 
+    async def _ask(self, call: Callable[[], Awaitable[T]]) -> T | _Unanswered:
+        """``call()`` against Redis unless it is known to be down; a failure marks it down, a success up."""
+        if not self._usable():
+            return UNANSWERED
+        try:
+            out = await call()
+        except ERRORS as e:
+            self._down(e)
+            return UNANSWERED
+        self._up()
+        return out
+
     def _fallback(self) -> None:
         """Before answering a decision from the in-process backend: refuse instead under fail_closed."""
         if self.on_failure == "fail_closed":
@@ -168,14 +187,9 @@ class RedisState:
     async def acquire(self, checks: list[LimitCheck], now: float | None = None) -> LimitDecision:
         if not checks:
             return LimitDecision(True)
-        if self._usable():
-            try:
-                d = await self._acquire_all(checks)
-            except ERRORS as e:
-                self._down(e)
-            else:
-                self._up()
-                return d
+        d = await self._ask(lambda: self._acquire_all(checks))
+        if not isinstance(d, _Unanswered):
+            return d
         self._fallback()
         d = await self.local.acquire(checks)
         d.degraded = True
@@ -187,16 +201,14 @@ class RedisState:
         groups = group_by_tag([c.key for c in checks])
         remaining = [c.capacity for c in checks]
         reset = [0.0] * len(checks)
-        done: list[int] = []
-        for idx in groups:
+        for n, idx in enumerate(groups):
             d = await self._acquire_some([checks[i] for i in idx])
             for j, i in enumerate(idx):
                 remaining[i], reset[i] = d.remaining[j], d.reset_s[j]
             if not d.allowed:
-                for i in done:  # give back what the scopes before this one were charged
-                    await self._adjust_one(checks[i], checks[i].cost)
+                for done in groups[:n]:  # give back what the scopes before this one were charged
+                    await self._correct([], [(checks[i], checks[i].cost) for i in done])
                 return LimitDecision(False, idx[d.failed], d.retry_after_s, remaining, reset)
-            done += idx
         return LimitDecision(True, -1, 0.0, remaining, reset)
 
     async def _acquire_some(self, checks: list[LimitCheck]) -> LimitDecision:
@@ -221,9 +233,6 @@ class RedisState:
         self.give_backs[check.key] = (check, before + delta)
         self._schedule()
 
-    async def _adjust_one(self, check: LimitCheck, delta: float) -> None:
-        await self._adjust(keys=[self.k(check.key)], args=[check.capacity, check.window_s, delta])
-
     # ------------------------------------------------------------ budgets (micro-dollars)
 
     async def _deadline(self) -> float:
@@ -238,17 +247,12 @@ class RedisState:
     async def reserve(self, charges: list[Charge], amount: int) -> Reservation:
         if not charges:
             return Reservation(True)
-        if self._usable():
-            try:
-                r = await self._reserve_all(charges, amount)
-            except ERRORS as e:
-                self._down(e)
-            else:
-                self._up()
-                if r.ok:
-                    for c, s in zip(charges, r.spent, strict=True):
-                        self.seen[c.key] = s
-                return r
+        r = await self._ask(lambda: self._reserve_all(charges, amount))
+        if not isinstance(r, _Unanswered):
+            if r.ok:
+                for c, s in zip(charges, r.spent, strict=True):
+                    self.seen[c.key] = s
+            return r
         self._fallback()
         r = self.local.reserve_now(charges, amount, seed=self.seen)
         r.degraded = True
@@ -260,16 +264,17 @@ class RedisState:
         if not self.cluster:
             return await self._reserve_some(charges, amount)
         spent = [0] * len(charges)
-        done: list[int] = []
-        for idx in group_by_tag([c.key for c in charges]):
+        groups = group_by_tag([c.key for c in charges])
+        for n, idx in enumerate(groups):
             r = await self._reserve_some([charges[i] for i in idx], amount)
             if not r.ok:
-                if done:
-                    await self._settle_some([charges[i] for i in done], -amount)
+                for done in groups[:n]:  # give back what the scopes before this one reserved
+                    await self._correct(
+                        [((c.key, c.hi, c.ttl_s), -amount) for c in (charges[i] for i in done)], []
+                    )
                 return Reservation(False, idx[r.failed], r.spent)
             for j, i in enumerate(idx):
                 spent[i] = r.spent[j]
-            done += idx
         return Reservation(True, -1, spent)
 
     async def _reserve_some(self, charges: list[Charge], amount: int) -> Reservation:
@@ -293,12 +298,6 @@ class RedisState:
             await self.local.settle(charges, delta)
         else:
             self._schedule()
-
-    async def _settle_some(self, charges: list[Charge], delta: int) -> None:
-        """At once, not batched: gives back what a refused cluster reservation charged in other scopes."""
-        args = [await self._deadline(), delta, *(c.hi for c in charges)]
-        if int(await self._settle(keys=[self.k(c.key) for c in charges], args=args)) == -1:
-            raise LateWrite("budget correction reached redis after its deadline")
 
     def _unsynced(self, charges: list[Charge], delta: int) -> None:
         for c in charges:
@@ -329,79 +328,63 @@ class RedisState:
         buckets, self.give_backs = list(self.give_backs.values()), {}
         keys = [k for (k, _, _), _ in budget] + [c.key for c, _ in buckets]
         groups = group_by_tag(keys) if self.cluster else [list(range(len(keys)))]
+        nb = len(budget)
         for n, idx in enumerate(groups):
             try:
-                await self._send(budget, buckets, keys, idx)
+                await self._correct(
+                    [budget[i] for i in idx if i < nb], [buckets[i - nb] for i in idx if i >= nb]
+                )
             except ERRORS as e:
                 # a script is atomic and its deadline stops a late run: this group and the rest are not in Redis
                 self._down(e)
                 for i in (i for g in groups[n:] for i in g):
-                    if i < len(budget):
+                    if i < nb:
                         k, delta = budget[i]
                         self.unsynced[k] = self.unsynced.get(k, 0) + delta
                     else:
-                        await self.local.adjust(*buckets[i - len(budget)])
+                        await self.local.adjust(*buckets[i - nb])
                 return
         self._up()
 
-    async def _send(
-        self,
-        budget: list[tuple[tuple[str, int, int], int]],
-        buckets: list[tuple[LimitCheck, float]],
-        keys: list[str],
-        idx: list[int],
+    async def _correct(
+        self, budget: list[tuple[tuple[str, int, int], int]], buckets: list[tuple[LimitCheck, float]]
     ) -> None:
-        nb = sum(1 for i in idx if i < len(budget))
-        args: list[Any] = [await self._deadline(), nb]
-        for i in idx:
-            if i < len(budget):
-                (_, slot, ttl), delta = budget[i]
-                args += [slot, delta, ttl]
-        for i in idx:
-            if i >= len(budget):
-                check, delta = buckets[i - len(budget)]
-                args += [check.capacity, check.window_s, delta]
-        if int(await self._batch(keys=[self.k(keys[i]) for i in idx], args=args)) == -1:
+        """One ``batch.lua`` call (keys of one hash slot on a cluster): budget deltas per (counter, slot, ttl),
+        then token-bucket corrections."""
+        args: list[Any] = [await self._deadline(), len(budget)]
+        for (_, slot, ttl), delta in budget:
+            args += [slot, delta, ttl]
+        for check, delta in buckets:
+            args += [check.capacity, check.window_s, delta]
+        keys = [self.k(key) for (key, _, _), _ in budget] + [self.k(c.key) for c, _ in buckets]
+        if int(await self._batch(keys=keys, args=args)) == -1:
             raise LateWrite("corrections reached redis after their deadline")
 
     async def spent(self, charge: Charge) -> int:
         await self.sync()
-        if self._usable():
-            try:
-                values = await self.client.hmget(self.k(charge.key), list(range(charge.lo, charge.hi + 1)))
-            except ERRORS as e:
-                self._down(e)
-            else:
-                self._up()
-                return sum(int(v) for v in values if v is not None)
-        return await self.local.spent(charge)
+        values = await self._ask(
+            lambda: self.client.hmget(self.k(charge.key), list(range(charge.lo, charge.hi + 1)))
+        )
+        if isinstance(values, _Unanswered):
+            return await self.local.spent(charge)
+        return sum(int(v) for v in values if v is not None)
 
     # ------------------------------------------------------------ deployment cooldowns shared by every replica
 
     async def set_cooldown(self, deployment: str, seconds: float) -> None:
         """A 429 with Retry-After: every replica skips the deployment until then (the later end wins)."""
         await self.local.set_cooldown(deployment, seconds)
-        if self._usable():
-            try:
-                await self._cool(keys=[self.k("{cooldowns}")], args=[deployment, max(1, int(seconds * 1000))])
-            except ERRORS as e:
-                self._down(e)
-            else:
-                self._up()
+        ms = max(1, int(seconds * 1000))
+        await self._ask(lambda: self._cool(keys=[self.k("{cooldowns}")], args=[deployment, ms]))
 
     async def cooldowns(self, deployments: list[str] | None = None) -> dict[str, float]:
         """Deployment -> cooldown end (unix seconds on this host's clock), for those some replica cooled."""
-        if self._usable():
-            try:
-                out = await self._cools(keys=[self.k("{cooldowns}")], args=[])
-            except ERRORS as e:
-                self._down(e)
-            else:
-                self._up()
-                now = time.time()
-                found = {out[i].decode(): now + int(out[i + 1]) / 1000 for i in range(0, len(out), 2)}
-                return {d: u for d, u in found.items() if deployments is None or d in deployments}
-        return await self.local.cooldowns(deployments)
+        out = await self._ask(lambda: self._cools(keys=[self.k("{cooldowns}")], args=[]))
+        if isinstance(out, _Unanswered):
+            return await self.local.cooldowns(deployments)
+        now = time.time()
+        found = {out[i].decode(): now + int(out[i + 1]) / 1000 for i in range(0, len(out), 2)}
+        return {d: u for d, u in found.items() if deployments is None or d in deployments}
 
     # ------------------------------------------------------------ approval tokens (single use)
 
@@ -420,35 +403,24 @@ class RedisState:
                 raise StateUnavailable() from None
 
     async def take_approval(self, token_hash: str, key_id: str, cost_micros: int) -> bool:
-        if self._usable():
-            try:
-                out = await self._take(
-                    keys=[self.k("{approval:" + token_hash + "}")], args=[key_id, cost_micros]
-                )
-            except ERRORS as e:
-                self._down(e)
-            else:
-                self._up()
-                if int(out) == 1:
-                    if self.store is not None:  # spent in the store too: it must not work during an outage
-                        self.store.take_approval(token_hash, key_id, cost_micros / 1e6)
-                    return True
-                return False
-        self._fallback()
-        return await self.local.take_approval(token_hash, key_id, cost_micros)
+        key = self.k("{approval:" + token_hash + "}")
+        out = await self._ask(lambda: self._take(keys=[key], args=[key_id, cost_micros]))
+        if isinstance(out, _Unanswered):
+            self._fallback()
+            return await self.local.take_approval(token_hash, key_id, cost_micros)
+        if int(out) != 1:
+            return False
+        if self.store is not None:  # spent in the store too: it must not work during an outage
+            self.store.take_approval(token_hash, key_id, cost_micros / 1e6)
+        return True
 
     # ------------------------------------------------------------ policies set at run time, metrics snapshots
 
     async def load_policies(self) -> dict[tuple[str, str, str], dict[str, Any]] | None:
         """Every replica reads the policies from Redis; None while it is unreachable (keep what you have)."""
-        if not self._usable():
+        raw = await self._ask(lambda: self.client.hgetall(self.k("{policies}")))
+        if isinstance(raw, _Unanswered):
             return None
-        try:
-            raw = await self.client.hgetall(self.k("{policies}"))
-        except ERRORS as e:
-            self._down(e)
-            return None
-        self._up()
         out = {}
         for field, value in raw.items():
             kind, scope, ident = field.decode().split("\x1f", 2)
@@ -470,15 +442,10 @@ class RedisState:
             raise StateUnavailable() from None
 
     async def publish_metrics(self, worker: str, snapshot: dict[str, Any], ttl_s: float) -> None:
-        if not self._usable():
-            return
-        try:
-            async with self.client.pipeline(transaction=not self.cluster) as p:
-                p.hset(self.k("{metrics}"), worker, orjson.dumps({**snapshot, "ts": time.time()}))
-                p.expire(self.k("{metrics}"), int(ttl_s * 10))
-                await p.execute()
-        except ERRORS as e:
-            self._down(e)
+        p = self.client.pipeline(transaction=not self.cluster)
+        p.hset(self.k("{metrics}"), worker, orjson.dumps({**snapshot, "ts": time.time()}))
+        p.expire(self.k("{metrics}"), int(ttl_s * 10))
+        await self._ask(p.execute)
 
     async def read_metrics(self, max_age_s: float) -> dict[str, dict[str, Any]]:
         try:
@@ -493,31 +460,19 @@ class RedisState:
     # ------------------------------------------------------------ small maps with a TTL (PII vaults)
 
     async def get_map(self, key: str) -> dict[str, str]:
-        if self._usable():
-            try:
-                raw = await self.client.hgetall(self.k("{map:" + key + "}"))
-            except ERRORS as e:
-                self._down(e)
-            else:
-                self._up()
-                return {k.decode(): v.decode() for k, v in raw.items()}
-        self._fallback()
-        return await self.local.get_map(key)
+        raw = await self._ask(lambda: self.client.hgetall(self.k("{map:" + key + "}")))
+        if isinstance(raw, _Unanswered):
+            self._fallback()
+            return await self.local.get_map(key)
+        return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def put_map(self, key: str, mapping: dict[str, str], ttl_s: float) -> None:
-        if self._usable():
-            try:
-                async with self.client.pipeline(transaction=not self.cluster) as p:
-                    p.hset(self.k("{map:" + key + "}"), mapping=mapping)
-                    p.expire(self.k("{map:" + key + "}"), max(1, int(ttl_s)))
-                    await p.execute()
-            except ERRORS as e:
-                self._down(e)
-            else:
-                self._up()
-                return
-        self._fallback()
-        await self.local.put_map(key, mapping, ttl_s)
+        p = self.client.pipeline(transaction=not self.cluster)
+        p.hset(self.k("{map:" + key + "}"), mapping=mapping)
+        p.expire(self.k("{map:" + key + "}"), max(1, int(ttl_s)))
+        if isinstance(await self._ask(p.execute), _Unanswered):
+            self._fallback()
+            await self.local.put_map(key, mapping, ttl_s)
 
     async def close(self) -> None:
         if not self._down_since:

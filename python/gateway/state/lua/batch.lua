@@ -12,7 +12,7 @@ for i = 1, nb do
   redis.call('HINCRBY', KEYS[i], ARGV[b], ARGV[b + 1])
   if tonumber(ARGV[b + 2]) > 0 and redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[b + 2]) end
 end
--- token buckets, as adjust.lua: delta > 0 gives back (never beyond full), delta < 0 charges (may go into debt)
+-- token buckets: delta > 0 gives back (never beyond full), delta < 0 charges (may go into debt)
 local base = 3 * nb + 2
 for i = nb + 1, #KEYS do
   local b = base + 3 * (i - nb) - 2
