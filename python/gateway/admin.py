@@ -34,10 +34,11 @@ import orjson
 
 from gateway import approvals
 from gateway.config import BudgetRule, LimitRule
+from gateway.dialects.openai import error_body
 from gateway.errors import GatewayError
 from gateway.stages.auth import key_from_headers
 from gateway.stages.budget import MICRO, charge_for, describe_period, period_end
-from gateway.stages.scopes import admin_scope
+from gateway.stages.scopes import TENANT_SCOPED, admin_scope
 from gateway.state.metrics import MAX_AGE_S, METRICS, total
 from gateway.state.policies import BUDGET_SCOPES, LIMIT_SCOPES
 
@@ -58,11 +59,8 @@ async def handle(gw: Any, scope: Any, proto: Any) -> int:
             )
         status, body = await route(gw, scope.method, scope.path, scope.query_string, proto)
     except GatewayError as e:
-        status = e.status
-        err: dict[str, Any] = {"message": e.message, "type": e.type, "param": e.param, "code": e.code}
-        if e.details:
-            err["details"] = e.details
-        body = {"error": err}
+        proto.response_bytes(e.status, JSON, error_body(e))
+        return e.status
     proto.response_bytes(status, JSON, orjson.dumps(body))
     return status
 
@@ -93,7 +91,7 @@ async def route(gw: Any, method: str, path: str, query_string: str, proto: Any) 
         return 200, await stats(gw)
     raise GatewayError(
         "not_found",
-        f"No admin route for {method} {path}; see the admin API in docs/errors.md and python/gateway/admin.py.",
+        f"No admin route for {method} {path}; see the Admin API section of the README.",
     )
 
 
@@ -144,7 +142,7 @@ async def rules(
         raise GatewayError(
             "invalid_request", f"Unknown {kind} scope {scope_name!r}; one of {', '.join(scopes)}."
         )
-    if query.get("tenant") and scope_name in ("user", "tag", "agent", "agent_run"):
+    if query.get("tenant") and scope_name in TENANT_SCOPED:
         ident = admin_scope(scope_name, ident, query["tenant"]).ident
     if method == "DELETE":
         await policies.put(kind, scope_name, ident, None)
@@ -195,7 +193,7 @@ async def spend(gw: Any, kind: str, ident: str, tenant: str | None) -> dict[str,
     if kind == "key":
         ident = _key_id(gw, ident)
     scope = admin_scope(kind, ident, tenant)
-    if kind in ("user", "tag", "agent", "agent_run") and "/" not in scope.ident:
+    if kind in TENANT_SCOPED and "/" not in scope.ident:
         raise GatewayError(
             "invalid_request",
             f"{kind} ids are per tenant: use id=tenant/{ident} or add &tenant=…",

@@ -8,6 +8,7 @@ usage is flagged ``estimated``.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import msgspec
 
@@ -43,3 +44,13 @@ def count_request(req: ChatRequest, model: str, provider: str | None = None) -> 
         return n
     # Providers with a private tokenizer: scale the o200k count by the estimator's ratio for this text.
     return round(n * 1.1)
+
+
+def prompt_tokens(ctx: Any, req: ChatRequest, model: str, provider: str | None = None) -> int:
+    """``count_request``, once per request and tokenizer (kept in ``ctx.scratch``): the limits and budget stages
+    both need the prompt's size before the call."""
+    key = ("prompt_tokens", _core.encoding_for_model(model), provider in EXACT_PROVIDERS)
+    n: int | None = ctx.scratch.get(key)
+    if n is None:
+        n = ctx.scratch[key] = count_request(req, model, provider)
+    return n

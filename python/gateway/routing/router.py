@@ -26,6 +26,7 @@ from gateway.providers import make_provider
 from gateway.providers.base import Provider
 from gateway.routing.health import Health
 from gateway.routing.select import Caller, eligible, fits_context, order
+from gateway.stages.limits import within_quota
 from gateway.state.metrics import METRICS
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
 
@@ -343,8 +344,6 @@ class Router:
         request goes elsewhere instead of collecting a 429. Tokens are charged as prompt + output bound."""
         if self.state is None:
             return True
-        from gateway.stages.limits import within_quota
-
         return await within_quota(self.state, t.dep, ctx.req)
 
     def _charge_cancelled(self, ctx: RequestContext, t: Target) -> None:

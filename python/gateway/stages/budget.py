@@ -32,7 +32,7 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Stage
 from gateway.pricing import lookup
-from gateway.stages.scopes import Scope, merge_identity, request_scopes
+from gateway.stages.scopes import Scope, scopes_of
 from gateway.state.metrics import METRICS
 from gateway.state.types import Charge
 from gateway.types import ChatRequest
@@ -149,32 +149,31 @@ class BudgetStage(Stage):
             hit = self._candidates[group] = [t for n in names for t in self.router.targets[n]]
         return hit
 
-    def predict_usd(self, req: ChatRequest, group: str) -> float:
+    def predict_usd(self, ctx: RequestContext, req: ChatRequest, group: str) -> float:
         targets = self.candidates(group)
         first = targets[0].dep
-        prompt = tokens.count_request(req, first.model, first.provider)
+        prompt = tokens.prompt_tokens(ctx, req, first.model, first.provider)
         out = output_bound(req, [t.dep.model for t in targets], self.cfg.default_output_tokens)
         return predicted_usd(prompt, out, [(t.price.input, t.price.output) for t in targets])
 
-    def applicable(self, ctx: RequestContext) -> list[tuple[Scope, BudgetRule]]:
+    def applicable(self, ctx: RequestContext, req: ChatRequest) -> list[tuple[Scope, BudgetRule]]:
         out = []
-        for s in request_scopes(ctx):
+        for s in scopes_of(ctx, req):
             rule = self.policies.budget(s.kind, *s.names)
             if rule is not None:
                 out.append((s, rule))
         return out
 
     async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
-        merge_identity(ctx, req)
         await self.policies.refresh()
-        scopes = self.applicable(ctx)
+        scopes = self.applicable(ctx, req)
         if not scopes:
             return
         group = ctx.scratch["group"]
         now = time.time()
         token = ctx.scratch.get("approval")
         for _ in range(MAX_DOWNGRADES + 1):
-            predicted = self.predict_usd(req, group)
+            predicted = self.predict_usd(ctx, req, group)
             amount = to_micros(predicted)
             ceiling = self.ceiling(scopes, predicted)
             if ceiling is not None and not token:

@@ -24,7 +24,7 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Stage
 from gateway.stages.fairqueue import FairQueue
-from gateway.stages.scopes import Scope, merge_identity, model_scope, request_scopes
+from gateway.stages.scopes import Scope, model_scope, scopes_of
 from gateway.state.types import LimitCheck, LimitDecision, scope_tag, tag_of
 from gateway.types import ChatRequest
 
@@ -142,23 +142,22 @@ class LimitsStage(Stage):
         """Requests queued in this worker right now (the queue-depth metric)."""
         return self.queue.depth
 
-    def rules(self, ctx: RequestContext, group: str) -> list[tuple[Scope, LimitRule]]:
+    def rules(self, ctx: RequestContext, req: ChatRequest, group: str) -> list[tuple[Scope, LimitRule]]:
         out = []
-        for s in (*request_scopes(ctx), model_scope(group)):
+        for s in (*scopes_of(ctx, req), model_scope(group)):
             rule = self.policies.limit(s.kind, *s.names)
             if rule is not None and (rule.rpm or rule.tpm):
                 out.append((s, rule))
         return out
 
     def checks(self, ctx: RequestContext, req: ChatRequest, group: str) -> tuple[list[LimitCheck], int]:
-        rules = self.rules(ctx, group)
+        rules = self.rules(ctx, req, group)
         reserve = 0
         if any(r.tpm for _, r in rules):
-            reserve = tokens.count_request(req, req.model) + (req.output_cap or 0)
+            reserve = tokens.prompt_tokens(ctx, req, req.model) + (req.output_cap or 0)
         return checks_for(rules, reserve), reserve
 
     async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
-        merge_identity(ctx, req)
         await self.policies.refresh()
         group = ctx.scratch["group"]
         checks, reserve = self.checks(ctx, req, group)

@@ -17,6 +17,7 @@ from gateway.context import RequestContext
 from gateway.state.types import scope_tag
 from gateway.types import ChatRequest
 
+TENANT_SCOPED = ("user", "tag", "agent", "agent_run")  # ids the caller chooses: counted per tenant
 MAX_TAGS = 8  # each tag is one more counter per request: a caller cannot make a request arbitrarily expensive
 
 
@@ -75,6 +76,15 @@ def request_scopes(ctx: RequestContext) -> list[Scope]:
     return out
 
 
+def scopes_of(ctx: RequestContext, req: ChatRequest) -> list[Scope]:
+    """The request's scopes, worked out once per request (the limits and budget stages both need them)."""
+    hit: list[Scope] | None = ctx.scratch.get("scopes")
+    if hit is None:
+        merge_identity(ctx, req)
+        hit = ctx.scratch["scopes"] = request_scopes(ctx)
+    return hit
+
+
 def model_scope(group: str) -> Scope:
     return Scope("model", group, (group,), f"model '{group}'")
 
@@ -82,9 +92,9 @@ def model_scope(group: str) -> Scope:
 def admin_scope(kind: str, ident: str, tenant: str | None) -> Scope:
     """The scope an admin names in ``/admin/spend``: caller-chosen ids need their tenant (``acme/search`` or
     ``?tenant=acme``)."""
-    if kind in ("user", "tag", "agent", "agent_run") and tenant and not ident.startswith(tenant + "/"):
+    if kind in TENANT_SCOPED and tenant and not ident.startswith(tenant + "/"):
         ident = f"{tenant}/{ident}"
-    bare = ident.split("/", 1)[1] if kind in ("user", "tag", "agent", "agent_run") and "/" in ident else ident
+    bare = ident.split("/", 1)[1] if kind in TENANT_SCOPED and "/" in ident else ident
     names = (ident, bare) if bare != ident else (ident,)
     if kind == "agent_run" and "/" in bare:
         names = (*names, bare.split("/", 1)[0])

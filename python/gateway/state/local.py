@@ -16,8 +16,6 @@ from typing import Any
 from gateway import _core
 from gateway.state.types import Charge, LimitCheck, LimitDecision, Reservation
 
-__all__ = ["LimitCheck", "LimitDecision", "LocalState"]
-
 # Buckets untouched this long are forgotten (a full bucket is forgotten losslessly): longer than any window.
 IDLE_TTL_S = 7200.0
 
@@ -29,13 +27,11 @@ class LocalState:
         self.limiter = _core.RateLimiter(IDLE_TTL_S)
         self.store = store
         self.maps: dict[str, tuple[dict[str, str], float]] = {}
-        self.counters: dict[
-            str, tuple[dict[int, int], float]
-        ] = {}  # key -> (slot -> micro-USD, expiry; 0 = never)
+        # budget counter -> (slot -> micro-dollars, expiry; 0 = never)
+        self.counters: dict[str, tuple[dict[int, int], float]] = {}
         self.cools: dict[str, float] = {}  # deployment -> cooldown end (unix seconds)
-        self.approvals: dict[
-            str, tuple[str, int, float]
-        ] = {}  # without a store: hash -> (key id, max, expiry)
+        # approval tokens when there is no store: hash -> (key id, max micro-dollars, expiry)
+        self.approvals: dict[str, tuple[str, int, float]] = {}
 
     # ------------------------------------------------------------ rate limits
 
