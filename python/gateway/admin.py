@@ -36,8 +36,9 @@ from gateway import approvals
 from gateway.config import BudgetRule, LimitRule
 from gateway.dialects.openai import error_body
 from gateway.errors import GatewayError
+from gateway.pricing import MICRO
 from gateway.stages.auth import key_from_headers
-from gateway.stages.budget import MICRO, charge_for, describe_period, period_end
+from gateway.stages.budget import charge_for, describe_period, period_end
 from gateway.stages.scopes import TENANT_SCOPED, admin_scope
 from gateway.state.metrics import MAX_AGE_S, METRICS, total
 from gateway.state.policies import BUDGET_SCOPES, LIMIT_SCOPES

@@ -10,9 +10,10 @@ it covers: a token for another key or a smaller amount stays unspent.
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 from typing import Any
+
+from gateway.pricing import to_micros
 
 PREFIX = "gwa-"
 
@@ -27,7 +28,7 @@ def token_hash(token: str) -> str:
 
 async def issue(state: Any, key_id: str, max_usd: float, ttl_s: float) -> str:
     token = new_token()
-    await state.put_approval(token_hash(token), key_id, math.ceil(round(max_usd * 1e6, 3)), ttl_s)
+    await state.put_approval(token_hash(token), key_id, to_micros(max_usd), ttl_s)
     return token
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from importlib import resources
 
@@ -10,6 +11,14 @@ import orjson
 from gateway.config import Config, Deployment, Price
 from gateway.context import RequestContext
 from gateway.types import Usage
+
+MICRO = 1_000_000  # budgets count integer micro-dollars, so counters are exact
+
+
+def to_micros(usd: float) -> int:
+    """Whole micro-dollars, rounded up so a reservation never undercounts (float noise below 0.001 is not a
+    micro-dollar: 0.025 * 1e6 is 25000.000000000004)."""
+    return math.ceil(round(usd * MICRO, 3))
 
 
 @lru_cache(maxsize=1)

@@ -31,7 +31,7 @@ from gateway.config import BudgetConfig, BudgetRule
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Stage
-from gateway.pricing import lookup
+from gateway.pricing import MICRO, lookup, to_micros
 from gateway.stages.scopes import Scope, scopes_of
 from gateway.state.metrics import METRICS
 from gateway.state.types import Charge
@@ -39,16 +39,9 @@ from gateway.types import ChatRequest
 
 log = logging.getLogger("gateway.budget")
 RESERVED = "budget_reserved"  # ctx.scratch: (charges, micro-dollars)
-MICRO = 1_000_000
 SLICES = 12  # a rolling window is counted in this many time slices
 DEFAULT_OUTPUT_TOKENS = 4096
 MAX_DOWNGRADES = 3
-
-
-def to_micros(usd: float) -> int:
-    """Whole micro-dollars, rounded up so a reservation never undercounts (float noise below 0.001 is not a
-    micro-dollar: 0.025 * 1e6 is 25000.000000000004)."""
-    return math.ceil(round(usd * MICRO, 3))
 
 
 def charge_for(scope: Scope, rule: BudgetRule, now: float) -> Charge:
