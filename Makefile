@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 4000
 
-.PHONY: demo test setup test-setup bench bench-micro bench-load bench-chaos lint fmt clean
+.PHONY: demo test setup test-setup bench-setup bench bench-micro bench-load bench-chaos lint fmt clean
 
 demo: setup
 	PORT=$(PORT) $(PY) -m gateway demo --port $(PORT)
@@ -18,7 +18,11 @@ setup:
 test-setup:
 	@bash scripts/setup.sh --test
 
-bench: test-setup bench-micro bench-load
+# benchmarks measure the release build (fat LTO); tests use the fast profile
+bench: bench-setup bench-micro bench-load
+
+bench-setup:
+	@GATEWAY_PROFILE=release bash scripts/setup.sh --test
 
 bench-micro:
 	$(PY) -m pytest benches --benchmark-enable --benchmark-only -q --benchmark-columns=min,median,mean,ops,rounds

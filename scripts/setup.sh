@@ -48,8 +48,10 @@ PY
   touch "$stamp"
 fi
 
-echo "setup: building the Rust core (maturin develop --release; log in .venv/maturin.log)"
-if ! VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release > .venv/maturin.log 2>&1; then
+# GATEWAY_PROFILE=release (benchmarks, the image) or fast (the default: tests and day-to-day work, no LTO)
+profile=${GATEWAY_PROFILE:-fast}
+echo "setup: building the Rust core (maturin develop --profile $profile; log in .venv/maturin.log)"
+if ! VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --profile "$profile" > .venv/maturin.log 2>&1; then
   cat .venv/maturin.log >&2
   echo "setup: the Rust core did not build" >&2
   exit 1
