@@ -13,6 +13,10 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 apt_need=()
 if [[ $want_test -eq 1 ]]; then
   command -v redis-server >/dev/null || apt_need+=(redis-server)
+  # observability tests: a real Prometheus scraping the gateway, the dashboard in headless Chromium
+  command -v prometheus >/dev/null || apt_need+=(prometheus)
+  command -v chromium >/dev/null || apt_need+=(chromium)
+  command -v chromedriver >/dev/null || apt_need+=(chromium-driver)
 fi
 if ((${#apt_need[@]})); then
   echo "setup: installing ${apt_need[*]} from Debian's packages"

@@ -11,6 +11,8 @@ Bearer``). Answers are JSON; errors have the OpenAI error shape with a stable ``
     GET    /admin/budgets, /admin/limits     the rules set at run time
     GET    /admin/spend?scope=S&id=X[&tenant=T]  spend in the current period, the limit, what remains
     POST   /admin/approvals                  {key_id, max_usd, ttl_s?} → a single-use approval token
+    GET    /admin/costs?group_by=tenant,team,tag,agent,model&from=&to=&granularity=hour|day|total[&format=csv]
+                                             spend, tokens and requests per period and group, from the records
     GET    /admin/stats                      contract counters summed over every worker (and replica, with
                                              Redis): queue depth, queued/admitted/timed out, soft-budget alerts,
                                              retry-budget refusals; deployments cooling down
@@ -36,6 +38,7 @@ from gateway import approvals
 from gateway.config import BudgetRule, LimitRule
 from gateway.dialects.openai import error_body
 from gateway.errors import GatewayError
+from gateway.observability import http as obs_http
 from gateway.pricing import MICRO
 from gateway.stages.auth import key_from_headers
 from gateway.stages.budget import charge_for, describe_period, period_end
@@ -62,7 +65,10 @@ async def handle(gw: Any, scope: Any, proto: Any) -> int:
     except GatewayError as e:
         proto.response_bytes(e.status, JSON, error_body(e))
         return e.status
-    proto.response_bytes(status, JSON, orjson.dumps(body))
+    if isinstance(body, obs_http.Raw):
+        proto.response_bytes(status, [("content-type", body.content_type)], body.body)
+    else:
+        proto.response_bytes(status, JSON, orjson.dumps(body))
     return status
 
 
@@ -88,6 +94,8 @@ async def route(gw: Any, method: str, path: str, query_string: str, proto: Any) 
         return 200, await spend(gw, query.get("scope", "tenant"), query.get("id", ""), query.get("tenant"))
     if parts == ["approvals"] and method == "POST":
         return await approve(gw, await _json(proto))
+    if parts == ["costs"] and method == "GET":
+        return 200, await obs_http.costs(gw, query)
     if parts == ["stats"] and method == "GET":
         return 200, await stats(gw)
     raise GatewayError(

@@ -9,6 +9,8 @@
     gateway admin spend SCOPE ID [--tenant T]
     gateway admin approve KEY_ID MAX_USD [--ttl-s S]
     gateway admin stats
+    gateway admin costs [--group-by tenant,team,tag,agent,model] [--from T] [--to T]
+                        [--granularity hour|day|total] [--tenant T] [--csv]
 
 ``--url`` defaults to ``$GATEWAY_URL`` (else http://127.0.0.1:4000), ``--key`` to ``$GATEWAY_ADMIN_KEY``. Prints the
 JSON answer; exits 1 with the error on stderr when the gateway refuses.
@@ -36,8 +38,11 @@ def call(url: str, key: str, method: str, path: str, body: dict[str, Any] | None
         headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+            if not r.headers.get("content-type", "").startswith("application/json"):
+                return r.status, body.decode()  # an export (CSV) comes back as text
+            return r.status, json.loads(body)
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
 
@@ -79,6 +84,12 @@ def to_call(a: argparse.Namespace) -> Call:
         return "PUT", path, _rule(a, ("rpm", "tpm", "window_s"))
     if a.cmd == "spend":
         return "GET", "/admin/spend" + _q(scope=a.scope, id=a.id, tenant=a.tenant), None
+    if a.cmd == "costs":
+        fmt = "csv" if a.csv else None
+        q = _q(group_by=a.group_by, to=a.to, granularity=a.granularity, tenant=a.tenant, format=fmt)
+        if a.since is not None:
+            q += ("&" if q else "?") + urlencode({"from": a.since})
+        return "GET", "/admin/costs" + q, None
     if a.cmd == "approve":
         return "POST", "/admin/approvals", _rule(a, ("key_id", "max_usd", "ttl_s"))
     return "GET", "/admin/stats", None
@@ -138,6 +149,15 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("max_usd", type=float)
     x.add_argument("--ttl-s", dest="ttl_s", type=float)
     sub.add_parser("stats", help="queue depth and other contract counters over every worker")
+    x = sub.add_parser("costs", help="spend, tokens and requests per period and group, from the records")
+    x.add_argument("--group-by", dest="group_by", default="tenant", help="comma-separated: tenant,team,tag,…")
+    x.add_argument(
+        "--from", dest="since", help="unix seconds or ISO 8601 (default: 30 days, or 1 day by hour)"
+    )
+    x.add_argument("--to", help="unix seconds or ISO 8601 (default: now)")
+    x.add_argument("--granularity", choices=["hour", "day", "total"])
+    x.add_argument("--tenant")
+    x.add_argument("--csv", action="store_true", help="CSV instead of JSON")
     return ap
 
 
@@ -152,5 +172,8 @@ def main(argv: list[str]) -> int:
     if status >= 400:
         print(json.dumps(answer, indent=2), file=sys.stderr)
         return 1
-    print(json.dumps(answer, indent=2))
+    print(
+        answer if isinstance(answer, str) else json.dumps(answer, indent=2),
+        end="" if isinstance(answer, str) else "\n",
+    )
     return 0

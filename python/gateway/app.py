@@ -21,6 +21,7 @@ from gateway.context import RequestContext, reseed_request_ids
 from gateway.dialects import openai as oai
 from gateway.errors import GatewayError, UpstreamError
 from gateway.http import HttpClient, make_client
+from gateway.observability import Observability
 from gateway.pipeline import Pipeline
 from gateway.pricing import charge
 from gateway.routing.router import Router, aclose_quietly
@@ -46,11 +47,13 @@ class Gateway:
         self.cfg = cfg
         self.http = http
         self.store = SqliteStore(cfg.store.sqlite_path)
+        self.obs = Observability(cfg)
         self.records = RecordWriter(
             self._write_records,
             record_row,
             flush_ms=cfg.store.record_flush_ms,
             spill_path=Path(cfg.store.sqlite_path).with_suffix(".spill.jsonl"),
+            observers=self.obs.observers,
         )
         self.auth = Authenticator(
             cfg.keys, self.store, ttl_s=cfg.server.key_cache_ttl_s, teams=cfg.teams, tenants=cfg.tenants
@@ -61,6 +64,7 @@ class Gateway:
         self.max_body = cfg.server.max_body_bytes
         self.started = int(time.time())
         self._writer_store: SqliteStore | None = None
+        self.obs.attach(self)
 
     def _write_records(self, rows: Any) -> None:
         # The writer thread gets its own connection: sqlite3 connections are not shared across threads here.
@@ -70,6 +74,7 @@ class Gateway:
 
     async def close(self) -> None:
         self.records.close()
+        self.obs.close()
         await self.http.close()
         await self.state.close()
 
@@ -414,6 +419,8 @@ class App:
         elif method == "GET":
             if path in ("/v1/models", "/models"):
                 return await gw.models(scope, proto)
+            if path == "/metrics" or path.startswith("/dashboard"):
+                return await gw.obs.serve(gw, scope, proto)
             if path == "/healthz":
                 return proto.response_bytes(200, [("content-type", JSON)], b'{"status":"ok"}')
             if path == "/readyz":

@@ -30,6 +30,9 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
         print(f"config error: {e}", file=sys.stderr)
         return 2
     os.environ["GATEWAY_CONFIG"] = cfg_path
+    from gateway.observability.metrics import prepare_dir
+
+    prepare_dir(cfg, port or cfg.server.port)  # the workers' shared metrics, fresh for this server
     SqliteStore(cfg.store.sqlite_path).close()  # create the schema once, before the workers race for it
     n = workers or cfg.server.workers
     warn_if_per_worker(cfg, n)

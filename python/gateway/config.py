@@ -272,6 +272,63 @@ class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):
     key: str | None = None
 
 
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Prometheus metrics at ``GET /metrics``, summed over every worker of this process group.
+
+    Labels that name callers are bounded: only the scopes listed in ``label_scopes`` become labels, and each
+    label keeps at most ``max_label_values`` distinct values per worker; later values count as ``other``."""
+
+    enabled: bool = True
+    require_admin_key: bool = False  # answer /metrics only with the admin key (or the dashboard key)
+    label_scopes: list[Literal["tenant", "team", "key", "tag", "agent"]] = msgspec.field(
+        default_factory=lambda: ["tenant", "team", "tag", "agent"]
+    )
+    max_label_values: int = 50
+    dir: str | None = None  # where workers share their counters; default: beside the store, per port
+
+
+class AlertWebhook(msgspec.Struct, forbid_unknown_fields=True):
+    url: str
+    format: Literal["json", "slack"] = "json"
+    min_tier: int = 1  # send alerts of this tier and more urgent (1 = only tier 1)
+
+
+class AlertsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Tier-1 detection over the request records (see gateway/observability/alerts.py)."""
+
+    enabled: bool = True
+    every_s: float = 5.0  # how often the detector reads new records
+    bucket_s: float = 5.0  # the detector's time resolution
+    lag_s: float = 1.0  # how long a bucket waits for records still being written
+    window_s: float = 60.0  # the window rates and counts are measured over
+    spike_window_s: float = 15.0  # the window a spike (cost, PII) is measured over
+    min_history_s: float = 120.0  # traffic a caller needs before its baseline is trusted
+    history_s: float = 3600.0  # how far back a baseline looks
+    error_rate: float = 0.2  # failed / all upstream attempts per deployment (model x provider)
+    min_requests: int = 10  # a window with fewer attempts or requests is not judged on rates
+    rate_limit_rejects: int = 1  # 429s (the gateway's per tenant, a provider's per deployment) in the window
+    cost_spike: float = 5.0  # spend rate over this many times the caller's baseline (and z-score >= z)
+    cost_min_usd_per_min: float = 0.01  # below this spend rate nothing is a spike
+    pii_spike: float = 3.0  # PII entities per request over this many times the caller's baseline
+    pii_floor: float = 0.05  # the baseline assumed when a caller's is lower (a caller that never sent PII)
+    pii_min_hits: int = 5
+    overhead_p99_ms: float = 50.0
+    z: float = 4.0  # robust z-score a spike must also reach
+    cooldown_s: float = 300.0  # one incident, one alert: the same alert is not raised again within this
+    webhooks: list[AlertWebhook] = []
+
+
+class DashboardConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    key: str | None = None  # a read-only key for the dashboard and /metrics (the admin key also works)
+
+
+class ObservabilityConfig(msgspec.Struct, forbid_unknown_fields=True):
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     models: dict[str, ModelGroup]
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
@@ -282,6 +339,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     tenants: dict[str, TenantConfig] = {}
     stages: Stages = msgspec.field(default_factory=Stages)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    observability: ObservabilityConfig = msgspec.field(default_factory=ObservabilityConfig)
     retries: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     prices: dict[str, Price] = {}  # overrides of the built-in price table, by upstream model name
 

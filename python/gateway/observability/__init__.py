@@ -1,0 +1,43 @@
+"""Observability: Prometheus metrics, OpenTelemetry traces, alerts, reports, cost attribution and the dashboard.
+
+Everything here is derived from the finished request records on the record writer's thread, or read from the
+record store; the request path meets this package only through :class:`Observability` (built once per worker):
+its record observers, and the routes ``/metrics``, ``/dashboard`` and ``/admin/costs|alerts``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.config import Config
+from gateway.observability import metrics as _metrics
+from gateway.telemetry.records import Observer
+
+
+class Observability:
+    """One worker's observability layer."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.metrics = _metrics.for_worker(cfg)
+
+    @property
+    def observers(self) -> list[Observer]:
+        """What the record writer hands each batch of finished records to (on its own thread)."""
+        return [self.metrics] if self.metrics is not None else []
+
+    def attach(self, gw: Any) -> None:
+        """Called once the worker's gateway is built (live gauges read it)."""
+        if self.metrics is not None:
+            self.metrics.attach(gw)
+
+    def close(self) -> None:
+        """After the record writer wrote its last records: publish what this worker counted."""
+        if self.metrics is not None:
+            self.metrics.sample()
+            self.metrics.publish()
+
+    async def serve(self, gw: Any, scope: Any, proto: Any) -> None:
+        from gateway.observability.http import serve
+
+        await serve(self, gw, scope, proto)

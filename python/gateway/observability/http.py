@@ -1,0 +1,74 @@
+"""The observability routes: ``GET /metrics`` (Prometheus text format), ``/dashboard`` and the admin API's
+``/admin/costs`` and ``/admin/alerts``. Reads of the store run in a thread with their own connection, so a long
+query never holds the worker's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import sqlite3
+from typing import Any, NamedTuple
+
+from gateway.dialects.openai import error_body
+from gateway.errors import GatewayError
+from gateway.observability import costs as _costs
+from gateway.stages.auth import key_from_headers
+
+PROM_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Raw(NamedTuple):
+    """An admin answer that is not JSON (CSV exports)."""
+
+    body: bytes
+    content_type: str
+
+
+def reader(gw: Any) -> sqlite3.Connection:
+    """A read-only connection to the record store for one query, on the thread that runs it."""
+    conn = sqlite3.connect(f"file:{gw.cfg.store.sqlite_path}?mode=ro", uri=True, timeout=30.0)
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def may_read(cfg: Any, headers: Any) -> bool:
+    """The admin key or the read-only dashboard key."""
+    given = (key_from_headers(headers.get("authorization"), headers.get("x-api-key")) or "").encode()
+    keys = [k for k in (cfg.admin.key, cfg.observability.dashboard.key) if k]
+    return any(hmac.compare_digest(given, k.encode()) for k in keys)
+
+
+async def serve(obs: Any, gw: Any, scope: Any, proto: Any) -> None:
+    path = scope.path
+    try:
+        if path == "/metrics":
+            if obs.metrics is None:
+                raise GatewayError("not_found", "Metrics are off (observability.metrics.enabled).")
+            if obs.cfg.observability.metrics.require_admin_key and not may_read(obs.cfg, scope.headers):
+                raise GatewayError(
+                    "invalid_api_key",
+                    "GET /metrics needs the admin key or the dashboard key as a bearer token.",
+                )
+            body = await asyncio.to_thread(obs.metrics.render)
+            proto.response_bytes(200, [("content-type", PROM_TYPE)], body)
+            return
+        raise GatewayError("not_found", f"No route for {scope.method} {path}.")
+    except GatewayError as e:
+        proto.response_bytes(e.status, [("content-type", "application/json")], error_body(e))
+
+
+async def costs(gw: Any, query: dict[str, str]) -> Any:
+    """``GET /admin/costs``: JSON, or CSV with ``format=csv``."""
+    q = _costs.parse_query(query)
+
+    def run() -> dict[str, Any]:
+        conn = reader(gw)
+        try:
+            return _costs.costs(conn, q)
+        finally:
+            conn.close()
+
+    answer = await asyncio.to_thread(run)
+    if q["format"] == "csv":
+        return Raw(_costs.to_csv(answer), "text/csv; charset=utf-8")
+    return answer

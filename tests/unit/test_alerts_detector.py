@@ -1,0 +1,121 @@
+"""The tier-1 detector on a compressed clock: 30 minutes of steady jittered traffic raise nothing; each incident
+raises one alert, fast, and a recovery notice when it ends."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from gateway.config import AlertsConfig
+from gateway.observability.alerts import Detector
+
+TENANTS = {"acme": ["key_a1", "key_a2"], "globex": ["key_g1"], "initech": ["key_i1", "key_i2"]}
+AGENTS = {"acme": "planner", "globex": "summariser"}
+
+
+def traffic(
+    seconds: float,
+    rng: random.Random,
+    rps: float = 6.0,
+    start: float = 1_000_000.0,
+    twist: Callable[[float, dict[str, Any]], list[dict[str, Any]]] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Poisson arrivals over three tenants, lognormal token counts and latencies, a 0.5 % background of upstream
+    errors (retried elsewhere), occasional PII, a few agents; ``twist`` may rewrite or add records."""
+    t = start
+    while t < start + seconds:
+        t += rng.expovariate(rps)
+        tenant = rng.choice(list(TENANTS))
+        key = rng.choice(TENANTS[tenant])
+        out_tokens = int(rng.lognormvariate(5, 0.6))
+        r: dict[str, Any] = {
+            "ts": t,
+            "endpoint": "chat",
+            "status": 200,
+            "tenant": tenant,
+            "key_id": key,
+            "agent": AGENTS.get(tenant) if rng.random() < 0.5 else None,
+            "model_served": rng.choice(["4o-a", "4o-b", "mini-a"]),
+            "route": "weighted",
+            "cost_usd": out_tokens * 10e-6,
+            "overhead_ms": rng.lognormvariate(-0.5, 0.4),
+            "flags": {},
+        }
+        if rng.random() < 0.005:
+            r["route"] = f"failover after 503 from {rng.choice(['4o-a', '4o-b'])}"
+        if rng.random() < 0.03:
+            r["flags"] = {"pii": {"EMAIL_ADDRESS": 1}}
+        yield from (twist(t - start, r) if twist else [r])
+
+
+def replay(det: Detector, records: Iterator[dict[str, Any]], every_s: float = 5.0) -> list[Any]:
+    events, next_eval = [], None
+    for r in records:
+        if next_eval is None:
+            next_eval = r["ts"] + every_s
+        while r["ts"] >= next_eval:
+            events += det.evaluate(next_eval)
+            next_eval += every_s
+        det.add(r)
+    for _ in range(40):  # let the clock run on after the traffic, so incidents can resolve
+        events += det.evaluate(next_eval)
+        next_eval += every_s
+    return events
+
+
+def test_thirty_minutes_of_steady_traffic_raise_no_tier1_alert():
+    for seed in range(3):
+        det = Detector(AlertsConfig())
+        events = replay(det, traffic(1800, random.Random(seed)))
+        assert [e for e in events if e.tier == 1] == [], [e.message for e in events]
+
+
+def first_alert(events: list[Any], signal: str) -> Any:
+    hits = [e for e in events if e.signal == signal and e.state == "firing"]
+    assert hits, f"no {signal} alert in {[e.message for e in events]}"
+    return hits[0]
+
+
+def test_runaway_agent_pages_within_a_minute_once_and_recovers():
+    start = 1_000_000.0
+    runaway = (600, 780)  # 3 minutes of an agent loop spending 20x its usual rate
+
+    def twist(t: float, r: dict[str, Any]) -> list[dict[str, Any]]:
+        if runaway[0] <= t < runaway[1] and r["tenant"] == "acme" and r["agent"] == "planner":
+            return [r] + [dict(r, ts=r["ts"] + i * 0.01, flags={}) for i in range(1, 20)]
+        return [r]
+
+    det = Detector(AlertsConfig())
+    events = replay(det, traffic(1200, random.Random(7), start=start, twist=twist))
+    a = first_alert(events, "cost_spike")
+    assert a.subject in ("agent acme/planner", "tenant acme", "key key_a1", "key key_a2")
+    assert a.started_at - (start + runaway[0]) <= 60
+    fired = [e for e in events if e.state == "firing"]
+    assert {e.signal for e in fired} == {"cost_spike"}
+    assert len([e for e in fired if e.subject == "agent acme/planner"]) == 1  # one incident, one alert
+    resolved = [e for e in events if e.state == "resolved" and e.subject == "agent acme/planner"]
+    assert resolved and resolved[0].resolved_at >= start + runaway[1]
+
+
+def test_provider_503s_and_rate_limit_bursts_and_pii_jump():
+    start = 1_000_000.0
+
+    def twist(t: float, r: dict[str, Any]) -> list[dict[str, Any]]:
+        if 300 <= t < 420 and r["model_served"] == "4o-a":
+            r = dict(r, model_served="4o-b", route="failover after 503 from 4o-a")
+        if 500 <= t < 520 and r["tenant"] == "globex":
+            r = dict(r, status=429, error_code="rate_limited", model_served=None, cost_usd=0)
+        if 600 <= t < 700 and r["key_id"] == "key_i1":
+            r = dict(r, flags={"pii": {"EMAIL_ADDRESS": 2, "PHONE_NUMBER": 1}})
+        return [r]
+
+    det = Detector(AlertsConfig())
+    events = replay(det, traffic(900, random.Random(3), start=start, twist=twist))
+    errors = first_alert(events, "provider_errors")
+    assert errors.subject == "4o-a" and errors.started_at - (start + 300) <= 30
+    limits = first_alert(events, "rate_limit")
+    assert limits.subject == "tenant globex" and limits.started_at - (start + 500) <= 15
+    pii = first_alert(events, "pii_spike")
+    assert pii.subject == "key key_i1" and pii.started_at - (start + 600) <= 30
+    assert {e.signal for e in events if e.state == "firing"} == {"provider_errors", "rate_limit", "pii_spike"}
