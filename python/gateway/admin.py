@@ -13,6 +13,7 @@ Bearer``). Answers are JSON; errors have the OpenAI error shape with a stable ``
     POST   /admin/approvals                  {key_id, max_usd, ttl_s?} → a single-use approval token
     GET    /admin/costs?group_by=tenant,team,tag,agent,model&from=&to=&granularity=hour|day|total[&format=csv]
                                              spend, tokens and requests per period and group, from the records
+    GET    /admin/alerts[?state=firing|resolved][&since=T]  alerts raised by the detector, newest first
     GET    /admin/stats                      contract counters summed over every worker (and replica, with
                                              Redis): queue depth, queued/admitted/timed out, soft-budget alerts,
                                              retry-budget refusals; deployments cooling down
@@ -96,6 +97,8 @@ async def route(gw: Any, method: str, path: str, query_string: str, proto: Any) 
         return await approve(gw, await _json(proto))
     if parts == ["costs"] and method == "GET":
         return 200, await obs_http.costs(gw, query)
+    if parts == ["alerts"] and method == "GET":
+        return 200, await obs_http.alerts(gw, query)
     if parts == ["stats"] and method == "GET":
         return 200, await stats(gw)
     raise GatewayError(

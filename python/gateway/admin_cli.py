@@ -9,6 +9,7 @@
     gateway admin spend SCOPE ID [--tenant T]
     gateway admin approve KEY_ID MAX_USD [--ttl-s S]
     gateway admin stats
+    gateway admin alerts [--state firing|resolved]
     gateway admin costs [--group-by tenant,team,tag,agent,model] [--from T] [--to T]
                         [--granularity hour|day|total] [--tenant T] [--csv]
 
@@ -84,6 +85,8 @@ def to_call(a: argparse.Namespace) -> Call:
         return "PUT", path, _rule(a, ("rpm", "tpm", "window_s"))
     if a.cmd == "spend":
         return "GET", "/admin/spend" + _q(scope=a.scope, id=a.id, tenant=a.tenant), None
+    if a.cmd == "alerts":
+        return "GET", "/admin/alerts" + _q(state=a.state), None
     if a.cmd == "costs":
         fmt = "csv" if a.csv else None
         q = _q(group_by=a.group_by, to=a.to, granularity=a.granularity, tenant=a.tenant, format=fmt)
@@ -149,6 +152,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("max_usd", type=float)
     x.add_argument("--ttl-s", dest="ttl_s", type=float)
     sub.add_parser("stats", help="queue depth and other contract counters over every worker")
+    x = sub.add_parser("alerts", help="alerts raised by the detector, newest first")
+    x.add_argument("--state", choices=["firing", "resolved"])
     x = sub.add_parser("costs", help="spend, tokens and requests per period and group, from the records")
     x.add_argument("--group-by", dest="group_by", default="tenant", help="comma-separated: tenant,team,tag,…")
     x.add_argument(

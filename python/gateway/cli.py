@@ -1,4 +1,4 @@
-"""``gateway serve | demo | simulate | keys | check-config``."""
+"""``gateway serve | demo | simulate | keys | admin | report | check-config``."""
 
 from __future__ import annotations
 
@@ -134,6 +134,18 @@ def keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def report(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from gateway.observability.reports import write
+
+    cfg = load_config(args.config)
+    day = date.fromisoformat(args.date) if args.date else None
+    for p in write(cfg.store.sqlite_path, args.kind, Path(args.out), day):
+        print(p)
+    return 0
+
+
 def check_config(path: str) -> int:
     try:
         cfg = load_config(path)
@@ -180,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     kr = ks.add_parser("revoke")
     kr.add_argument("key_id")
     sub.add_parser("admin", help="call the admin API of a running gateway (see `gateway admin --help`)")
+    r = sub.add_parser("report", help="the daily (tier 2) or weekly (tier 3) report, as Markdown and CSV")
+    r.add_argument("kind", choices=["daily", "weekly"])
+    r.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "examples/demo.yaml"))
+    r.add_argument("--out", default="reports", help="directory for the .md and .csv files")
+    r.add_argument("--date", help="the last day covered, YYYY-MM-DD (UTC; default today)")
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("file")
     args = ap.parse_args(argv)
@@ -189,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo(args.config, args.port, args.sim_port)
     if args.cmd == "keys":
         return keys(args)
+    if args.cmd == "report":
+        return report(args)
     return check_config(args.file)
 
 

@@ -6,6 +6,7 @@ import csv
 import io
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,39 @@ def test_gateway_admin_costs_cli(cgw):
     ).stdout
     assert out.splitlines()[0].startswith("period,tenant,requests")
     assert len(out.splitlines()) == 3
+
+
+def test_gateway_report_daily_and_weekly(cgw, tmp_path):
+    for kind in ("daily", "weekly"):
+        out = subprocess.run(
+            [PY, "-m", "gateway", "report", kind, "--config", str(cgw.config_path), "--out", str(tmp_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.split()
+        md = next(p for p in out if p.endswith(".md"))
+        text = Path(md).read_text()
+        assert text.startswith(f"# Gateway {kind} report") and "10 requests" in text
+        csvs = {p.rsplit("-", 1)[1]: p for p in out if p.endswith(".csv")}
+        if kind == "daily":
+            assert set(csvs) == {"cost_trends.csv", "cache.csv", "routing.csv", "tokens.csv"}
+            routing = list(csv.DictReader(io.StringIO(Path(csvs["routing.csv"]).read_text())))
+            assert {(r["group"], r["deployment"], r["share"]) for r in routing} == {
+                ("gpt-4o", "4o-a", "100.0%"),
+                ("gpt-4o-mini", "mini-a", "100.0%"),
+            }
+            trends = list(csv.DictReader(io.StringIO(Path(csvs["cost_trends.csv"]).read_text())))
+            assert {(r["scope"], r["id"], r["change"]) for r in trends} >= {
+                ("tenant", "tenant-a", "new"),
+                ("agent", "tenant-a/planner", "new"),
+            }
+        else:
+            attribution = list(csv.DictReader(io.StringIO(Path(csvs["attribution.csv"]).read_text())))
+            assert {(r["scope"], r["id"], r["requests"]) for r in attribution} >= {
+                ("team", "team-1", "6"),
+                ("feature", "search", "6"),
+                ("feature", "(untagged)", "4"),
+            }
+            assert "Compliance audit summary" in text and "Models under evaluation" in text

@@ -20,6 +20,11 @@ class Observability:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = _metrics.for_worker(cfg)
+        self.alerts: Any = None
+        if cfg.observability.alerts.enabled:
+            from gateway.observability.alerts import AlertRunner
+
+            self.alerts = AlertRunner(cfg)
 
     @property
     def observers(self) -> list[Observer]:
@@ -30,9 +35,13 @@ class Observability:
         """Called once the worker's gateway is built (live gauges read it)."""
         if self.metrics is not None:
             self.metrics.attach(gw)
+        if self.alerts is not None:
+            self.alerts.start()
 
     def close(self) -> None:
         """After the record writer wrote its last records: publish what this worker counted."""
+        if self.alerts is not None:
+            self.alerts.stop()
         if self.metrics is not None:
             self.metrics.sample()
             self.metrics.publish()

@@ -422,19 +422,10 @@ class AlertRunner:
         self.thread: threading.Thread | None = None
         self.seq = 0
 
-    def start(self) -> bool:
-        """Start if no other worker runs the detector; False when another one does."""
-        path = Path(self.db).with_suffix(".alerts.lock")
-        f = path.open("a")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            return False
-        self._lock_file = f
+    def start(self) -> None:
+        """Every worker starts one; only the one holding the lock detects (another takes over if it dies)."""
         self.thread = threading.Thread(target=self._run, name="alerts", daemon=True)
         self.thread.start()
-        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -443,7 +434,20 @@ class AlertRunner:
         if self._lock_file is not None:
             self._lock_file.close()
 
+    def _take_lock(self) -> bool:
+        f = Path(self.db).with_suffix(".alerts.lock").open("a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            return False
+        self._lock_file = f
+        return True
+
     def _run(self) -> None:
+        while not self._take_lock():
+            if self._stop.wait(max(self.cfg.every_s, 5.0)):
+                return
         conn = sqlite3.connect(self.db, timeout=30.0, isolation_level=None)
         ensure_schema(conn)
         row = conn.execute("SELECT MAX(seq) FROM records").fetchone()

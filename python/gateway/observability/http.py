@@ -72,3 +72,23 @@ async def costs(gw: Any, query: dict[str, str]) -> Any:
     if q["format"] == "csv":
         return Raw(_costs.to_csv(answer), "text/csv; charset=utf-8")
     return answer
+
+
+async def alerts(gw: Any, query: dict[str, str]) -> Any:
+    """``GET /admin/alerts[?state=firing|resolved][&since=T]``: incidents, newest first."""
+    from gateway.observability.alerts import read_alerts
+
+    state = query.get("state") or None
+    if state not in (None, "firing", "resolved"):
+        raise GatewayError("invalid_request", "state is firing or resolved.", param="state")
+    since = _costs.parse_time(query.get("since"), 0.0, "since")
+
+    def run() -> list[dict[str, Any]]:
+        conn = reader(gw)
+        try:
+            return read_alerts(conn, state, since)
+        finally:
+            conn.close()
+
+    data = await asyncio.to_thread(run)
+    return {"data": data, "firing": sum(1 for a in data if a["state"] == "firing")}
