@@ -18,6 +18,7 @@ from typing import Any
 from gateway import tokens
 from gateway.config import Config, load_config
 from gateway.context import RequestContext, reseed_request_ids
+from gateway.conversations import make_store
 from gateway.dialects import openai as oai
 from gateway.errors import GatewayError, UpstreamError
 from gateway.http import HttpClient, make_client
@@ -60,6 +61,7 @@ class Gateway:
         )
         self.state = make_state(cfg, self.store)
         self.router = Router(cfg, http, state=self.state)
+        self.conversations = make_store(cfg, self.state)
         self.pipeline = Pipeline(build_stages(cfg, self))
         self.max_body = cfg.server.max_body_bytes
         self.started = int(time.time())
@@ -340,18 +342,6 @@ class Gateway:
         finally:
             self.finish_record(ctx)
 
-    async def models(self, scope: Any, proto: Any) -> None:
-        ctx = RequestContext("models", "openai")
-        try:
-            self.authenticate(ctx, scope)
-            proto.response_bytes(
-                200, enrich_headers(ctx, JSON), oai.render_models(self.visible_models(ctx), self.started)
-            )
-        except GatewayError as e:
-            self.fail(ctx, proto, oai.OpenAIDialect, e, _NOT_SENT)
-        finally:
-            self.finish_record(ctx)
-
 
 def _is_disconnect(e: Exception) -> bool:
     return type(e).__name__ in (
@@ -405,11 +395,25 @@ class App:
         method, path = scope.method, scope.path
         if path.startswith("/admin/"):
             return await gw.admin(scope, proto)
+        if "/responses" in path:
+            from gateway.dialects.responses_routes import route
+
+            handler = route(gw, scope, proto)
+            if handler is not None:
+                return await handler
         if method == "POST":
             if path in ("/v1/chat/completions", "/chat/completions"):
                 return await gw.chat(scope, proto, oai.OpenAIDialect)
             if path in ("/v1/embeddings", "/embeddings"):
                 return await gw.embeddings(scope, proto)
+            if path in ("/v1/completions", "/completions"):
+                from gateway.dialects.completions import CompletionsDialect
+
+                return await gw.chat(scope, proto, CompletionsDialect)
+            if path in ("/v1/moderations", "/moderations"):
+                from gateway.dialects.moderations import serve
+
+                return await serve(gw, scope, proto)
             from gateway.dialects import anthropic as anth
 
             if path == "/v1/messages":
@@ -417,8 +421,11 @@ class App:
             if path == "/v1/messages/count_tokens":
                 return await anth.count_tokens(gw, scope, proto)
         elif method == "GET":
-            if path in ("/v1/models", "/models"):
-                return await gw.models(scope, proto)
+            if path in ("/v1/models", "/models") or path.startswith(("/v1/models/", "/models/")):
+                from gateway.dialects import models
+
+                model_id = path.partition("/models/")[2] or None if "/models/" in path else None
+                return await models.serve(gw, scope, proto, model_id)
             if path == "/metrics" or path.startswith("/dashboard"):
                 return await gw.obs.serve(gw, scope, proto)
             if path == "/healthz":
@@ -433,7 +440,7 @@ class App:
         err = GatewayError(
             "not_found",
             f"No route for {method} {path}. The gateway serves /v1/chat/completions, "
-            "/v1/embeddings, /v1/models, /v1/messages and /v1/messages/count_tokens.",
+            "/v1/embeddings, /v1/models, /v1/responses, /v1/messages and /v1/messages/count_tokens.",
         )
         proto.response_bytes(err.status, [("content-type", JSON)], oai.error_body(err))
 

@@ -268,6 +268,14 @@ class StateConfig(msgspec.Struct, forbid_unknown_fields=True):
     socket_timeout_s: float = 0.25  # a dead or hung Redis costs a request at most about this much
 
 
+class ConversationsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Server-held conversations (Responses ``store``/``previous_response_id``, Anthropic ``thread``): kept in
+    Redis when ``state.redis_url`` is set (shared by every replica), else in each worker's memory."""
+
+    ttl_s: float = 7 * 86400.0  # a stored response can be continued or retrieved for this long
+    max_local: int = 10_000  # stored responses per worker without Redis (the oldest go first)
+
+
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):
     key: str | None = None
 
@@ -334,6 +342,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
+    conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
     keys: list[KeyConfig] = []
     teams: dict[str, TeamConfig] = {}
     tenants: dict[str, TenantConfig] = {}

@@ -35,6 +35,7 @@ CODES: dict[str, tuple[int, str]] = {
     "state_unavailable": (503, "api_error"),
     "upstream_timeout": (504, "api_error"),
     "internal_error": (500, "api_error"),
+    "not_implemented": (501, "api_error"),
 }
 
 

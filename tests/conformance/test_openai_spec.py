@@ -78,6 +78,25 @@ def _load_spec() -> dict[str, Any]:
         return _fix_nullable(yaml.load(f, Loader=loader))
 
 
+@cache
+def event_schemas() -> dict[str, str]:
+    """Responses stream event type → the name of its schema (the members of ``ResponseStreamEvent``)."""
+    spec = _load_spec()["components"]["schemas"]
+    out = {}
+    for ref in spec["ResponseStreamEvent"]["anyOf"]:
+        name = ref["$ref"].rsplit("/", 1)[1]
+        for kind in spec[name]["properties"]["type"].get("enum", ()):
+            out[kind] = name
+    return out
+
+
+def check_event(event: dict[str, Any]) -> None:
+    """One Responses stream event against its own schema (the union's error would not say what is wrong)."""
+    name = event_schemas().get(event.get("type", ""))
+    assert name is not None, f"{event.get('type')!r} is not a Responses stream event type"
+    check(name, event)
+
+
 def check(name: str, instance: Any) -> None:
     errors = sorted(validator(name).iter_errors(instance), key=lambda e: list(e.absolute_path))
     assert not errors, f"{name}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
@@ -261,3 +280,92 @@ def test_the_harness_rejects_what_openai_would_not_send():
     }
     check("CreateChatCompletionStreamResponse", chunk)  # the nullable fix: null usage and finish_reason pass
     assert list(validator("ErrorResponse").iter_errors({"error": {"message": "m"}}))
+
+
+# ---------------------------------------------------------------- the Responses API
+
+RESPONSE_TOOLS = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        **{k: v for k, v in TOOLS[0]["function"].items() if k != "name"},
+        "strict": False,
+    }
+]
+
+
+def sse_events(raw: bytes) -> list[Any]:
+    """Responses SSE: every block is ``event: <type>`` + ``data: <json>`` with the same type."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        lines = [line for line in block.split("\n") if line]
+        if not lines:
+            continue
+        assert len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: "), block
+        event = json.loads(lines[1][6:])
+        assert lines[0][7:] == event["type"]
+        out.append(event)
+    return out
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("tools", [False, True], ids=["text", "tools"])
+def test_response_object(cgw, provider, tools):
+    body: dict[str, Any] = {
+        "model": provider,
+        "input": "Weather in Paris? Use the tool.",
+        "instructions": "x",
+    }
+    if tools:
+        body.update(tools=RESPONSE_TOOLS, tool_choice="required")
+    status, raw = post(cgw.base_url + "/responses", body)
+    assert status == 200, raw
+    doc = json.loads(raw)
+    check("Response", doc)
+    assert any(i["type"] == "function_call" for i in doc["output"]) == tools
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("tools", [False, True], ids=["text", "tools"])
+def test_response_stream_events(cgw, provider, tools):
+    body: dict[str, Any] = {"model": provider, "input": "Weather in Paris? Use the tool.", "stream": True}
+    if tools:
+        body.update(tools=RESPONSE_TOOLS, tool_choice="required")
+    status, raw = post(cgw.base_url + "/responses", body)
+    assert status == 200
+    events = sse_events(raw)
+    for e in events:
+        check_event(e)
+    assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["usage"]["total_tokens"] > 0
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_response_errors(cgw, provider):
+    status, raw = post(
+        cgw.base_url + "/responses", {"model": f"{provider}-429", "input": "x [[sim:fail=429]]"}
+    )
+    assert status == 429
+    check("ErrorResponse", json.loads(raw))
+    body = {
+        "model": f"{provider}-drop",
+        "input": "x [[sim:fail=drop]] [[sim:drop_after=3]] [[sim:tps=100]] [[sim:output_tokens=100]]",
+        "stream": True,
+    }
+    status, raw = post(cgw.base_url + "/responses", body)
+    assert status == 200
+    events = sse_events(raw)
+    for e in events:
+        check_event(e)
+    assert events[-1]["type"] == "response.failed" and events[-1]["response"]["error"]["message"]
+
+
+def test_response_gateway_errors(cgw):
+    for body, want in (
+        ({"model": "openai", "input": "x", "tools": [{"type": "file_search"}]}, 400),
+        ({"model": "nope", "input": "x"}, 404),
+        ({"model": "openai", "input": "x", "previous_response_id": "resp_unknown"}, 404),
+    ):
+        status, raw = post(cgw.base_url + "/responses", body)
+        assert status == want
+        check("ErrorResponse", json.loads(raw))

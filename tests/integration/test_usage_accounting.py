@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ROOT, base_config
 
-DIALECTS = ["openai", "anthropic"]
+DIALECTS = ["openai", "anthropic", "responses"]
 PROVIDERS = ["openai", "azure", "anthropic", "gemini", "bedrock"]
 MODES = ["json", "stream"]
 CACHED, REASONING = 5, 3
@@ -88,7 +88,9 @@ def table() -> Iterator[list[dict[str, Any]]]:
         "# Usage equality: gateway record vs upstream report\n\n"
         f"Prompt asks the simulator for {CACHED} cached and {REASONING} reasoning tokens. Upstream numbers are the "
         "simulator's ledger (`/_sim/stats`); record numbers are the gateway's audit record; client numbers are what "
-        "the SDK saw (Anthropic dialect: input + cache reads, output, cache reads).\n\n" + text + "\n"
+        "the SDK saw (Anthropic dialect: input + cache reads, output, cache reads; Responses: input, output, cached).\n\n"
+        + text
+        + "\n"
     )
     print("\n" + text)
 
@@ -143,12 +145,40 @@ def _anthropic_call(gw: Any, model: str, stream: bool) -> tuple[str, tuple[int, 
     return rid, (total_in, usage.output_tokens, read)
 
 
+def _responses_call(gw: Any, model: str, stream: bool) -> tuple[str, tuple[int, int, int]]:
+    client = gw.openai()
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "instructions": SYSTEM,
+        "input": PROMPT,
+        "tools": [{"type": "function", **TOOL, "strict": False}],
+        "max_output_tokens": 100,
+        "store": False,
+    }
+    if stream:
+        with client.responses.with_streaming_response.create(stream=True, **kwargs) as raw:
+            rid = raw.headers["x-gateway-request-id"]
+            usage: Any = None
+            for event in raw.parse():
+                if event.type in ("response.completed", "response.incomplete"):
+                    usage = event.response.usage
+    else:
+        raw = client.responses.with_raw_response.create(**kwargs)
+        rid = raw.headers["x-gateway-request-id"]
+        usage = raw.parse().usage
+    assert usage is not None
+    return rid, (usage.input_tokens, usage.output_tokens, usage.input_tokens_details.cached_tokens)
+
+
+CALLS = {"openai": _openai_call, "anthropic": _anthropic_call, "responses": _responses_call}
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_recorded_usage_equals_upstream_usage(ugw, simulator, table, dialect, provider, mode):
     model = upstream(dialect, provider, mode)
-    call = _openai_call if dialect == "openai" else _anthropic_call
+    call = CALLS[dialect]
     rid, client = call(ugw, model, mode == "stream")
     rec = ugw.record(rid)
     sim = simulator.get("/_sim/stats")["by_model"][model]

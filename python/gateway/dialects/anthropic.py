@@ -17,6 +17,8 @@ Mapping (Anthropic → canonical):
   ``output_format``) → ``response_format`` json_schema; ``output_config.effort`` → ``reasoning_effort``.
 - ``top_k``, ``thinking``, ``service_tier``, top-level ``cache_control``: no canonical field, carried in ``extra``
   under their own names; the Anthropic, Gemini and Bedrock adapters translate them, others pass them on or refuse.
+- ``thread`` (create / continue): validated here, then taken out of the request by the threads stage, which
+  keeps the conversation (see gateway/conversations/threads.py); a continue may send no new message.
 - Anything else (``mcp_servers``, ``container``, server tools, documents …) → 400 ``unsupported_feature``.
 
 Usage rule: canonical ``input_tokens`` is the whole prompt; Anthropic's ``input_tokens`` excludes cache reads and
@@ -59,7 +61,7 @@ _TYPED = frozenset(
         "top_p",
     }
 )
-_MAPPED = frozenset({"tools", "tool_choice", "output_config", "output_format"})
+_MAPPED = frozenset({"tools", "tool_choice", "output_config", "output_format", "thread"})
 _CARRIED = frozenset({"top_k", "thinking", "service_tier", "cache_control"})
 
 # Our error status → Anthropic's error type (https://docs.anthropic.com/en/api/errors).
@@ -104,8 +106,10 @@ def request_from_anthropic(data: dict[str, Any], require_max_tokens: bool = True
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise _invalid("model: Field required", "model")
+    thread = _thread(data.get("thread"))
     raw_messages = data.get("messages")
-    if not isinstance(raw_messages, list) or not raw_messages:
+    continues = thread is not None and thread["type"] == "continue"
+    if not isinstance(raw_messages, list) or not (raw_messages or continues):
         raise _invalid("messages: Field required (a non-empty list of messages)", "messages")
     max_tokens = data.get("max_tokens")
     if max_tokens is None:
@@ -128,9 +132,12 @@ def request_from_anthropic(data: dict[str, Any], require_max_tokens: bool = True
         messages.extend(_message(m, i))
 
     extra: dict[str, Any] = {k: data[k] for k in _CARRIED if k in data}
+    if thread is not None:
+        extra["thread"] = thread  # taken out by the threads stage (gateway.conversations.threads)
     req = ChatRequest(
         model=model,
-        messages=messages,
+        # a continued thread may add nothing (the kept turn resumes); the threads stage puts the history first
+        messages=messages or [Message(role="user", content="")],
         stream=bool(data.get("stream")),
         max_tokens=max_tokens,
         temperature=float(temperature) if temperature is not None else None,
@@ -142,6 +149,25 @@ def request_from_anthropic(data: dict[str, Any], require_max_tokens: bool = True
     _tools(data, req)
     _output(data, req)
     return req
+
+
+def _thread(value: Any) -> dict[str, Any] | None:
+    """``thread``: ``{"type": "create"}`` or ``{"type": "continue", "previous_message_id": "msg_…"}``."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "create":
+        return {"type": "create"}
+    if (
+        kind == "continue"
+        and isinstance(value.get("previous_message_id"), str)
+        and value["previous_message_id"]
+    ):
+        return {"type": "continue", "previous_message_id": value["previous_message_id"]}
+    raise _invalid(
+        "thread: Input should be {type: create} or {type: continue, previous_message_id: <message id>}",
+        "thread",
+    )
 
 
 def _system_content(system: Any) -> str | list[dict[str, Any]]:

@@ -10,7 +10,10 @@ from gateway.pipeline import Stage
 
 
 def build_stages(cfg: Config, gw: Any) -> list[Stage]:
-    stages: list[Stage] = []
+    from gateway.conversations.threads import ThreadStage
+
+    # first: a continued thread's history is in the request before any other stage looks at it
+    stages: list[Stage] = [ThreadStage(gw.conversations)]
     st = cfg.stages
     if st.limits.enabled:
         from gateway.stages.limits import LimitsStage

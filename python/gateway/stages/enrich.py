@@ -15,6 +15,9 @@ def enrich_headers(ctx: RequestContext, content_type: str) -> list[tuple[str, st
     headers = [
         ("content-type", content_type),
         ("x-gateway-request-id", ctx.request_id),
+        # the ids the official SDKs expose as ``_request_id`` (openai: x-request-id, anthropic: request-id)
+        ("x-request-id", ctx.request_id),
+        ("request-id", ctx.request_id),
         ("x-gateway-cache", ctx.cache),
     ]
     if ctx.deployment is not None:

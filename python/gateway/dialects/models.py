@@ -1,0 +1,93 @@
+"""``GET /v1/models`` and ``GET /v1/models/{id}`` in the caller's dialect.
+
+The official SDKs call the same paths: the ``anthropic`` SDK always sends ``anthropic-version``, so a request
+with it gets Anthropic's shapes (``type``, ``display_name``, RFC 3339 ``created_at``; lists with ``has_more``,
+``first_id``, ``last_id`` and ``limit``/``after_id``/``before_id`` paging), any other OpenAI's. A model id is a
+model group name (or an alias of one) the caller's key may use; anything else is a 404 in the caller's shape.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from gateway.context import RequestContext
+from gateway.dialects import anthropic as anth
+from gateway.dialects import openai as oai
+from gateway.errors import GatewayError
+from gateway.stages.enrich import enrich_headers
+
+JSON = "application/json"
+
+
+def wants_anthropic(scope: Any) -> bool:
+    return scope.headers.get("anthropic-version") is not None
+
+
+def _rfc3339(ts: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def openai_model(name: str, created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "gateway"}
+
+
+def anthropic_model(name: str, created: int) -> dict[str, Any]:
+    return {"type": "model", "id": name, "display_name": name, "created_at": _rfc3339(created)}
+
+
+def anthropic_list(names: list[str], created: int, query: str) -> dict[str, Any]:
+    q = {k: v[0] for k, v in parse_qs(query or "").items()}
+    try:
+        limit = max(1, min(1000, int(q.get("limit", "20"))))
+    except ValueError:
+        raise GatewayError("invalid_request", "limit: Input should be an integer", param="limit") from None
+    if q.get("after_id") in names:
+        names = names[names.index(q["after_id"]) + 1 :]
+    if q.get("before_id") in names:
+        names = names[: names.index(q["before_id"])]
+        names, more = names[-limit:], len(names) > limit
+    else:
+        names, more = names[:limit], len(names) > limit
+    data = [anthropic_model(n, created) for n in names]
+    return {
+        "data": data,
+        "has_more": more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
+async def serve(gw: Any, scope: Any, proto: Any, model_id: str | None) -> None:
+    """List (``model_id`` None) or retrieve one model, answered and recorded in the caller's dialect."""
+    anthropic = wants_anthropic(scope)
+    ctx = RequestContext("models", "anthropic" if anthropic else "openai")
+    try:
+        gw.authenticate(ctx, scope)
+        names = gw.visible_models(ctx)
+        if model_id is None:
+            if anthropic:
+                body = orjson.dumps(anthropic_list(names, gw.started, getattr(scope, "query_string", "")))
+            else:
+                body = oai.render_models(names, gw.started)
+        else:
+            group = gw.router.resolve(model_id)
+            if group is None or group not in names:
+                raise GatewayError(
+                    "model_not_found",
+                    f"The model {model_id!r} does not exist on this gateway, or your key may not use it. "
+                    "GET /v1/models lists the models your key may use.",
+                    param="model",
+                )
+            make = anthropic_model if anthropic else openai_model
+            body = orjson.dumps(make(model_id, gw.started))
+        proto.response_bytes(200, enrich_headers(ctx, JSON), body)
+    except GatewayError as e:
+        ctx.status, ctx.error = e.status, (e.code, e.message)
+        render = anth.error_body if anthropic else oai.error_body
+        proto.response_bytes(e.status, enrich_headers(ctx, JSON), render(e))
+    finally:
+        gw.finish_record(ctx)
