@@ -280,7 +280,7 @@ class Detector:
 
     def _judge_overhead(self, lo: int, cb: int) -> Any:
         values = [v for b in range(lo, cb + 1) for v in self.overhead.get(b, ())]
-        if len(values) < self.cfg.min_requests:
+        if len(values) < max(self.cfg.min_requests, 100):  # below 100 requests a p99 is just the slowest one
             return None
         values.sort()
         p99 = values[min(len(values) - 1, int(0.99 * len(values)))]

@@ -52,9 +52,79 @@ async def serve(obs: Any, gw: Any, scope: Any, proto: Any) -> None:
             body = await asyncio.to_thread(obs.metrics.render)
             proto.response_bytes(200, [("content-type", PROM_TYPE)], body)
             return
-        raise GatewayError("not_found", f"No route for {scope.method} {path}.")
+        if not obs.cfg.observability.dashboard.enabled:
+            raise GatewayError("not_found", "The dashboard is off (observability.dashboard.enabled).")
+        if path.startswith("/dashboard/api/"):
+            if not may_read(obs.cfg, scope.headers):
+                raise GatewayError(
+                    "invalid_api_key", "The dashboard needs the admin key or the dashboard key."
+                )
+            ctype, body = await dashboard_api(gw, path, _query(scope.query_string))
+            proto.response_bytes(200, [("content-type", ctype), ("cache-control", "no-store")], body)
+            return
+        from gateway.observability import dashboard
+
+        hit = dashboard.asset(path)
+        if hit is None:
+            raise GatewayError("not_found", f"No route for {scope.method} {path}.")
+        proto.response_bytes(200, [("content-type", hit[1]), ("cache-control", "no-cache")], hit[0])
     except GatewayError as e:
         proto.response_bytes(e.status, [("content-type", "application/json")], error_body(e))
+
+
+def _query(qs: str) -> dict[str, str]:
+    from urllib.parse import parse_qs
+
+    return {k: v[0] for k, v in parse_qs(qs).items()}
+
+
+async def dashboard_api(gw: Any, path: str, query: dict[str, str]) -> tuple[str, bytes]:
+    """``/dashboard/api/summary?range=`` (JSON) and ``/dashboard/api/report?kind=daily|weekly`` (Markdown)."""
+    import time
+
+    import orjson
+
+    from gateway.observability import dashboard, reports
+    from gateway.observability.alerts import read_alerts
+
+    if path == "/dashboard/api/summary":
+        span = query.get("range") or "15m"
+        if span not in dashboard.RANGES:
+            raise GatewayError(
+                "invalid_request", f"range is one of {', '.join(dashboard.RANGES)}.", param="range"
+            )
+        budgets = dashboard.budgets_of(gw)
+        now = time.time()
+
+        def run() -> dict[str, Any]:
+            conn = reader(gw)
+            try:
+                return {
+                    "summary": dashboard.summary(conn, span, now, budgets),
+                    "alerts": read_alerts(conn, None, now - dashboard.RANGES[span]),
+                }
+            finally:
+                conn.close()
+
+        out = await asyncio.to_thread(run)
+        out["live"] = dashboard.live(gw)
+        return "application/json", orjson.dumps(out)
+    if path == "/dashboard/api/report":
+        kind = query.get("kind") or "daily"
+        if kind not in ("daily", "weekly"):
+            raise GatewayError("invalid_request", "kind is daily or weekly.", param="kind")
+
+        def build() -> str:
+            from datetime import UTC, datetime
+
+            conn = reader(gw)
+            try:
+                return reports.markdown(*reports.build(conn, kind, datetime.now(UTC).date()))
+            finally:
+                conn.close()
+
+        return "text/markdown; charset=utf-8", (await asyncio.to_thread(build)).encode()
+    raise GatewayError("not_found", f"No dashboard API at {path}.")
 
 
 async def costs(gw: Any, query: dict[str, str]) -> Any:
