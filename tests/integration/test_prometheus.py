@@ -159,3 +159,34 @@ def test_histogram_quantile_answers_for_overhead_and_upstream(stack):
     bounds = (0.0, *OVERHEAD_S, math.inf)
     i = next(i for i in range(1, len(bounds)) if true_p99 <= bounds[i])
     assert bounds[max(0, i - 2)] <= q_over <= bounds[min(len(bounds) - 1, i + 1)]
+
+
+def test_the_grafana_dashboard_queries_run_on_these_metrics(stack):
+    """deploy/grafana/ai-gateway.json: every query parses in Prometheus and names only metrics the gateway
+    exports; those fed by the traffic above answer with data."""
+    import re
+    from pathlib import Path
+
+    from gateway.observability.metrics import SPECS
+
+    _gw, prom = stack
+    dash = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/ai-gateway.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    names = set(SPECS) | {f"{n}_total" for n in SPECS} | {f"{n}_bucket" for n in SPECS}
+    answered = 0
+    for e in exprs:
+        used = {
+            m
+            for m in re.findall(r"\b(gateway_\w+|gen_ai_\w+)\b", e)
+            if not m.startswith("gen_ai_request")
+            and m
+            not in (
+                "gen_ai_token_type",
+                "gen_ai_provider_name",
+                "gen_ai_response_model",
+                "gen_ai_operation_name",
+            )
+        }
+        assert used <= names, (e, used - names)
+        answered += bool(promql(prom, e.replace("$__rate_interval", "2m")))
+    assert answered >= len(exprs) // 2
