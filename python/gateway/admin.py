@@ -16,7 +16,9 @@ Bearer``). Answers are JSON; errors have the OpenAI error shape with a stable ``
     GET    /admin/alerts[?state=firing|resolved][&since=T]  alerts raised by the detector, newest first
     GET    /admin/stats                      contract counters summed over every worker (and replica, with
                                              Redis): queue depth, queued/admitted/timed out, soft-budget alerts,
-                                             retry-budget refusals; deployments cooling down
+                                             retry-budget refusals; deployments cooling down (seconds left)
+                                             and this worker's circuits
+    DELETE /admin/cooldowns[/{deployment}]   forget cooldowns and open circuits (every replica, within ~1 s)
 
 Scopes: tenant, team, key, user, tag, agent, agent_run (limits also: model). ``id`` ``*`` is the default for
 every id of the scope. Ids a caller chooses (user, tag, agent, agent run) are per tenant: name them as
@@ -28,109 +30,186 @@ within a second; config values are the defaults they override.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
 import msgspec
 import orjson
 
 from gateway import approvals
-from gateway.config import BudgetRule, LimitRule
+from gateway.config import ApprovalSpec, BudgetRule, KeySpec, LimitRule
 from gateway.dialects.openai import error_body
 from gateway.errors import GatewayError
 from gateway.observability import http as obs_http
-from gateway.pricing import MICRO
+from gateway.pricing import NANO
 from gateway.stages.auth import key_from_headers
 from gateway.stages.budget import charge_for, describe_period, period_end
 from gateway.stages.scopes import TENANT_SCOPED, admin_scope
 from gateway.state.metrics import MAX_AGE_S, METRICS, total
 from gateway.state.policies import BUDGET_SCOPES, LIMIT_SCOPES
 
+log = logging.getLogger("gateway.admin")
+T = TypeVar("T")
 JSON = [("content-type", "application/json")]
 KINDS = {"budgets": ("budget", BudgetRule, BUDGET_SCOPES), "limits": ("limit", LimitRule, LIMIT_SCOPES)}
 
 
-async def handle(gw: Any, scope: Any, proto: Any) -> int:
-    """Answer one admin request; returns the status (for the request's record)."""
+MAX_PATH = 512  # what a record keeps of an admin path
+MAX_IDENT = 400  # a rule's id: tenant/agent/run, each part at most 128 characters
+
+
+async def handle(gw: Any, scope: Any, proto: Any, ctx: Any = None) -> int:
+    """Answer one admin request; returns the status. ``ctx`` (the request's record) gets the method, path,
+    target and error code: every admin call is auditable, a crashed one recorded as the 500 it answered."""
+    method, path = scope.method, scope.path
+    audit: dict[str, Any] = {"method": method, "path": path[:MAX_PATH]}
+    if ctx is not None:
+        ctx.flags["admin"] = audit
     try:
         admin_key = gw.cfg.admin.key
         if not admin_key:
             raise GatewayError("not_found", "The admin API is disabled: set admin.key in the config.")
-        given = key_from_headers(scope.headers.get("authorization"), scope.headers.get("x-api-key")) or ""
+        # only Authorization: the admin key is not a gateway key, and x-api-key is what SDKs send those in
+        given = key_from_headers(scope.headers.get("authorization"), None) or ""
         if not hmac.compare_digest(given.encode(), admin_key.encode()):
             raise GatewayError(
                 "invalid_api_key", "The admin API needs the admin key (admin.key) as 'Authorization: Bearer'."
             )
-        status, body = await route(gw, scope.method, scope.path, scope.query_string, proto)
+        body = Body(gw, scope, proto)
+        status, answer = await route(gw, method, path, scope.query_string, body, audit)
     except GatewayError as e:
-        proto.response_bytes(e.status, JSON, error_body(e))
+        _failed(ctx, e)
+        proto.response_bytes(e.status, [*JSON, *e.headers.items()], error_body(e))
         return e.status
-    if isinstance(body, obs_http.Raw):
-        proto.response_bytes(status, [("content-type", body.content_type)], body.body)
+    except Exception as e:  # never a stack trace to the caller; recorded as what it is
+        log.exception("admin call %s %s failed", method, path[:MAX_PATH])
+        err = GatewayError("internal_error", f"The admin call failed in the gateway ({type(e).__name__}).")
+        _failed(ctx, err)
+        proto.response_bytes(err.status, JSON, error_body(err))
+        return err.status
+    if isinstance(answer, obs_http.Raw):
+        proto.response_bytes(status, [("content-type", answer.content_type)], answer.body)
     else:
-        proto.response_bytes(status, JSON, orjson.dumps(body))
+        proto.response_bytes(status, JSON, orjson.dumps(answer))
     return status
 
 
-async def _json(proto: Any) -> dict[str, Any]:
-    try:
-        data = orjson.loads(await proto())
-    except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        raise GatewayError("invalid_json", "The admin request body must be a JSON object.")
-    return data
+def _failed(ctx: Any, err: GatewayError) -> None:
+    if ctx is not None:
+        ctx.status = err.status
+        ctx.error = (err.code, err.message[:MAX_PATH])
 
 
-async def route(gw: Any, method: str, path: str, query_string: str, proto: Any) -> tuple[int, Any]:
+class Body:
+    """The request body, read on demand, bounded by ``server.max_body_bytes`` like every other body."""
+
+    def __init__(self, gw: Any, scope: Any, proto: Any) -> None:
+        self.gw, self.scope, self.proto = gw, scope, proto
+
+    async def json(self) -> dict[str, Any]:
+        raw = await self.gw.read_body(self.scope, self.proto)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            raise GatewayError("invalid_json", "The admin request body must be a JSON object.")
+        return data
+
+    async def decode(self, typ: type[T], what: str) -> T:
+        """The body as one of the config's typed structs: the same types and bounds as in the config file."""
+        try:
+            return msgspec.convert(await self.json(), typ)
+        except msgspec.ValidationError as e:
+            raise GatewayError("invalid_request", f"Invalid {what}: {e}.") from None
+
+
+ROUTES = {  # head -> methods it answers (anything else on a known path is a 405)
+    "keys": ("GET", "POST", "DELETE"),
+    "budgets": ("GET", "PUT", "DELETE"),
+    "limits": ("GET", "PUT", "DELETE"),
+    "spend": ("GET",),
+    "approvals": ("POST",),
+    "stats": ("GET",),
+    "costs": ("GET",),
+    "alerts": ("GET",),
+    "cooldowns": ("DELETE",),
+}
+
+
+async def route(
+    gw: Any, method: str, path: str, query_string: str, body: Body, audit: dict[str, Any]
+) -> tuple[int, Any]:
     parts = [unquote(p) for p in path.split("/") if p][1:]  # drop "admin"
     query = {k: v[0] for k, v in parse_qs(query_string).items()}
     head = parts[0] if parts else ""
+    if head in ROUTES and method not in ROUTES[head]:
+        raise GatewayError(
+            "method_not_allowed",
+            f"{method} is not supported on /admin/{head}; use {' or '.join(ROUTES[head])}.",
+            headers={"allow": ", ".join(ROUTES[head])},
+        )
+    if len(parts) > 1:
+        audit["target"] = "/".join(parts[1:])[:MAX_PATH]
     if head == "keys":
-        return await keys(gw, method, parts[1:], query, proto)
+        return await keys(gw, method, parts[1:], query, body, audit)
     if head in KINDS:
-        return await rules(gw, method, head, parts[1:], query, proto)
-    if parts == ["spend"] and method == "GET":
+        return await rules(gw, method, head, parts[1:], query, body)
+    if parts == ["spend"]:
+        audit["target"] = f"{query.get('scope', 'tenant')}/{query.get('id', '')}"[:MAX_PATH]
         return 200, await spend(gw, query.get("scope", "tenant"), query.get("id", ""), query.get("tenant"))
-    if parts == ["approvals"] and method == "POST":
-        return await approve(gw, await _json(proto))
-    if parts == ["costs"] and method == "GET":
+    if parts == ["approvals"]:
+        return await approve(gw, await body.decode(ApprovalSpec, "approval"), audit)
+    if parts == ["costs"]:
         return 200, await obs_http.costs(gw, query)
-    if parts == ["alerts"] and method == "GET":
+    if parts == ["alerts"]:
         return 200, await obs_http.alerts(gw, query)
-    if parts == ["stats"] and method == "GET":
+    if parts == ["stats"]:
         return 200, await stats(gw)
+    if head == "cooldowns" and len(parts) <= 2:
+        cleared = await gw.router.clear_cooldowns(parts[1] if len(parts) == 2 else None)
+        if len(parts) == 2 and not cleared:
+            raise GatewayError("not_found", f"No deployment {parts[1]!r} (GET /admin/stats lists them).")
+        return 200, {"cleared": cleared}
     raise GatewayError(
         "not_found",
-        f"No admin route for {method} {path}; see the Admin API section of the README.",
+        f"No admin route for {method} {path[:MAX_PATH]}; see the Admin API section of the README.",
     )
 
 
-async def keys(gw: Any, method: str, rest: list[str], query: dict[str, str], proto: Any) -> tuple[int, Any]:
+async def keys(
+    gw: Any, method: str, rest: list[str], query: dict[str, str], body: Body, audit: dict[str, Any]
+) -> tuple[int, Any]:
     store = gw.store
     if not rest and method == "POST":
-        d = await _json(proto)
-        if not isinstance(d.get("tenant"), str) or not d["tenant"]:
-            raise GatewayError("invalid_request", "A key needs a tenant.", param="tenant")
+        spec = await body.decode(KeySpec, "key")
+        unknown = [m for m in spec.models if gw.router.resolve(m) is None]
+        if unknown:
+            raise GatewayError("invalid_request", f"Unknown model groups {unknown}.", param="models")
+        if spec.profile is not None and spec.profile not in gw.cfg.stages.profiles:
+            raise GatewayError("invalid_request", f"Unknown profile {spec.profile!r}.", param="profile")
         key_id, key = store.create_key(
-            d["tenant"],
-            team=d.get("team"),
-            name=d.get("name"),
-            models=d.get("models") or (),
-            residency=d.get("residency") or (),
+            spec.tenant,
+            team=spec.team,
+            name=spec.name,
+            models=spec.models,
+            residency=spec.residency,
+            profile=spec.profile,
         )
+        audit["target"] = key_id
         return 201, {
             "key_id": key_id,
             "key": key,
-            "tenant": d["tenant"],
+            "tenant": spec.tenant,
             "note": "the key is shown once; store it now",
         }
     if not rest and method == "GET":
         return 200, {"data": store.list_keys(query.get("tenant"))}
     if len(rest) == 1 and method == "DELETE":
         if not store.revoke_key(rest[0]):
-            raise GatewayError("not_found", f"No active key {rest[0]!r} (GET /admin/keys lists them).")
+            raise GatewayError("not_found", f"No active key {rest[0][:128]!r} (GET /admin/keys lists them).")
         return 200, {"key_id": rest[0], "revoked": True}
     raise GatewayError(
         "method_not_allowed", f"{method} is not supported on /admin/keys{'/…' if rest else ''}."
@@ -138,7 +217,7 @@ async def keys(gw: Any, method: str, rest: list[str], query: dict[str, str], pro
 
 
 async def rules(
-    gw: Any, method: str, head: str, rest: list[str], query: dict[str, str], proto: Any
+    gw: Any, method: str, head: str, rest: list[str], query: dict[str, str], body: Body
 ) -> tuple[int, Any]:
     kind, typ, scopes = KINDS[head]
     policies = gw.state.policies
@@ -150,6 +229,10 @@ async def rules(
             "not_found", f"Use /admin/{head}/{{scope}}/{{id}}; scope is one of {', '.join(scopes)}."
         )
     scope_name, ident = rest[0], "/".join(rest[1:])
+    if len(ident) > MAX_IDENT or not ident.isprintable():
+        raise GatewayError(
+            "invalid_request", f"A rule's id is printable text of at most {MAX_IDENT} characters."
+        )
     if scope_name not in scopes:
         raise GatewayError(
             "invalid_request", f"Unknown {kind} scope {scope_name!r}; one of {', '.join(scopes)}."
@@ -161,25 +244,21 @@ async def rules(
         return 200, {"scope": scope_name, "id": ident, "removed": True}
     if method != "PUT":
         raise GatewayError("method_not_allowed", f"Use PUT or DELETE on /admin/{head}/{scope_name}/{ident}.")
-    try:
-        rule = msgspec.convert(await _json(proto), typ)
-    except msgspec.ValidationError as e:
-        raise GatewayError("invalid_request", f"Invalid {kind} rule: {e}.") from None
+    rule = await body.decode(typ, f"{kind} rule")
     _check_rule(gw, rule)
     await policies.put(kind, scope_name, ident, rule)
     return 200, {"scope": scope_name, "id": ident, "rule": msgspec.to_builtins(rule)}
 
 
 def _check_rule(gw: Any, rule: Any) -> None:
+    """What the types cannot say (their bounds are checked when the body is decoded)."""
     if isinstance(rule, BudgetRule):
         if rule.on_exceed == "downgrade" and rule.downgrade_to not in gw.cfg.models:
             raise GatewayError(
                 "invalid_request", "on_exceed: downgrade needs downgrade_to, an existing model group."
             )
-        if rule.usd < 0 or (rule.window_s is not None and rule.window_s < 1):
-            raise GatewayError("invalid_request", "usd must be >= 0 and window_s >= 1.")
-    elif any(v is not None and v <= 0 for v in (rule.rpm, rule.tpm)) or rule.window_s <= 0:
-        raise GatewayError("invalid_request", "rpm, tpm and window_s must be positive.")
+    elif rule.rpm is None and rule.tpm is None:
+        raise GatewayError("invalid_request", "A limit needs rpm or tpm.")
 
 
 def _key_id(gw: Any, ident: str) -> str:
@@ -221,7 +300,7 @@ async def spend(gw: Any, kind: str, ident: str, tenant: str | None) -> dict[str,
             "not_found", f"No budget applies to {scope.label} (PUT /admin/budgets/{kind}/{ident})."
         )
     now = time.time()
-    spent = await gw.state.spent(charge_for(scope, rule, now)) / MICRO
+    spent = await gw.state.spent(charge_for(scope, rule, now, gw.cfg.stages.budget.idle_ttl_s)) / NANO
     return {
         "scope": kind,
         "id": scope.ident,
@@ -235,20 +314,24 @@ async def spend(gw: Any, kind: str, ident: str, tenant: str | None) -> dict[str,
     }
 
 
-async def approve(gw: Any, d: dict[str, Any]) -> tuple[int, Any]:
-    key_id, max_usd = d.get("key_id"), d.get("max_usd")
-    if not isinstance(key_id, str) or not isinstance(max_usd, int | float) or max_usd <= 0:
+def _key_exists(gw: Any, key_id: str) -> bool:
+    if any(p.key_id == key_id for p in gw.auth.static.values()):
+        return True
+    return gw.store.active_key(key_id)
+
+
+async def approve(gw: Any, spec: ApprovalSpec, audit: dict[str, Any]) -> tuple[int, Any]:
+    audit["target"] = spec.key_id
+    if not _key_exists(gw, spec.key_id):
         raise GatewayError(
-            "invalid_request", "An approval needs key_id (string) and max_usd (a positive number)."
+            "not_found", f"No active key {spec.key_id!r} (GET /admin/keys lists them).", param="key_id"
         )
-    ttl = d.get("ttl_s", gw.cfg.stages.budget.approval_ttl_s)
-    if not isinstance(ttl, int | float) or ttl <= 0:
-        raise GatewayError("invalid_request", "ttl_s must be a positive number of seconds.", param="ttl_s")
-    token = await approvals.issue(gw.state, key_id, float(max_usd), float(ttl))
+    ttl = spec.ttl_s if spec.ttl_s is not None else gw.cfg.stages.budget.approval_ttl_s
+    token = await approvals.issue(gw.state, spec.key_id, spec.max_usd, float(ttl))
     return 201, {
         "token": token,
-        "key_id": key_id,
-        "max_usd": max_usd,
+        "key_id": spec.key_id,
+        "max_usd": spec.max_usd,
         "expires_at": time.time() + ttl,
         "note": "single use, for this key, for one request predicted to cost up to max_usd: send it as the "
         "x-gateway-approval header",
@@ -258,9 +341,11 @@ async def approve(gw: Any, d: dict[str, Any]) -> tuple[int, Any]:
 async def stats(gw: Any) -> dict[str, Any]:
     snaps = await gw.state.read_metrics(MAX_AGE_S)
     snaps[METRICS.worker] = METRICS.snapshot()  # this worker's, live
+    now = time.time()
     return {
         "total": total(snaps),
         "workers": snaps,
-        "cooldowns": await gw.state.cooldowns(None),
+        "cooldowns": {d: round(u - now, 3) for d, u in (await gw.state.cooldowns(None)).items()},
+        "deployments": gw.router.health_report(),  # this worker's circuits and cooldowns
         "state": {"backend": gw.state.name, "degraded": bool(gw.state.degraded)},
     }

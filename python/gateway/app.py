@@ -33,6 +33,7 @@ from gateway.state import make_state
 from gateway.state.metrics import METRICS
 from gateway.store.sqlite import SqliteStore, record_row
 from gateway.telemetry.records import RecordWriter
+from gateway.telemetry.redact import Redactor, known_models
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, Usage
 
 log = logging.getLogger("gateway")
@@ -47,7 +48,7 @@ class Gateway:
     def __init__(self, cfg: Config, http: HttpClient) -> None:
         self.cfg = cfg
         self.http = http
-        self.store = SqliteStore(cfg.store.sqlite_path)
+        self.store = SqliteStore(cfg.store.sqlite_path, key_secret=cfg.server.key_secret)
         self.obs = Observability(cfg)
         self.records = RecordWriter(
             self._write_records,
@@ -55,6 +56,7 @@ class Gateway:
             flush_ms=cfg.store.record_flush_ms,
             spill_path=Path(cfg.store.sqlite_path).with_suffix(".spill.jsonl"),
             observers=self.obs.observers,
+            build=Redactor(cfg.server.key_secret, known_models(cfg)).record,
         )
         self.auth = Authenticator(
             cfg.keys, self.store, ttl_s=cfg.server.key_cache_ttl_s, teams=cfg.teams, tenants=cfg.tenants
@@ -338,7 +340,7 @@ class Gateway:
 
         ctx = RequestContext("admin", "admin")
         try:
-            ctx.status = await admin.handle(self, scope, proto)
+            ctx.status = await admin.handle(self, scope, proto, ctx)
         finally:
             self.finish_record(ctx)
 
@@ -420,7 +422,9 @@ class App:
                 return await gw.chat(scope, proto, anth.AnthropicDialect)
             if path == "/v1/messages/count_tokens":
                 return await anth.count_tokens(gw, scope, proto)
-        elif method == "GET":
+        elif method in ("GET", "HEAD"):
+            if method == "HEAD" and path in ("/healthz", "/readyz"):  # load balancers probe with HEAD
+                return proto.response_empty(200 if path == "/healthz" or self.ready else 503, [])
             if path in ("/v1/models", "/models") or path.startswith(("/v1/models/", "/models/")):
                 from gateway.dialects import models
 
@@ -437,12 +441,35 @@ class App:
                     [("content-type", JSON)],
                     b'{"status":"ready"}' if ok else b'{"status":"starting"}',
                 )
-        err = GatewayError(
-            "not_found",
-            f"No route for {method} {path}. The gateway serves /v1/chat/completions, "
-            "/v1/embeddings, /v1/models, /v1/responses, /v1/messages and /v1/messages/count_tokens.",
-        )
-        proto.response_bytes(err.status, [("content-type", JSON)], oai.error_body(err))
+        allowed = ALLOWED.get(path)
+        if allowed is not None:  # a known path, the wrong method
+            err = GatewayError(
+                "method_not_allowed",
+                f"{method} is not supported on {path}; use {allowed}.",
+                headers={"allow": allowed},
+            )
+        else:
+            err = GatewayError(
+                "not_found",
+                f"No route for {method} {path[:200]}. The gateway serves /v1/chat/completions, "
+                "/v1/embeddings, /v1/models, /v1/responses, /v1/messages and /v1/messages/count_tokens.",
+            )
+        proto.response_bytes(err.status, [("content-type", JSON), *err.headers.items()], oai.error_body(err))
+
+
+_POST = ("chat/completions", "embeddings", "completions", "moderations")
+ALLOWED = {  # known paths -> the methods they answer (another method is a 405, not a 404)
+    **dict.fromkeys(
+        (
+            *(f"/{p}" for p in _POST),
+            *(f"/v1/{p}" for p in _POST),
+            "/v1/messages",
+            "/v1/messages/count_tokens",
+        ),
+        "POST",
+    ),
+    **dict.fromkeys(("/v1/models", "/models", "/healthz", "/readyz", "/metrics"), "GET, HEAD"),
+}
 
 
 app = App()

@@ -116,7 +116,7 @@ Ctrl-C stops both.""",
 
 def keys(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    store = SqliteStore(cfg.store.sqlite_path)
+    store = SqliteStore(cfg.store.sqlite_path, key_secret=cfg.server.key_secret)
     if args.keys_cmd == "create":
         key_id, key = store.create_key(args.tenant, team=args.team, name=args.name, models=args.models or [])
         print(

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
+from msgspec import Meta
 
 
 class ConfigError(ValueError):
@@ -104,16 +105,30 @@ class ModelGroup(msgspec.Struct, forbid_unknown_fields=True):
     stall_s: float | None = None
 
 
-class KeyConfig(msgspec.Struct, forbid_unknown_fields=True):
+# Bounds shared by the config and the admin API (which decodes its bodies into these same structs): an
+# identifier is short printable text, an amount a finite number in a range where counters stay exact.
+Name = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Usd = Annotated[float, Meta(ge=0, le=1e9)]  # budget counters hold nano-dollars in 64-bit integers
+Count = Annotated[int, Meta(gt=0, le=10**12)]
+WindowS = Annotated[float, Meta(ge=1, le=366 * 86400)]  # a shorter window makes a limit a no-op
+MIN_KEY_LENGTH = 16  # a gateway key in config: guessable below this
+
+
+class KeySpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What a gateway key is allowed: its tenant, team, models, residency. ``POST /admin/keys`` takes this."""
+
+    tenant: Name
+    team: Name | None = None
+    name: Name | None = None
+    models: Annotated[list[Name], Meta(max_length=1000)] = []
+    residency: Annotated[list[Name], Meta(max_length=100)] = []
+    profile: Name | None = None
+
+
+class KeyConfig(KeySpec, forbid_unknown_fields=True, kw_only=True):
     """A gateway key declared in config (hashed at load; the plain value never leaves this struct)."""
 
-    key: str
-    tenant: str
-    team: str | None = None
-    name: str | None = None
-    models: list[str] = []
-    residency: list[str] = []
-    profile: str | None = None
+    key: Annotated[str, Meta(min_length=MIN_KEY_LENGTH)]
     pins: dict[str, str] = {}  # model group -> exact upstream model version
 
 
@@ -133,6 +148,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_body_bytes: int = 4 * 1024 * 1024
     http_client: Literal["reqwest", "aiohttp"] = "reqwest"  # upstream client; see gateway/http.py
     key_cache_ttl_s: float = 5.0  # how long a worker trusts a store lookup: a revoked key stops within this
+    # keys are stored as HMAC-SHA-256 under this secret (set it from the environment: ${GATEWAY_KEY_SECRET});
+    # None: plain SHA-256. Setting it later is safe: older hashes are moved under it on each key's next use.
+    key_secret: Annotated[str, Meta(min_length=16)] | None = None
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -181,9 +199,9 @@ class LimitRule(msgspec.Struct, forbid_unknown_fields=True):
     """Requests and tokens per ``window_s`` seconds (a minute unless set) for one scope: GCRA buckets that start
     full and refill continuously, so any interval of L seconds admits at most rpm + rpm * L / window_s."""
 
-    rpm: int | None = None
-    tpm: int | None = None
-    window_s: float = 60.0
+    rpm: Count | None = None
+    tpm: Count | None = None
+    window_s: WindowS = 60.0
 
 
 class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -208,13 +226,21 @@ class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
 class BudgetRule(msgspec.Struct, forbid_unknown_fields=True):
     """USD per period for one scope: a calendar ``period`` (UTC), or a rolling window of ``window_s`` seconds."""
 
-    usd: float
+    usd: Usd
     period: Literal["day", "month", "lifetime"] = "month"
-    window_s: int | None = None
-    soft_usd: float | None = None  # over this: recorded, logged and counted, not rejected
+    window_s: Annotated[int, Meta(ge=1, le=366 * 86400)] | None = None
+    soft_usd: Usd | None = None  # over this: recorded, logged and counted, not rejected
     on_exceed: Literal["reject", "downgrade"] = "reject"
-    downgrade_to: str | None = None  # a cheaper model group, for on_exceed: downgrade
-    max_request_usd: float | None = None  # a request predicted to cost more needs an approval token
+    downgrade_to: Name | None = None  # a cheaper model group, for on_exceed: downgrade
+    max_request_usd: Usd | None = None  # a request predicted to cost more needs an approval token
+
+
+class ApprovalSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /admin/approvals``: a single-use token for one request of ``key_id`` costing up to ``max_usd``."""
+
+    key_id: Name
+    max_usd: Annotated[float, Meta(gt=0, le=1e6)]
+    ttl_s: Annotated[float, Meta(gt=0, le=30 * 86400)] | None = None
 
 
 class BudgetConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -232,6 +258,8 @@ class BudgetConfig(msgspec.Struct, forbid_unknown_fields=True):
     # (the largest among the deployments that may serve), else 4096.
     default_output_tokens: int | None = None
     approval_ttl_s: int = 3600  # default lifetime of an approval token
+    # a lifetime counter of a caller-chosen id (user, tag, agent, agent run) is dropped after this long idle
+    idle_ttl_s: Annotated[int, Meta(ge=3600)] = 90 * 86400
 
 
 class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True):
@@ -243,6 +271,8 @@ class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True):
     window_s: float = 10.0
     backoff_ms: float = 10.0
     backoff_max_ms: float = 500.0
+    # the longest an upstream's Retry-After may cool a deployment (and what a caller is told to wait)
+    max_retry_after_s: float = 300.0
 
 
 class ValidateConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -277,7 +307,7 @@ class ConversationsConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class AdminConfig(msgspec.Struct, forbid_unknown_fields=True):
-    key: str | None = None
+    key: Annotated[str, Meta(min_length=MIN_KEY_LENGTH)] | None = None
 
 
 class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True):

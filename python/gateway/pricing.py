@@ -12,13 +12,19 @@ from gateway.config import Config, Deployment, Price
 from gateway.context import RequestContext
 from gateway.types import Usage
 
-MICRO = 1_000_000  # budgets count integer micro-dollars, so counters are exact
+MICRO = 1_000_000  # approval tokens count integer micro-dollars
+NANO = 1_000_000_000  # budget counters count integer nano-dollars: exact, and fine enough that their sum is
+# the records' sum (whole micro-dollars, rounded per request, drifted ~4% at 13 µ$ a request)
 
 
 def to_micros(usd: float) -> int:
-    """Whole micro-dollars, rounded up so a reservation never undercounts (float noise below 0.001 is not a
-    micro-dollar: 0.025 * 1e6 is 25000.000000000004)."""
-    return math.ceil(round(usd * MICRO, 3))
+    """Whole micro-dollars, rounded to the nearest."""
+    return math.floor(usd * MICRO + 0.5)
+
+
+def to_nanos(usd: float) -> int:
+    """Whole nano-dollars, rounded to the nearest (what a budget counter adds)."""
+    return math.floor(usd * NANO + 0.5)
 
 
 @lru_cache(maxsize=1)

@@ -98,10 +98,10 @@ def test_tenant_budget_holds_across_two_processes(simulator, start_gateway, fres
     )
     assert spent <= 1.00 + PER_REQUEST_USD + 1e-9
     assert statuses[200] >= 30  # the budget was used, not refused wholesale
-    counter = redis.Redis.from_url(fresh_redis).hvals("gw:{tenant:tenant-a}:bud:life")
+    counter = redis.Redis.from_url(fresh_redis).hvals("gw:{tenant:tenant-a}:budn:life")
     assert sum(int(v) for v in counter) == round(
-        spent * 1e6
-    )  # settled to the actual cost, to the micro-dollar
+        spent * 1e9
+    )  # settled to the actual cost, to the nano-dollar
 
 
 def test_agent_run_budget_holds_across_two_processes(simulator, start_gateway, fresh_redis, tmp_path):

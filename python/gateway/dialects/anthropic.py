@@ -123,6 +123,9 @@ def request_from_anthropic(data: dict[str, Any], require_max_tokens: bool = True
     top_p = data.get("top_p")
     if top_p is not None and (not isinstance(top_p, int | float) or not 0 <= top_p <= 1):
         raise _invalid("top_p: Input should be a number between 0 and 1", "top_p")
+    stream = data.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):  # "yes" is not true
+        raise _invalid("stream: Input should be a valid boolean", "stream")
 
     messages: list[Message] = []
     system = data.get("system")
@@ -138,7 +141,7 @@ def request_from_anthropic(data: dict[str, Any], require_max_tokens: bool = True
         model=model,
         # a continued thread may add nothing (the kept turn resumes); the threads stage puts the history first
         messages=messages or [Message(role="user", content="")],
-        stream=bool(data.get("stream")),
+        stream=bool(stream),
         max_tokens=max_tokens,
         temperature=float(temperature) if temperature is not None else None,
         top_p=float(top_p) if top_p is not None else None,

@@ -54,8 +54,33 @@ def convert(data: dict[str, Any], typ: type[Any], fields: frozenset[str]) -> Any
     return obj
 
 
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
 def parse_chat(body: bytes) -> ChatRequest:
-    return convert(load_json_object(body), ChatRequest, CHAT_FIELDS)
+    req: ChatRequest = convert(load_json_object(body), ChatRequest, CHAT_FIELDS)
+    check_messages(req)
+    return req
+
+
+def check_messages(req: ChatRequest) -> None:
+    """What the types leave open: a role OpenAI knows, and content parts that say their ``type`` (a part
+    without one would be forwarded unscanned by the PII stage, which reads parts by type)."""
+    for i, m in enumerate(req.messages):
+        if m.role not in ROLES:
+            raise GatewayError(
+                "invalid_request",
+                f"Invalid value for messages[{i}].role: {m.role[:40]!r}; one of {', '.join(sorted(ROLES))}.",
+                param=f"messages[{i}].role",
+            )
+        if isinstance(m.content, list):
+            for j, part in enumerate(m.content):
+                if not isinstance(part.get("type"), str):
+                    raise GatewayError(
+                        "invalid_request",
+                        f"messages[{i}].content[{j}] needs a string 'type' (text, image_url, input_audio, file).",
+                        param=f"messages[{i}].content[{j}].type",
+                    )
 
 
 def parse_embeddings(body: bytes) -> EmbeddingRequest:

@@ -8,6 +8,9 @@ translation, not an afterthought.
 
 from __future__ import annotations
 
+import email.utils
+import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
@@ -69,11 +72,9 @@ class Provider(ABC):
     # ------------------------------------------------------------ shared I/O helpers
 
     def scrub(self, text: str) -> str:
-        """Never let a provider credential travel back in an upstream's error text."""
-        for secret in (self.dep.api_key, self.dep.aws.secret_access_key if self.dep.aws else None):
-            if secret and len(secret) >= 8 and secret in text:
-                text = text.replace(secret, "***")
-        return text
+        """Never let a provider credential travel back in an upstream's error text, whole or in part."""
+        secrets = (self.dep.api_key, self.dep.aws.secret_access_key if self.dep.aws else None)
+        return scrub_secrets(text, [s for s in secrets if s])
 
     async def post(
         self, url: str, body: bytes, headers: dict[str, str], stream: bool = False
@@ -137,13 +138,55 @@ class Provider(ABC):
         )
 
 
-def parse_retry_after(value: str | None) -> float | None:
+FRAGMENT = 6  # any run of this many characters of a credential counts as leaking it
+
+
+def scrub_secrets(text: str, secrets: list[str]) -> str:
+    """Replace every stretch of ``text`` made of ``FRAGMENT``-character pieces of a secret with ``***``.
+
+    Providers quote keys partially (``Incorrect API key provided: sk-abc1***********wxyz``); a whole-string
+    replace misses those. Every FRAGMENT-gram of the text is looked up among the secrets' own; covered
+    characters are cut out. Error texts are short (at most 500 characters), so this is cheap."""
+    grams = {s[i : i + FRAGMENT] for s in secrets for i in range(len(s) - FRAGMENT + 1)}
+    if not grams or len(text) < FRAGMENT:
+        return text
+    covered = bytearray(len(text))
+    for i in range(len(text) - FRAGMENT + 1):
+        if text[i : i + FRAGMENT] in grams:
+            covered[i : i + FRAGMENT] = b"\x01" * FRAGMENT
+    if not any(covered):
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            out.append("***")
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+_DELAY_SECONDS = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as RFC 9110 writes it: delay-seconds (digits; a decimal fraction is tolerated) or an
+    HTTP date. Anything else (``inf``, ``1e308``, negative, junk) is ignored, as if the header were absent; the
+    router caps what is left (``retries.max_retry_after_s``)."""
     if not value:
         return None
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        return float(value)
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # HTTP-date form: rare for LLM providers; the router falls back to its own cooldown
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None  # an HTTP date is always GMT; a zone-less date is not one
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def error_message(body: bytes, status: int) -> str:

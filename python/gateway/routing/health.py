@@ -24,6 +24,7 @@ class Health:
         "alpha",
         "consecutive_failures",
         "cooldown_until",
+        "cooled_at",
         "ewma_total_ms",
         "ewma_ttft_ms",
         "failure_threshold",
@@ -56,6 +57,7 @@ class Health:
         self.ewma_total_ms: float | None = None
         self.consecutive_failures = 0
         self.cooldown_until = 0.0
+        self.cooled_at = 0.0  # when this worker last started or adopted a cooldown
         self.state = CLOSED
         self.opened_at = 0.0
         self.probe_in_flight = False
@@ -125,9 +127,7 @@ class Health:
         if not err.timeout:
             self.answered()
         if err.status == 429:
-            self.cooldown_until = max(
-                self.cooldown_until, now + (err.retry_after if err.retry_after else 1.0)
-            )
+            self.cool(now + (err.retry_after if err.retry_after else 1.0), now)
             return
         if not err.retryable:
             return  # the request was bad, not the deployment
@@ -138,6 +138,29 @@ class Health:
         if self.state == HALF_OPEN or self.consecutive_failures >= self.failure_threshold:
             self.state = OPEN
             self.opened_at = now
+
+    def cool(self, until: float, now: float) -> None:
+        """Skip this deployment until ``until`` (monotonic); a later end wins."""
+        if until > self.cooldown_until:
+            self.cooldown_until = until
+            self.cooled_at = now
+
+    def clear(self) -> None:
+        """An operator's reset (``DELETE /admin/cooldowns``): no cooldown, the circuit closed."""
+        self.cooldown_until = 0.0
+        self.consecutive_failures = 0
+        self.state = CLOSED
+        self.probe_in_flight = False
+
+    def report(self, now: float) -> dict[str, object]:
+        """What ``/admin/stats`` shows for this deployment in this worker."""
+        return {
+            "circuit": self.state,
+            "cooldown_s": round(max(0.0, self.cooldown_until - now), 3),
+            "consecutive_failures": self.consecutive_failures,
+            "requests": self.requests,
+            "failures": self.failures,
+        }
 
     def _ewma(self, cur: float | None, sample: float) -> float:
         return sample if cur is None else cur + self.alpha * (sample - cur)

@@ -366,6 +366,8 @@ class Router:
             result = await call(target)
         except UpstreamError as e:
             e.deployment = e.deployment or target.dep.id
+            if e.retry_after is not None:  # the upstream's word, within the operator's bound
+                e.retry_after = min(e.retry_after, self.cfg.retries.max_retry_after_s)
             target.health.failure(e)
             if e.status == 429 and self.state is not None:  # cool it down for every replica, off the hot path
                 fut = asyncio.ensure_future(self.state.set_cooldown(target.dep.id, e.retry_after or 1.0))
@@ -387,9 +389,34 @@ class Router:
         while True:
             await asyncio.sleep(every_s)
             now_wall, now = time.time(), time.monotonic()
-            for dep, until in (await self.state.cooldowns(ids)).items():
-                h = by_id[dep].health
-                h.cooldown_until = max(h.cooldown_until, now + (until - now_wall))
+            shared = await self.state.cooldowns(ids)
+            for dep, until in shared.items():
+                by_id[dep].health.cool(now + (until - now_wall), now)
+            for (
+                dep,
+                t,
+            ) in by_id.items():  # cleared by an operator elsewhere (a fresh own 429 has not landed yet)
+                h = t.health
+                if dep not in shared and h.cooldown_until > now and now - h.cooled_at > 2 * every_s:
+                    h.cooldown_until = 0.0
+
+    def health_report(self) -> dict[str, dict[str, object]]:
+        """This worker's view of every deployment: circuit, cooldown left, failures."""
+        now = time.monotonic()
+        return {t.dep.id: t.health.report(now) for targets in self.targets.values() for t in targets}
+
+    async def clear_cooldowns(self, deployment: str | None) -> list[str]:
+        """Forget cooldowns and open circuits (one deployment or all), here and in the shared state."""
+        ids = [t.dep.id for targets in self.targets.values() for t in targets]
+        if deployment is not None:
+            ids = [d for d in ids if d == deployment]
+        for targets in self.targets.values():
+            for t in targets:
+                if t.dep.id in ids:
+                    t.health.clear()
+        if self.state is not None:
+            await self.state.clear_cooldowns(ids)
+        return ids
 
     def _served(self, ctx: RequestContext, target: Target, reason: str) -> None:
         ctx.deployment = target.dep.id

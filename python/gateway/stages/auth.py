@@ -1,6 +1,7 @@
 """Authentication: a gateway key (``Authorization: Bearer`` or ``x-api-key``) → the calling Principal.
 
-Keys are looked up by SHA-256 hash: first among the keys declared in config (hashed at load), then in the store.
+Keys are looked up by their hash (HMAC-SHA-256 under ``server.key_secret`` when set, else SHA-256; see
+``KeyHasher``): first among the keys declared in config (hashed at load), then in the store.
 Store answers are cached for a few seconds in each worker so the hot path is a hash and a dict lookup; a revoked
 key stops working within ``ttl_s``.
 """
@@ -14,7 +15,7 @@ import msgspec
 
 from gateway.config import KeyConfig, TeamConfig, TenantConfig
 from gateway.errors import GatewayError
-from gateway.store.sqlite import SqliteStore, hash_key
+from gateway.store.sqlite import KeyHasher, SqliteStore
 from gateway.types import Principal
 
 
@@ -68,8 +69,9 @@ class Authenticator:
     ) -> None:
         self.teams = teams or {}
         self.tenants = tenants or {}
+        self.hash = store.hasher if store is not None else KeyHasher()
         self.static = {
-            hash_key(k.key): with_org_policy(principal_from_config(k, i), self.teams, self.tenants)
+            self.hash(k.key): with_org_policy(principal_from_config(k, i), self.teams, self.tenants)
             for i, k in enumerate(keys)
         }
         self.store = store
@@ -82,7 +84,7 @@ class Authenticator:
                 "missing_api_key",
                 "No gateway key: send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
             )
-        h = hash_key(key)
+        h = self.hash(key)
         p = self.static.get(h)
         if p is not None:
             return p
@@ -92,6 +94,11 @@ class Authenticator:
             p = hit[0]
         elif self.store is not None:
             p = self.store.find_key(h)
+            legacy = self.hash.legacy(key) if p is None else None
+            if legacy is not None:  # stored before server.key_secret was set: move it under the secret
+                p = self.store.find_key(legacy)
+                if p is not None:
+                    self.store.rehash(legacy, h)
             if p is not None:
                 p = with_org_policy(p, self.teams, self.tenants)
             if len(self.cache) > 100_000:

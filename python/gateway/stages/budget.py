@@ -8,7 +8,7 @@ of the groups it may fall back to, because which one will serve is not known yet
 atomically in every applicable scope (all or nothing: one Lua script in Redis, one event-loop step locally), so
 concurrent requests can never overspend a budget by more than what is reserved. After the answer (errors,
 streams and client disconnects included: ``finish`` runs for all of them) the reservation is corrected to the
-actual cost. Amounts are integer micro-dollars, so counters are exact.
+actual cost. Amounts are integer nano-dollars, so counters are exact and sum to the records.
 
 Over a budget, the rule's ``on_exceed`` decides: ``reject`` (429 ``budget_exceeded``) or ``downgrade`` (route to
 the cheaper ``downgrade_to`` group instead, recorded in the flags). Past ``soft_usd`` a request is served but
@@ -31,23 +31,28 @@ from gateway.config import BudgetConfig, BudgetRule
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Stage
-from gateway.pricing import MICRO, lookup, to_micros
-from gateway.stages.scopes import Scope, scopes_of
+from gateway.pricing import MICRO, NANO, lookup, to_micros, to_nanos
+from gateway.stages.scopes import TENANT_SCOPED, Scope, scopes_of
 from gateway.state.metrics import METRICS
 from gateway.state.types import Charge
 from gateway.types import ChatRequest
 
 log = logging.getLogger("gateway.budget")
-RESERVED = "budget_reserved"  # ctx.scratch: (charges, micro-dollars)
+RESERVED = "budget_reserved"  # ctx.scratch: (charges, nano-dollars)
 SLICES = 12  # a rolling window is counted in this many time slices
 DEFAULT_OUTPUT_TOKENS = 4096
 MAX_DOWNGRADES = 3
+IDLE_TTL_S = 90 * 86400
 
 
-def charge_for(scope: Scope, rule: BudgetRule, now: float) -> Charge:
-    """The counter a scope's budget is kept in for the period that contains ``now`` (unix seconds, UTC)."""
-    base = f"{scope.tag}:bud"
-    limit = to_micros(rule.usd)
+def charge_for(scope: Scope, rule: BudgetRule, now: float, idle_ttl_s: int = IDLE_TTL_S) -> Charge:
+    """The counter a scope's budget is kept in for the period that contains ``now`` (unix seconds, UTC).
+
+    Every counter expires: periods and windows when they are over, a lifetime counter of an id the caller
+    chooses (user, tag, agent, run) after ``idle_ttl_s`` without a request (each request renews it), so callers
+    minting ids cannot grow the state without bound. Tenants, teams and keys keep their lifetime counters."""
+    base = f"{scope.tag}:budn"  # nano-dollars (":bud" counters held micro-dollars)
+    limit = to_nanos(rule.usd)
     if rule.window_s:
         step = max(1, math.ceil(rule.window_s / SLICES))
         hi = int(now // step)
@@ -60,7 +65,7 @@ def charge_for(scope: Scope, rule: BudgetRule, now: float) -> Charge:
             hi,
         )
     if rule.period == "lifetime":
-        return Charge(f"{base}:life", limit)
+        return Charge(f"{base}:life", limit, idle_ttl_s if scope.kind in TENANT_SCOPED else 0)
     if rule.period == "day":
         return Charge(f"{base}:{period_name('day', int(now // 60))}", limit, 3 * 86400)
     return Charge(f"{base}:{period_name('month', int(now // 60))}", limit, 63 * 86400)
@@ -167,11 +172,11 @@ class BudgetStage(Stage):
         token = ctx.scratch.get("approval")
         for _ in range(MAX_DOWNGRADES + 1):
             predicted = self.predict_usd(ctx, req, group)
-            amount = to_micros(predicted)
+            amount = to_nanos(predicted)
             ceiling = self.ceiling(scopes, predicted)
             if ceiling is not None and not token:
                 raise self.approval_required(ctx, predicted, ceiling, None)
-            charges = [charge_for(s, r, now) for s, r in scopes]
+            charges = [charge_for(s, r, now, self.cfg.idle_ttl_s) for s, r in scopes]
             res = await self.state.reserve(charges, amount)
             if res.degraded:
                 ctx.flags["state_degraded"] = True
@@ -189,13 +194,13 @@ class BudgetStage(Stage):
             raise self.exceeded(scope, rule, res.spent[0], predicted, now)
         if ceiling is not None:
             assert token is not None
-            if not await approvals.redeem(self.state, token, self.key_id(ctx), amount):
+            if not await approvals.redeem(self.state, token, self.key_id(ctx), to_micros(predicted)):
                 await self.state.settle(charges, -amount)
                 raise self.approval_required(ctx, predicted, ceiling, token)
             ctx.flags["cost_approved"] = round(predicted, 6)
         ctx.scratch[RESERVED] = (charges, amount)
         left = min(c.limit - s for c, s in zip(charges, res.spent, strict=True))
-        ctx.response_headers["x-gateway-budget-remaining-usd"] = f"{max(0, left) / MICRO:.6f}"
+        ctx.response_headers["x-gateway-budget-remaining-usd"] = f"{max(0, left) / NANO:.6f}"
         self.soft_limits(ctx, scopes, charges, res.spent)
 
     def soft_limits(
@@ -206,7 +211,7 @@ class BudgetStage(Stage):
         spent: list[int],
     ) -> None:
         for (scope, rule), charge, s in zip(scopes, charges, spent, strict=True):
-            if rule.soft_usd is None or s <= to_micros(rule.soft_usd):
+            if rule.soft_usd is None or s <= to_nanos(rule.soft_usd):
                 continue
             ctx.flags.setdefault("budget_soft_limit", []).append(scope.label)
             METRICS.inc("budget_soft_alerts")
@@ -215,7 +220,7 @@ class BudgetStage(Stage):
                 log.warning(
                     "budget alert: %s passed its soft limit: $%.4f of soft $%.2f / hard $%.2f per %s",
                     scope.label,
-                    s / MICRO,
+                    s / NANO,
                     rule.soft_usd,
                     rule.usd,
                     describe_period(rule),
@@ -227,7 +232,7 @@ class BudgetStage(Stage):
             return
         charges, amount = reserved
         # shielded: a cancelled request (client gone) must still give back what it did not spend
-        await asyncio.shield(self.state.settle(charges, to_micros(ctx.cost) - amount))
+        await asyncio.shield(self.state.settle(charges, to_nanos(ctx.cost) - amount))
 
     # ------------------------------------------------------------ decisions and their errors
 
@@ -276,18 +281,18 @@ class BudgetStage(Stage):
     def exceeded(scope: Scope, rule: BudgetRule, spent: int, predicted: float, now: float) -> GatewayError:
         end = period_end(rule, now)
         resets = f" (the period resets at {datetime.fromtimestamp(end, UTC):%Y-%m-%dT%H:%MZ})" if end else ""
-        left = max(0.0, rule.usd - spent / MICRO)
+        left = max(0.0, rule.usd - spent / NANO)
         return GatewayError(
             "budget_exceeded",
             f"The budget of {scope.label} would be exceeded: limit ${rule.usd:.2f} per {describe_period(rule)}, "
-            f"spent ${spent / MICRO:.4f} (${left:.4f} left), this request may cost up to ${predicted:.4f}. "
+            f"spent ${spent / NANO:.4f} (${left:.4f} left), this request may cost up to ${predicted:.4f}. "
             f"Lower max_tokens, wait for spend to leave the period{resets}, or ask an admin to raise the budget "
             f"(PUT /admin/budgets/{scope.kind}/{scope.ident}).",
             details={
                 "scope": scope.kind,
                 "id": scope.ident,
                 "limit_usd": rule.usd,
-                "spent_usd": spent / MICRO,
+                "spent_usd": spent / NANO,
                 "remaining_usd": round(left, 6),
                 "request_max_usd": round(predicted, 6),
                 "period": describe_period(rule),

@@ -103,11 +103,12 @@ def reject(
         "remaining": remaining,
         "requested": check.cost,
     }
-    if d.retry_after_s < 0:
+    if d.retry_after_s < 0:  # waiting never helps: a 400, not a 429 that SDKs would retry forever
         return GatewayError(
-            "rate_limited",
+            "invalid_request",
             f"This request needs {check.cost:.0f} {check.kind}, more than the {check.scope} limit of "
             f"{check.capacity:.0f} allows at all; send a smaller request (lower max_tokens).",
+            param="max_tokens" if check.kind == "tokens" else None,
             headers=headers,
             details=details,
         )

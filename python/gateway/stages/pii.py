@@ -5,7 +5,8 @@ call into the Rust core. Per entity type the policy is ``mask`` (stable numbered
 ``<EMAIL_ADDRESS_1>``), ``reject`` (a 400 naming the types, never the values), ``flag`` (recorded only) or
 ``allow`` (not scanned). The same value gets the same placeholder across the request's messages and, when the
 caller sends a session id (``x-gateway-session`` header or ``metadata.session_id``), across the session's
-requests: the mapping lives in the state backend with a TTL. Responses and streams are unmasked on the way back;
+requests: the mapping lives in the state backend with a TTL, under the sending key (another key, even of the same
+tenant, never sees it). Responses and streams are unmasked on the way back;
 in a stream a placeholder split across chunks is reassembled from a small look-behind, never by buffering.
 
 Optionally (``ner:`` in the config, see gateway/stages/ner.py) a spaCy model then tags PERSON and LOCATION in the
@@ -127,6 +128,27 @@ async def ner_mask(
     return mask_spans(texts, spans, mapping, policy.ner_mask_types)
 
 
+MAX_SESSION_ID = 128  # longer ids are refused: the id is part of a state key
+
+
+def vault_key_for(ctx: RequestContext, req: ChatRequest) -> str | None:
+    """The session vault's state key: bound to the key that sends the session id, never shared by a tenant's
+    other keys. A session id names a conversation of one caller; another key (another team of the same tenant)
+    sending the same id gets its own, empty vault, so it cannot read back the first caller's values."""
+    session = ctx.scratch.get("session") or (req.metadata or {}).get("session_id")
+    p = ctx.principal
+    if not session or p is None:
+        return None
+    if not isinstance(session, str) or len(session) > MAX_SESSION_ID or not session.isprintable():
+        raise GatewayError(
+            "invalid_request",
+            f"The session id (x-gateway-session or metadata.session_id) must be a printable string of at most "
+            f"{MAX_SESSION_ID} characters.",
+            param="x-gateway-session",
+        )
+    return f"pii:{p.tenant}:{p.key_id}:{session}"
+
+
 class PiiStage(Stage):
     name = "pii"
 
@@ -146,8 +168,7 @@ class PiiStage(Stage):
         if policy is None:
             return
         texts = collect_texts(req.messages)
-        session = ctx.scratch.get("session") or (req.metadata or {}).get("session_id")
-        vault_key = f"pii:{ctx.principal.tenant}:{session}" if session and ctx.principal else None
+        vault_key = vault_key_for(ctx, req)
         known: dict[str, str] = await self.state.get_map(vault_key) if vault_key else {}
         masked, mapping, counts = policy.scanner.mask(texts, known, policy.mask_types)
         found = {t: n for t, n in counts.items() if n}

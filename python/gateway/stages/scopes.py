@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.context import RequestContext
+from gateway.errors import GatewayError
 from gateway.state.types import scope_tag
 from gateway.types import ChatRequest
 
 TENANT_SCOPED = ("user", "tag", "agent", "agent_run")  # ids the caller chooses: counted per tenant
 MAX_TAGS = 8  # each tag is one more counter per request: a caller cannot make a request arbitrarily expensive
+MAX_ID = 128  # the longest user, tag, agent or run id (each is part of a counter's name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +66,28 @@ def request_scopes(ctx: RequestContext) -> list[Scope]:
     out.append(Scope("key", p.key_id, (name, p.key_id) if p.name else (p.key_id,), f"key '{name}'"))
     user = ctx.req.user if ctx.req is not None else None
     if user:
-        out.append(Scope("user", f"{t}/{user}", (f"{t}/{user}", user), f"user '{user}'"))
-    for tag in (ctx.tags or ())[:MAX_TAGS]:
-        out.append(Scope("tag", f"{t}/{tag}", (f"{t}/{tag}", tag), f"tag '{tag}'"))
+        out.append(Scope("user", f"{t}/{user}", _names(t, user), f"user '{user}'"))
+    for tag in ctx.tags or ():
+        out.append(Scope("tag", f"{t}/{tag}", _names(t, tag), f"tag '{tag}'"))
     if ctx.agent:
         a = ctx.agent
-        out.append(Scope("agent", f"{t}/{a}", (f"{t}/{a}", a), f"agent '{a}'"))
+        out.append(Scope("agent", f"{t}/{a}", _names(t, a), f"agent '{a}'"))
         if ctx.agent_run:
             run = f"{a}/{ctx.agent_run}"
-            out.append(Scope("agent_run", f"{t}/{run}", (f"{t}/{run}", run, a), f"agent run '{run}'"))
+            names = _names(t, run, slashes=1)
+            out.append(
+                Scope("agent_run", f"{t}/{run}", (*names, a) if "/" not in a else names, f"agent run '{run}'")
+            )
     return out
+
+
+def _names(tenant: str, ident: str, slashes: int = 0) -> tuple[str, ...]:
+    """The ids a rule for a caller-chosen ``ident`` may be set under: the tenant's own (``tenant/ident``) and,
+    when ``ident`` cannot be read as another tenant's qualified id, the bare one (a rule for every tenant).
+    A bare id has no "/" of its own (an agent run: exactly the one between agent and run), so a caller naming
+    its tag ``acme/vip`` gets tenant ``globex``'s rules for that tag, never acme's rule for ``vip``."""
+    own = f"{tenant}/{ident}"
+    return (own, ident) if ident.count("/") == slashes else (own,)
 
 
 def scopes_of(ctx: RequestContext, req: ChatRequest) -> list[Scope]:
@@ -81,8 +95,29 @@ def scopes_of(ctx: RequestContext, req: ChatRequest) -> list[Scope]:
     hit: list[Scope] | None = ctx.scratch.get("scopes")
     if hit is None:
         merge_identity(ctx, req)
+        check_ids(ctx)
         hit = ctx.scratch["scopes"] = request_scopes(ctx)
     return hit
+
+
+def check_ids(ctx: RequestContext) -> None:
+    """Each id the caller chooses becomes a counter (a Redis key): bounded in length, count and characters."""
+    user = ctx.req.user if ctx.req is not None else None
+    tags = ctx.tags or ()
+    if len(tags) > MAX_TAGS:
+        raise GatewayError(
+            "invalid_request",
+            f"A request may carry at most {MAX_TAGS} tags (x-gateway-tags / metadata.tags); it has {len(tags)}.",
+            param="tags",
+        )
+    named = [("user", user), ("agent", ctx.agent), ("agent run", ctx.agent_run)]
+    for what, value in [*named, *(("tag", t) for t in tags)]:
+        if value is not None and (len(value) > MAX_ID or not value.isprintable()):
+            raise GatewayError(
+                "invalid_request",
+                f"The {what} id must be printable text of at most {MAX_ID} characters.",
+                param=what.replace(" ", "_"),
+            )
 
 
 def model_scope(group: str) -> Scope:

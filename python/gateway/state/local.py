@@ -27,7 +27,7 @@ class LocalState:
         self.limiter = _core.RateLimiter(IDLE_TTL_S)
         self.store = store
         self.maps: dict[str, tuple[dict[str, str], float]] = {}
-        # budget counter -> (slot -> micro-dollars, expiry; 0 = never)
+        # budget counter -> (slot -> nano-dollars, expiry; 0 = never)
         self.counters: dict[str, tuple[dict[int, int], float]] = {}
         self.cools: dict[str, float] = {}  # deployment -> cooldown end (unix seconds)
         # approval tokens when there is no store: hash -> (key id, max micro-dollars, expiry)
@@ -46,7 +46,7 @@ class LocalState:
         if delta:
             self.limiter.adjust(check.key, check.capacity, check.window_s, delta, None)
 
-    # ------------------------------------------------------------ budgets (micro-dollars)
+    # ------------------------------------------------------------ budgets (nano-dollars)
 
     async def reserve(self, charges: list[Charge], amount: int) -> Reservation:
         """Reserve ``amount`` in every counter or in none."""
@@ -115,6 +115,10 @@ class LocalState:
             for d, until in self.cools.items()
             if until > now and (deployments is None or d in deployments)
         }
+
+    async def clear_cooldowns(self, deployments: list[str]) -> None:
+        for d in deployments:
+            self.cools.pop(d, None)
 
     # ------------------------------------------------------------ approval tokens (single use)
 

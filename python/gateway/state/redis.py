@@ -386,6 +386,12 @@ class RedisState:
         found = {out[i].decode(): now + int(out[i + 1]) / 1000 for i in range(0, len(out), 2)}
         return {d: u for d, u in found.items() if deployments is None or d in deployments}
 
+    async def clear_cooldowns(self, deployments: list[str]) -> None:
+        """An operator's reset: every replica stops skipping these deployments within a second."""
+        await self.local.clear_cooldowns(deployments)
+        if deployments:
+            await self._ask(lambda: self.client.hdel(self.k("{cooldowns}"), *deployments))
+
     # ------------------------------------------------------------ approval tokens (single use)
 
     async def put_approval(self, token_hash: str, key_id: str, max_micros: int, ttl_s: float) -> None:

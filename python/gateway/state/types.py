@@ -59,7 +59,7 @@ class LimitDecision:
 
 @dataclass(frozen=True, slots=True)
 class Charge:
-    """One budget counter a reservation is made in, in integer micro-dollars.
+    """One budget counter a reservation is made in, in integer nano-dollars.
 
     A counter is a hash of slots. A calendar period or a lifetime uses slot 0 of a key named after the period; a
     rolling window sums slots ``lo..hi`` (time slices of the window) and charges slot ``hi``.

@@ -7,6 +7,7 @@ WAL mode lets every Granian worker process write to the same file; each connecti
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import sqlite3
 import time
@@ -73,8 +74,31 @@ CREATE TABLE IF NOT EXISTS approvals (
 
 
 def hash_key(key: str) -> str:
-    """Keys are 256-bit random tokens, so a plain SHA-256 is a safe, fast lookup hash."""
+    """A key's plain SHA-256: the stored hash without ``server.key_secret`` (and before one was set)."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyHasher:
+    """Gateway key → the hash it is stored and looked up by.
+
+    With ``server.key_secret`` set: HMAC-SHA-256 under that secret (``h1:`` + hex), so a copy of the database
+    without the secret is not a lookup table for keys (config keys may be human-chosen; store keys are 256-bit
+    random). Without it: plain SHA-256, as before. Hashes stored before the secret was set still authenticate
+    (``legacy``) and are re-stored under the secret on first use."""
+
+    def __init__(self, secret: str | None = None) -> None:
+        self._mac = hmac.new(secret.encode(), digestmod=hashlib.sha256) if secret else None
+
+    def __call__(self, key: str) -> str:
+        if self._mac is None:
+            return hash_key(key)
+        m = self._mac.copy()
+        m.update(key.encode())
+        return "h1:" + m.hexdigest()
+
+    def legacy(self, key: str) -> str | None:
+        """The hash the key had before the secret was set, if there is a secret."""
+        return hash_key(key) if self._mac is not None else None
 
 
 def new_key() -> str:
@@ -128,9 +152,10 @@ def record_row(r: Record) -> tuple[Any, ...]:
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, key_secret: str | None = None) -> None:
         self.path = str(path)
         self.conn = connect(path)
+        self.hasher = KeyHasher(key_secret)
 
     # ------------------------------------------------------------ keys
 
@@ -151,7 +176,7 @@ class SqliteStore:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key_id,
-                hash_key(key),
+                self.hasher(key),
                 key[:7] + "…" + key[-4:],
                 tenant,
                 team,
@@ -172,6 +197,10 @@ class SqliteStore:
         ).fetchone()
         return _principal(row) if row else None
 
+    def rehash(self, old_hash: str, new_hash: str) -> None:
+        """A key authenticated by its legacy hash is stored under the keyed one from now on."""
+        self.conn.execute("UPDATE keys SET key_hash = ? WHERE key_hash = ?", (new_hash, old_hash))
+
     def list_keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT key_id, display, tenant, team, name, models, created_at, revoked_at FROM keys"
         args: tuple[Any, ...] = ()
@@ -185,6 +214,12 @@ class SqliteStore:
             d["models"] = orjson.loads(d["models"])
             out.append(d)
         return out
+
+    def active_key(self, key_id: str) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM keys WHERE key_id = ? AND revoked_at IS NULL", (key_id,)
+        ).fetchone()
+        return row is not None
 
     def revoke_key(self, key_id: str) -> bool:
         cur = self.conn.execute(

@@ -37,9 +37,11 @@ class RecordWriter:
         flush_ms: int = 200,
         spill_path: str | Path | None = None,
         observers: Sequence[Observer] = (),
+        build: Callable[[RequestContext], Record] | None = None,
     ) -> None:
         self.sink = sink
         self.to_row = to_row
+        self.build = build or RequestContext.record  # e.g. a Redactor's: what a record may keep
         self.flush_s = flush_ms / 1000
         self.spill_path = Path(spill_path) if spill_path else None
         self.observers = list(observers)
@@ -80,7 +82,7 @@ class RecordWriter:
             if i:
                 time.sleep(0)  # let the event loop thread have the GIL between slices
             contexts = done[i : i + SLICE]
-            records = [ctx.record() for ctx in contexts]
+            records = [self.build(ctx) for ctx in contexts]
             if self.observers:
                 self._observe(contexts, records)
             batch.extend(self.to_row(r) for r in records)

@@ -1,4 +1,4 @@
--- Budgets: reserve an amount (integer micro-dollars) in every counter or in none.
+-- Budgets: reserve an amount (integer nano-dollars) in every counter or in none.
 -- A counter is a hash of slots: a calendar period or lifetime uses slot 0 of a key named after the period;
 -- a rolling window sums the slots lo..hi (time slices) and charges slot hi, dropping slices older than lo.
 -- KEYS: one counter per scope. ARGV: deadline_ms, amount, then per key limit, ttl_s (0 = none), lo, hi.
