@@ -110,6 +110,7 @@ class Gateway:
 
     def authenticate(self, ctx: RequestContext, scope: Any) -> None:
         h = scope.headers
+        self.obs.begin(ctx, h)
         ctx.principal = self.auth.authenticate(key_from_headers(h.get("authorization"), h.get("x-api-key")))
         tags = h.get("x-gateway-tags")
         if tags:

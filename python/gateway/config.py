@@ -325,6 +325,16 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True):
     dir: str | None = None  # where workers share their counters; default: beside the store, per port
 
 
+class TracingConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """OpenTelemetry traces over OTLP/HTTP (off by default). Prompt and completion text never go into spans."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    sample_ratio: float = 1.0  # of requests without a caller's sampling decision
+    service_name: str = "ai-gateway"
+    headers: dict[str, str] = {}  # sent to the collector (e.g. an auth header)
+
+
 class AlertWebhook(msgspec.Struct, forbid_unknown_fields=True):
     url: str
     format: Literal["json", "slack"] = "json"
@@ -363,6 +373,7 @@ class DashboardConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 class ObservabilityConfig(msgspec.Struct, forbid_unknown_fields=True):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -54,6 +55,27 @@ class Record(msgspec.Struct):
     flags: dict[str, Any] | None = None
 
 
+# The W3C traceparent the next upstream call of this task sends (set by the router just before it calls a
+# provider, read synchronously by Provider.post before its first await); None when the request is not traced.
+UPSTREAM_TRACEPARENT: ContextVar[str | None] = ContextVar("upstream_traceparent", default=None)
+
+
+class Attempt:
+    """One upstream attempt of a traced request, for its span: where, why, when, and how it ended."""
+
+    __slots__ = ("deployment", "end_ns", "error", "model", "provider", "reason", "start_ns", "status")
+
+    def __init__(self, deployment: str, provider: str, model: str, reason: str, start_ns: int) -> None:
+        self.deployment = deployment
+        self.provider = provider
+        self.model = model
+        self.reason = reason
+        self.start_ns = start_ns
+        self.end_ns: int | None = None
+        self.status: int | None = None
+        self.error: str | None = None
+
+
 # Request ids: a random per-process prefix plus a counter. Unique across workers and replicas, and free of
 # per-request system calls (uuid4 reads the OS's random source every time, which is slow in sandboxed kernels).
 _ID_PREFIX = os.urandom(8).hex()
@@ -76,6 +98,7 @@ class RequestContext:
     __slots__ = (
         "agent",
         "agent_run",
+        "attempt_log",
         "attempts",
         "cache",
         "cost",
@@ -94,11 +117,13 @@ class RequestContext:
         "response_headers",
         "route",
         "scratch",
+        "stage_log",
         "started",
         "started_wall",
         "status",
         "stream",
         "tags",
+        "trace",
         "ttfb",
         "upstream_model",
         "upstream_ns",
@@ -135,6 +160,11 @@ class RequestContext:
         self.flags: dict[str, Any] = {}
         self.response_headers: dict[str, str] = {}
         self.scratch: dict[str, Any] = {}  # per-stage working state (e.g. the PII vault)
+        # tracing (observability/tracing.py), only for sampled requests: the trace, each upstream attempt and
+        # each stage's (name, start, end) in perf_counter ns
+        self.trace: Any = None
+        self.attempt_log: list[Attempt] = []
+        self.stage_log: list[tuple[str, int, int]] = []
 
     def elapsed_ms(self) -> float:
         return ((self.ended or time.perf_counter_ns()) - self.started) / 1e6

@@ -14,6 +14,7 @@ The pipeline looks up which stages override which hook once, at construction, so
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from gateway.context import RequestContext
@@ -57,8 +58,22 @@ class Pipeline:
         return bool(self._chunk)
 
     async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
+        if ctx.trace is not None:
+            return await self._pre_traced(ctx, req)
         for s in self._pre:
             await s.pre(ctx, req)
+            if "short_circuit" in ctx.scratch:
+                return
+
+    async def _pre_traced(self, ctx: RequestContext, req: ChatRequest) -> None:
+        """``pre`` with each stage's start and end kept for its span (sampled requests only)."""
+        clock = time.perf_counter_ns
+        for s in self._pre:
+            t0 = clock()
+            try:
+                await s.pre(ctx, req)
+            finally:
+                ctx.stage_log.append((s.name, t0, clock()))
             if "short_circuit" in ctx.scratch:
                 return
 

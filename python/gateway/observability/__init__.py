@@ -20,6 +20,11 @@ class Observability:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = _metrics.for_worker(cfg)
+        self.tracer: Any = None
+        if cfg.observability.tracing.enabled:
+            from gateway.observability.tracing import Tracer
+
+            self.tracer = Tracer(cfg.observability.tracing)
         self.alerts: Any = None
         if cfg.observability.alerts.enabled:
             from gateway.observability.alerts import AlertRunner
@@ -29,7 +34,12 @@ class Observability:
     @property
     def observers(self) -> list[Observer]:
         """What the record writer hands each batch of finished records to (on its own thread)."""
-        return [self.metrics] if self.metrics is not None else []
+        return [o for o in (self.metrics, self.tracer) if o is not None]
+
+    def begin(self, ctx: Any, headers: Any) -> None:
+        """At a request's start (the request path): its trace, when it is sampled."""
+        if self.tracer is not None:
+            ctx.trace = self.tracer.begin(headers)
 
     def attach(self, gw: Any) -> None:
         """Called once the worker's gateway is built (live gauges read it)."""
@@ -42,6 +52,8 @@ class Observability:
         """After the record writer wrote its last records: publish what this worker counted."""
         if self.alerts is not None:
             self.alerts.stop()
+        if self.tracer is not None:
+            self.tracer.close()
         if self.metrics is not None:
             self.metrics.sample()
             self.metrics.publish()

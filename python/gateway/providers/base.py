@@ -19,6 +19,7 @@ import msgspec
 import orjson
 
 from gateway.config import Deployment
+from gateway.context import UPSTREAM_TRACEPARENT
 from gateway.errors import GatewayError, UpstreamError
 from gateway.http import HttpClient, UpstreamResponse
 from gateway.providers.eventstream import EventStreamError
@@ -80,6 +81,10 @@ class Provider(ABC):
         self, url: str, body: bytes, headers: dict[str, str], stream: bool = False
     ) -> UpstreamResponse:
         """POST and return the response once its status is 2xx; anything else becomes an UpstreamError."""
+        traceparent = UPSTREAM_TRACEPARENT.get()
+        if traceparent is not None:  # a traced request: the provider continues the trace
+            headers = {**headers, "traceparent": traceparent}
+            UPSTREAM_TRACEPARENT.set(None)
         try:
             resp = await self.http.post(
                 url, body, headers, self.dep.timeout_s, self.dep.connect_timeout_s, stream

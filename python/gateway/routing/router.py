@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from gateway.config import Config, Deployment, ModelGroup
-from gateway.context import RequestContext
+from gateway.context import UPSTREAM_TRACEPARENT, Attempt, RequestContext
 from gateway.errors import GatewayError, UpstreamError
 from gateway.pricing import charge, price_for
 from gateway.providers import make_provider
@@ -362,12 +362,19 @@ class Router:
         ctx.attempts += 1
         target.health.begin()
         t0 = time.perf_counter_ns()
+        attempt = None
+        if ctx.trace is not None:  # this attempt becomes a child span; its traceparent goes upstream
+            attempt = Attempt(target.dep.id, target.dep.provider, target.dep.model, reason, t0)
+            ctx.attempt_log.append(attempt)
+            UPSTREAM_TRACEPARENT.set(ctx.trace.upstream_header())
         try:
             result = await call(target)
         except UpstreamError as e:
             e.deployment = e.deployment or target.dep.id
             if e.retry_after is not None:  # the upstream's word, within the operator's bound
                 e.retry_after = min(e.retry_after, self.cfg.retries.max_retry_after_s)
+            if attempt is not None:
+                attempt.status, attempt.error = e.status, "timeout" if e.timeout else f"http_{e.status}"
             target.health.failure(e)
             if e.status == 429 and self.state is not None:  # cool it down for every replica, off the hot path
                 fut = asyncio.ensure_future(self.state.set_cooldown(target.dep.id, e.retry_after or 1.0))
@@ -378,7 +385,11 @@ class Router:
             raise
         finally:
             target.health.end()
-            ctx.upstream_ns += time.perf_counter_ns() - t0
+            t1 = time.perf_counter_ns()
+            ctx.upstream_ns += t1 - t0
+            if attempt is not None:
+                attempt.end_ns = t1
+                UPSTREAM_TRACEPARENT.set(None)
         self._served(ctx, target, reason)
         return result
 
