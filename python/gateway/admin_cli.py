@@ -95,6 +95,12 @@ def to_call(a: argparse.Namespace) -> Call:
         return "GET", "/admin/costs" + q, None
     if a.cmd == "approve":
         return "POST", "/admin/approvals", _rule(a, ("key_id", "max_usd", "ttl_s"))
+    if a.cmd == "cooldowns":
+        return (
+            "DELETE",
+            "/admin/cooldowns" + (f"/{quote(a.deployment, safe='')}" if a.deployment else ""),
+            None,
+        )
     return "GET", "/admin/stats", None
 
 
@@ -152,6 +158,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("max_usd", type=float)
     x.add_argument("--ttl-s", dest="ttl_s", type=float)
     sub.add_parser("stats", help="queue depth and other contract counters over every worker")
+    x = sub.add_parser("cooldowns", help="end deployments' cooldowns and open circuits (all, or one)")
+    x.add_argument("deployment", nargs="?")
     x = sub.add_parser("alerts", help="alerts raised by the detector, newest first")
     x.add_argument("--state", choices=["firing", "resolved"])
     x = sub.add_parser("costs", help="spend, tokens and requests per period and group, from the records")

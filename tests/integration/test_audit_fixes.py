@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.admin_cli import call
+from gateway.admin_cli import call, parser, to_call
 from tests.conftest import KEY_A, KEY_B, KEY_LIMITED, base_config
 
 ADMIN = "gw-admin-key-for-audit-tests-0000000000000"
@@ -107,7 +107,7 @@ def test_an_absurd_retry_after_is_capped_shown_in_stats_and_clearable(hgw):
     assert cooling and all(0 < left <= 300 for left in cooling.values()), cooling
     dep = next(iter(cooling))
     assert 0 < stats["deployments"][dep]["cooldown_s"] <= 300
-    status, body = admin(hgw, "DELETE", "/admin/cooldowns")
+    status, body = call(hgw.url, ADMIN, *to_call(parser().parse_args(["cooldowns"])))  # the CLI's call
     assert status == 200 and dep in body["cleared"]
     status, stats = admin(hgw, "GET", "/admin/stats")
     assert stats["cooldowns"] == {} and stats["deployments"][dep]["cooldown_s"] == 0

@@ -37,3 +37,14 @@ def test_hashes_are_keyed_and_stable():
     assert a.ident("jane@example.com") == a.ident("jane@example.com") != b.ident("jane@example.com")
     assert a.ident("team-search") == "team-search"
     assert a.ident("x" * 500).startswith("h:")
+
+
+def test_caller_ids_quoted_in_flags_and_messages_are_replaced_by_what_the_record_keeps():
+    r = Redactor("s" * 32, ["gpt-4o"])
+    ctx = ctx_with(("budget_exceeded", "The budget of user 'jane@example.com' would be exceeded"))
+    ctx.req.user = "jane@example.com"
+    ctx.flags["budget_soft_limit"] = ["user 'jane@example.com'"]
+    rec = r.record(ctx)
+    kept = r.ident("jane@example.com")
+    assert rec.user == kept and "jane@example.com" not in str(rec)
+    assert rec.flags["budget_soft_limit"] == [f"user '{kept}'"] and kept in rec.error_message

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from gateway import _core
 from gateway.config import Config
@@ -73,19 +74,34 @@ class Redactor:
             rec.model_requested = keep(rec.model_requested)
         if rec.error_message:
             rec.error_message = self.message(rec.error_message, swaps, ctx)
+        if rec.flags and swaps:  # labels such as "user 'jane@example.com'" in budget flags
+            rec.flags = _swapped(rec.flags, swaps)
         return rec
 
     def message(self, text: str, swaps: dict[str, str], ctx: RequestContext) -> str:
-        for raw, kept in sorted(swaps.items(), key=lambda kv: -len(kv[0])):  # ids quoted in the message
-            text = text.replace(raw, kept)
-            text = text.replace(repr(raw)[1:-1], kept)
-        text = text[:MAX_MESSAGE]
+        text = _swap(text, swaps)[:MAX_MESSAGE]  # ids quoted in the message, as the record keeps them
         if quotes_prompt(text, ctx):
             return WITHHELD
         if self.scanner.scan(text):
             (masked,), _, _ = self.scanner.mask([text], {}, None)
             text = masked
         return text
+
+
+def _swap(text: str, swaps: dict[str, str]) -> str:
+    for raw, kept in sorted(swaps.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(raw, kept).replace(repr(raw)[1:-1], kept)
+    return text
+
+
+def _swapped(node: Any, swaps: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return _swap(node, swaps)
+    if isinstance(node, dict):
+        return {k: _swapped(v, swaps) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_swapped(v, swaps) for v in node]
+    return node
 
 
 def prompt_texts(ctx: RequestContext) -> list[str]:
