@@ -165,6 +165,11 @@ def main() -> int:
         action="store_true",
         help="route over a weighted group of 2 deployments with a fallback group (vs one deployment)",
     )
+    ap.add_argument(
+        "--responses",
+        action="store_true",
+        help="only compare POST /v1/responses with POST /v1/chat/completions through the same gateway and deployment",
+    )
     ap.add_argument("--out", default="bench-results/load.json")
     args = ap.parse_args()
     scale = 0.2 if args.quick else 1.0
@@ -287,6 +292,16 @@ def main() -> int:
             row["relay"] = oha(exe, r_url, payload, direct_h, **kw)
             rows.append(row)
 
+        if args.responses:
+            result = compare_responses(exe, gw_url, gw_h, scale)
+            result["workers"], result["cpus"] = args.workers, os.cpu_count()
+            out = ROOT / args.out
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2))
+            print_responses_report(result)
+            print(f"\nwritten to {out}")
+            return 0
+
         rows: list[dict[str, Any]] = []
         for conc, n in ((1, 3000), (16, 20000), (64, 30000)):
             measure(f"non-stream closed-loop c={conc}", body, conc=conc, n=max(200, int(n * scale)))
@@ -324,6 +339,62 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+RESPONSES_BODY = {"model": "bench", "input": "Say hello to the benchmark.", "max_output_tokens": 16}
+
+
+def compare_responses(exe: str, gw_url: str, gw_h: dict[str, str], scale: float) -> dict[str, Any]:
+    """The same prompt and deployment as Chat Completions and as Responses (``store: false``, and ``store: true``
+    which also keeps the conversation), interleaved case by case in one run: the Responses dialect's own cost."""
+    chat_url, resp_url = gw_url + "/v1/chat/completions", gw_url + "/v1/responses"
+    variants = {
+        "chat": (chat_url, BODY),
+        "responses": (resp_url, {**RESPONSES_BODY, "store": False}),
+        "responses store": (resp_url, RESPONSES_BODY),
+    }
+    streams = {
+        "chat": (chat_url, {**BODY, "stream": True, "stream_options": {"include_usage": True}}),
+        "responses": (resp_url, {**RESPONSES_BODY, "store": False, "stream": True}),
+    }
+    for url, b in variants.values():  # warm every path
+        oha(exe, url, json.dumps(b).encode(), gw_h, conc=4, n=400)
+    rows = []
+    cases = [("non-stream c=1", variants, 1, 3000), ("non-stream c=16", variants, 16, 20000)]
+    cases += [("non-stream c=64 (max req/s)", variants, 64, 30000), ("stream c=1", streams, 1, 2000)]
+    for name, which, conc, n in cases:
+        row: dict[str, Any] = {"case": name}
+        for label, (url, b) in which.items():
+            row[label] = oha(exe, url, json.dumps(b).encode(), gw_h, conc=conc, n=max(200, int(n * scale)))
+        for label in which:
+            if label != "chat":
+                for p in ("p50_ms", "p99_ms", "ttfb_p50_ms"):
+                    row[f"added_{label}_{p}"] = row[label][p] - row["chat"][p]
+        rows.append(row)
+    return {"kind": "responses-vs-chat", "rows": rows}
+
+
+def print_responses_report(r: dict[str, Any]) -> None:
+    print(
+        f"\nResponses vs Chat Completions through the same gateway and deployment ({r['workers']} workers, "
+        f"{r['cpus']} CPUs shared by load generator, simulator and gateway)"
+    )
+    print(
+        f"{'case':28} {'variant':16} {'n':>6} {'p50':>7} {'p99':>7} {'rps':>7} {'added p50/p99 vs chat':>22}"
+    )
+    for row in r["rows"]:
+        for label in ("chat", "responses", "responses store"):
+            if label not in row:
+                continue
+            m = row[label]
+            added = ""
+            if label != "chat":
+                added = f"{row[f'added_{label}_p50_ms']:+.3f}/{row[f'added_{label}_p99_ms']:+.3f}"
+            print(
+                f"{row['case']:28} {label:16} {m['n']:>6} {m['p50_ms']:>7.3f} {m['p99_ms']:>7.3f} "
+                f"{m['rps']:>7.0f} {added:>22}  ok {100 * m['ok'] / max(1, m['n']):.1f}%"
+            )
+    print("(ms; added = responses - chat at the same percentile, same run)")
 
 
 def print_report(r: dict[str, Any]) -> None:

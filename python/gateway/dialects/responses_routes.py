@@ -75,7 +75,12 @@ async def create(gw: Any, ctx: RequestContext, scope: Any, proto: Any, dialect: 
     resp = await gw.pipeline.post(ctx, resp)
     obj = rd.response_dict(call, resp)
     if call.store:
-        await store.put(call.response_id, _stored(ctx, call, convo, obj, session))
+        try:
+            await store.put(call.response_id, _stored(ctx, call, convo, obj, session))
+        except GatewayError as e:
+            if gw.cfg.state.on_redis_failure == "fail_closed":
+                raise
+            ctx.flags["conversation_not_stored"] = e.code  # fail_open: the answer still goes out
     proto.response_bytes(200, enrich_headers(ctx, JSON), orjson.dumps(obj))
 
 
