@@ -20,6 +20,8 @@ class FunctionDef(msgspec.Struct, omit_defaults=True):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+    # Anthropic's prompt-cache marker on a tool definition; only the Anthropic adapter sends it on.
+    cache_control: dict[str, Any] | None = None
 
 
 class Tool(msgspec.Struct):

@@ -198,6 +198,25 @@ def test_stop_sequence_from_anthropic_upstream(agw):
     assert msg.content[0].text.strip() == "alpha beta"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_sequence_from_an_upstream_that_only_says_stop(agw, stream):
+    """An OpenAI-compatible upstream reports finish_reason "stop"; the stop string it names (vLLM's
+    ``stop_reason``) makes it ``stop_sequence`` for the Anthropic caller."""
+    kw: dict[str, Any] = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 64,
+        "stop_sequences": ["STOP"],
+        "messages": [{"role": "user", "content": "Go. [[sim:output=alpha beta STOP gamma]]"}],
+    }
+    if stream:
+        with agw.anthropic().messages.stream(**kw) as s:
+            msg = s.get_final_message()
+    else:
+        msg = agw.anthropic().messages.create(**kw)
+    assert msg.stop_reason == "stop_sequence" and msg.stop_sequence == "STOP"
+    assert "gamma" not in msg.content[0].text
+
+
 @pytest.mark.parametrize("model", BOTH)
 def test_max_tokens_stop_reason(agw, model):
     msg = agw.anthropic().messages.create(model=model, max_tokens=3, messages=USER)

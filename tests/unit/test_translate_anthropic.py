@@ -718,3 +718,27 @@ def test_cost_bills_cache_reads_and_writes_once():
     price = Price(input=3.0, output=15.0, cached_input=0.3, cache_creation=3.75)
     expected = (1000 * 3.0 + 4000 * 0.3 + 2000 * 3.75 + 100 * 15.0) / 1e6
     assert cost(prov.usage_from_wire(wire), price) == pytest.approx(expected)
+
+
+def test_tool_cache_control_and_context_management_reach_an_anthropic_upstream_only():
+    from gateway.providers import openai as oai_prov
+
+    cm = {"edits": [{"type": "clear_tool_uses_20250919"}]}
+    req = parse(
+        {
+            "model": "m",
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{**WEATHER, "cache_control": {"type": "ephemeral"}}],
+            "context_management": cm,
+        }
+    )
+    wire = prov.request_to_wire(req, DEP)
+    assert wire["tools"][0]["cache_control"] == {"type": "ephemeral"}
+    assert wire["context_management"] == cm
+    with pytest.raises(GatewayError) as e:
+        oai_prov.request_to_wire(req, "gpt-x")
+    assert e.value.code == "unsupported_feature" and "context_management" in e.value.message
+    del req.extra["context_management"]
+    body = oai_prov.request_to_wire(req, "gpt-x")
+    assert "cache_control" not in body["tools"][0]["function"]

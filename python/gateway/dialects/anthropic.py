@@ -15,7 +15,7 @@ Mapping (Anthropic → canonical):
   ``disable_parallel_tool_use`` → ``parallel_tool_calls: false``.
 - ``stop_sequences`` → ``stop``; ``metadata.user_id`` → ``user``; ``output_config.format`` (or the beta
   ``output_format``) → ``response_format`` json_schema; ``output_config.effort`` → ``reasoning_effort``.
-- ``top_k``, ``thinking``, ``service_tier``, top-level ``cache_control``: no canonical field, carried in ``extra``
+- ``top_k``, ``thinking``, ``service_tier``, top-level ``cache_control``, ``context_management``: no canonical field, carried in ``extra``
   under their own names; the Anthropic, Gemini and Bedrock adapters translate them, others pass them on or refuse.
 - ``thread`` (create / continue): validated here, then taken out of the request by the threads stage, which
   keeps the conversation (see gateway/conversations/threads.py); a continue may send no new message.
@@ -25,8 +25,9 @@ Usage rule: canonical ``input_tokens`` is the whole prompt; Anthropic's ``input_
 writes, so rendering subtracts them again (``cache_read_input_tokens`` = cached, ``cache_creation_input_tokens``
 = cache creation). A same-dialect round trip therefore shows the caller exactly the upstream's numbers.
 
-A cache_control marker on a tool definition has no canonical slot and is not carried; markers on system or
-message blocks still cache the tools, which precede them in Anthropic's cache prefix.
+A ``cache_control`` marker on a tool definition rides on the canonical function definition to an Anthropic
+upstream (other upstreams cache without markers or not at all, and never see it). ``context_management`` is
+carried for Anthropic upstreams; any other upstream refuses it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ _TYPED = frozenset(
     }
 )
 _MAPPED = frozenset({"tools", "tool_choice", "output_config", "output_format", "thread"})
-_CARRIED = frozenset({"top_k", "thinking", "service_tier", "cache_control"})
+_CARRIED = frozenset({"top_k", "thinking", "service_tier", "cache_control", "context_management"})
 
 # Our error status → Anthropic's error type (https://docs.anthropic.com/en/api/errors).
 ERROR_TYPES = {
@@ -364,6 +365,7 @@ def _tools(data: dict[str, Any], req: ChatRequest) -> None:
                         description=t.get("description"),
                         parameters=schema,
                         strict=t.get("strict"),
+                        cache_control=t.get("cache_control"),
                     )
                 )
             )

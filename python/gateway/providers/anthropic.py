@@ -45,7 +45,9 @@ from gateway.types import ChatChunk, ChatRequest, ChatResponse, Choice, Delta, M
 
 DEFAULT_VERSION = "2023-06-01"
 DEFAULT_BASE = "https://api.anthropic.com"
-HANDLED_EXTRAS = frozenset({"top_k", "thinking", "service_tier", "cache_control", "reasoning_effort"})
+HANDLED_EXTRAS = frozenset(
+    {"top_k", "thinking", "service_tier", "cache_control", "reasoning_effort", "context_management"}
+)
 
 STOP_TO_FINISH = {
     "end_turn": "stop",
@@ -342,6 +344,8 @@ def request_to_wire(req: ChatRequest, dep: Deployment, stream: bool = False) -> 
                 tool["description"] = f.description
             if f.strict:
                 tool["strict"] = True
+            if f.cache_control:
+                tool["cache_control"] = f.cache_control
             tools.append(tool)
         body["tools"] = tools
         choice = _tool_choice(req)
@@ -364,7 +368,7 @@ def request_to_wire(req: ChatRequest, dep: Deployment, stream: bool = False) -> 
         output["format"] = {"type": "json_schema", "schema": schema}
     extra = req.extra
     if extra:
-        for key in ("top_k", "thinking", "service_tier", "cache_control"):
+        for key in ("top_k", "thinking", "service_tier", "cache_control", "context_management"):
             if key in extra:
                 body[key] = extra[key]
         if "reasoning_effort" in extra:

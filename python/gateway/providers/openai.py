@@ -13,7 +13,7 @@ import msgspec
 import orjson
 
 from gateway.config import Deployment
-from gateway.errors import UpstreamError
+from gateway.errors import GatewayError, UpstreamError
 from gateway.providers.base import Provider, SseFramer
 from gateway.types import (
     ChatChunk,
@@ -57,6 +57,8 @@ class _WireChoice(msgspec.Struct):
     message: _WireMessage
     index: int = 0
     finish_reason: str | None = None
+    # vLLM (and other OpenAI-compatible servers) name the stop string that ended the text; OpenAI says only "stop"
+    stop_reason: str | int | None = None
 
 
 class _WireResponse(msgspec.Struct):
@@ -79,6 +81,7 @@ class _WireChunkChoice(msgspec.Struct):
     delta: _WireDelta | None = None
     index: int = 0
     finish_reason: str | None = None
+    stop_reason: str | int | None = None
 
 
 class _WireChunk(msgspec.Struct):
@@ -127,6 +130,16 @@ def request_to_wire(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
     if extra:
         body.update(extra)
     body["model"] = upstream_model
+    if extra and "context_management" in extra:
+        raise GatewayError(
+            "unsupported_feature",
+            "`context_management` is an Anthropic API feature; this model group is served by an OpenAI-compatible "
+            "upstream. Remove it, or use a model group served by Anthropic.",
+        )
+    for t in body.get("tools") or ():
+        t["function"].pop(
+            "cache_control", None
+        )  # an Anthropic cache marker: OpenAI-compatible APIs reject it
     if req.stream:
         body["stream_options"] = {**(req.stream_options or {}), "include_usage": True}
     for m in body["messages"]:
@@ -136,6 +149,11 @@ def request_to_wire(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
             m.pop("reasoning", None)
             m.pop("extra", None)
     return body
+
+
+def _stop_string(reason: str | int | None) -> str | None:
+    """The stop sequence that cut the text, when the upstream names it (a token id is not a sequence)."""
+    return reason if isinstance(reason, str) else None
 
 
 def response_from_wire(body: bytes) -> ChatResponse:
@@ -149,6 +167,7 @@ def response_from_wire(body: bytes) -> ChatResponse:
             Choice(
                 index=c.index,
                 finish_reason=c.finish_reason,
+                stop_sequence=_stop_string(c.stop_reason),
                 message=Message(
                     role=c.message.role,
                     content=c.message.content,
@@ -177,9 +196,12 @@ def chunk_from_wire(data: bytes) -> ChatChunk:
                 tool_calls=c.delta.tool_calls,
                 reasoning=c.delta.reasoning_content,
                 finish_reason=c.finish_reason,
+                stop_sequence=_stop_string(c.stop_reason),
             )
             if c.delta is not None
-            else Delta(index=c.index, finish_reason=c.finish_reason)
+            else Delta(
+                index=c.index, finish_reason=c.finish_reason, stop_sequence=_stop_string(c.stop_reason)
+            )
             for c in w.choices
         ],
         usage=usage_from_wire(w.usage) if w.usage is not None else None,

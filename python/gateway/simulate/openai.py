@@ -199,7 +199,10 @@ def render_chat(req: Req, res: Result, prof: ModelProfile) -> bytes:
             }
         else:
             msg = {"role": "assistant", "content": ch.text, "refusal": None, "annotations": []}
-        choices.append({"index": i, "message": msg, "logprobs": None, "finish_reason": _FINISH[ch.finish]})
+        choice = {"index": i, "message": msg, "logprobs": None, "finish_reason": _FINISH[ch.finish]}
+        if ch.finish == "stop_sequence":
+            choice["stop_reason"] = ch.stop_seq  # as vLLM names the stop string that cut the text
+        choices.append(choice)
     return orjson.dumps(
         {
             "id": new_id(),
@@ -267,7 +270,8 @@ def stream_chat(req: Req, res: Result, prof: ModelProfile, usage: bool) -> list[
                 + str(i).encode()
                 + b',"delta":{},"logprobs":null,"finish_reason":"'
                 + _FINISH[ch.finish].encode()
-                + (b'"}],"usage":null}\n\n' if usage else b'"}]}\n\n'),
+                + (b'","stop_reason":' + orjson.dumps(ch.stop_seq) if ch.finish == "stop_sequence" else b'"')
+                + (b'}],"usage":null}\n\n' if usage else b"}]}\n\n"),
                 0,
             )
         )
