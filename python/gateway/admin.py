@@ -14,6 +14,9 @@ Bearer``). Answers are JSON; errors have the OpenAI error shape with a stable ``
     GET    /admin/costs?group_by=tenant,team,tag,agent,model&from=&to=&granularity=hour|day|total[&format=csv]
                                              spend, tokens and requests per period and group, from the records
     GET    /admin/alerts[?state=firing|resolved][&since=T]  alerts raised by the detector, newest first
+    POST   /admin/cache/purge                {tenant?, model?, tag?, namespace?} → cached answers matching all the
+                                             fields given are deleted (every worker and replica with Redis)
+    GET    /admin/cache                      the cache backend and its number of entries
     GET    /admin/stats                      contract counters summed over every worker (and replica, with
                                              Redis): queue depth, queued/admitted/timed out, soft-budget alerts,
                                              retry-budget refusals; deployments cooling down (seconds left)
@@ -136,6 +139,7 @@ ROUTES = {  # head -> methods it answers (anything else on a known path is a 405
     "costs": ("GET",),
     "alerts": ("GET",),
     "cooldowns": ("DELETE",),
+    "cache": ("GET", "POST"),
 }
 
 
@@ -173,6 +177,12 @@ async def route(
         if len(parts) == 2 and not cleared:
             raise GatewayError("not_found", f"No deployment {parts[1]!r} (GET /admin/stats lists them).")
         return 200, {"cleared": cleared}
+    if parts == ["cache", "purge"] and method == "POST":
+        from gateway.cache.store import PurgeFilter
+
+        return 200, await cache_purge(gw, await body.decode(PurgeFilter, "purge"))
+    if parts == ["cache"] and method == "GET":
+        return 200, await _cache(gw).store.stats()
     raise GatewayError(
         "not_found",
         f"No admin route for {method} {path[:MAX_PATH]}; see the Admin API section of the README.",
@@ -349,3 +359,14 @@ async def stats(gw: Any) -> dict[str, Any]:
         "deployments": gw.router.health_report(),  # this worker's circuits and cooldowns
         "state": {"backend": gw.state.name, "degraded": bool(gw.state.degraded)},
     }
+
+
+def _cache(gw: Any) -> Any:
+    for s in gw.pipeline.stages:
+        if s.name == "cache":
+            return s
+    raise GatewayError("not_found", "The cache is off: set stages.cache.enabled in the config.")
+
+
+async def cache_purge(gw: Any, f: Any) -> dict[str, Any]:
+    return {"purged": await _cache(gw).purge(f), "filter": msgspec.to_builtins(f)}

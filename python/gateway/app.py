@@ -109,7 +109,7 @@ class Gateway:
         )
 
     def authenticate(self, ctx: RequestContext, scope: Any) -> None:
-        h = scope.headers
+        h = ctx.scratch["headers"] = scope.headers
         self.obs.begin(ctx, h)
         ctx.principal = self.auth.authenticate(key_from_headers(h.get("authorization"), h.get("x-api-key")))
         tags = h.get("x-gateway-tags")
@@ -213,7 +213,13 @@ class Gateway:
         """Relay a stream chunk by chunk, never buffering it. Errors before the first chunk propagate (the
         router has failed over already, the caller gets a normal error response); after it they end the stream
         with an error event. Usage is settled in every case, counted by the gateway if the upstream sent none."""
-        first, rest = await self.router.open_stream(ctx, group, req)
+        short = ctx.scratch.get("short_circuit")
+        if short is not None:  # answered by a stage (a cache hit): replayed as the stream a live answer makes
+            from gateway.cache.replay import as_stream
+
+            first, rest = as_stream(short)
+        else:
+            first, rest = await self.router.open_stream(ctx, group, req)
         ctx.ttfb = time.perf_counter_ns() - ctx.started
         renderer = dialect.stream(req)
         transport = proto.response_stream(200, enrich_headers(ctx, dialect.stream_content_type))

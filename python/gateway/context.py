@@ -49,6 +49,9 @@ class Record(msgspec.Struct):
     overhead_ms: float = 0.0
     ttfb_ms: float | None = None
     route: str | None = None
+    cache: str = "off"  # hit | semantic-hit | miss | bypass | off
+    cache_similarity: float | None = None  # semantic hits: the neighbour's cosine similarity
+    cache_saved_usd: float = 0.0  # hits: what the original call cost
     attempts: int = 0
     error_code: str | None = None
     error_message: str | None = None
@@ -101,6 +104,8 @@ class RequestContext:
         "attempt_log",
         "attempts",
         "cache",
+        "cache_saved_usd",
+        "cache_similarity",
         "cost",
         "deployment",
         "dialect",
@@ -154,6 +159,8 @@ class RequestContext:
         self.status = 200
         self.error: tuple[str, str] | None = None
         self.cache = "off"
+        self.cache_similarity: float | None = None
+        self.cache_saved_usd = 0.0
         self.tags: list[str] | None = None
         self.agent: str | None = None
         self.agent_run: str | None = None
@@ -205,6 +212,9 @@ class RequestContext:
             overhead_ms=round(max(0.0, total - upstream), 3),
             ttfb_ms=round(self.ttfb / 1e6, 3) if self.ttfb is not None else None,
             route=self.route,
+            cache=self.cache,
+            cache_similarity=self.cache_similarity,
+            cache_saved_usd=self.cache_saved_usd,
             attempts=self.attempts,
             error_code=self.error[0] if self.error else None,
             error_message=self.error[1] if self.error else None,

@@ -61,7 +61,7 @@ def cost_trends(conn: sqlite3.Connection, start: float, end: float) -> Section:
 def cache_hit_rate(conn: sqlite3.Connection, start: float, end: float) -> Section:
     status = "COALESCE(json_extract(b, '$.cache'), json_extract(b, '$.flags.cache'), 'off')"
     sql = (
-        f"SELECT {CATEGORY}, COUNT(*), SUM({status} = 'hit'), SUM({status} IN ('hit', 'miss'))"
+        f"SELECT {CATEGORY}, COUNT(*), SUM({status} IN ('hit', 'semantic-hit')), SUM({status} IN ('hit', 'semantic-hit', 'miss'))"
         f" FROM {BODY} WHERE json_extract(b, '$.endpoint') = 'chat' GROUP BY 1 ORDER BY 2 DESC"
     )
     rows = []

@@ -1,5 +1,5 @@
 """Pipeline stages. ``build_stages`` turns the config into the ordered list the pipeline runs:
-limits → budget → pii → validate; post hooks run in reverse (validate, then unmask)."""
+limits → budget → pii → cache → validate; post hooks run in reverse (validate, cache copy, then unmask)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ def build_stages(cfg: Config, gw: Any) -> list[Stage]:
         from gateway.stages.pii import PiiStage
 
         stages.append(PiiStage(st.pii, profiles, gw.state))
+    if st.cache.enabled:
+        from gateway.stages.cache import CacheStage
+
+        stages.append(CacheStage(st.cache, cfg))
     if st.validate.enabled:
         from gateway.stages.validate import ValidateStage
 
