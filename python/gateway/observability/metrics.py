@@ -159,19 +159,24 @@ UPSTREAM_ERRORS = _spec(
     "Failed upstream attempts by deployment and status (timeout as 'timeout').",
     ("deployment", "status"),
 )
-ATTEMPTS = _spec(
-    "gateway_upstream_attempts",
-    "counter",
-    "Upstream attempts made, by provider and deployment.",
-    ("gen_ai_provider_name", "deployment"),
-)
 PII = _spec(
     "gateway_pii_detections",
     "counter",
     "PII entities found in prompts, by entity type and tenant.",
     ("entity", "tenant"),
 )
-CACHE = _spec("gateway_cache_requests", "counter", "Requests by cache status.", ("status",))
+CACHE = _spec(
+    "gateway_cache_requests",
+    "counter",
+    "Requests by cache status (hit, semantic-hit, miss, bypass).",
+    ("status",),
+)
+CACHE_SAVED = _spec(
+    "gateway_cache_saved_usd",
+    "counter",
+    "What the answers served from the cache cost originally.",
+    ("gen_ai_request_model",),
+)
 QUEUE_WAIT = _spec(
     "gateway_queue_wait_seconds", "histogram", "Time requests waited in the rate-limit queue.", (), QUEUE_S
 )
@@ -261,8 +266,20 @@ def reject_reason(code: str) -> str | None:
     return code
 
 
+_REASONS: dict[str | None, str] = {}
+
+
 def route_reason(route: str | None) -> str:
     """The routing reason without its details: weighted, only, failover, fallback, hedge, context_fallback…"""
+    hit = _REASONS.get(route)
+    if hit is None:
+        hit = _route_reason(route)
+        if len(_REASONS) < 10_000:
+            _REASONS[route] = hit
+    return hit
+
+
+def _route_reason(route: str | None) -> str:
     if not route:
         return "none"
     head = route.split(" after ", 1)[0].strip()
@@ -292,37 +309,47 @@ class Bounded:
 
 
 class Tables:
-    """One worker's counters and histograms, updated only by its record-writer thread."""
+    """One worker's counters (one-element lists, so a plan can hold them) and histograms (bucket counts,
+    +Inf, sum), updated only by its record-writer thread."""
 
     def __init__(self) -> None:
-        self.counters: dict[str, dict[tuple[str, ...], float]] = {}
-        self.hists: dict[str, dict[tuple[str, ...], list[float]]] = {}  # bucket counts..., +Inf, sum
+        self.counters: dict[str, dict[tuple[str, ...], list[float]]] = {}
+        self.hists: dict[str, dict[tuple[str, ...], list[float]]] = {}
         self.gauges: dict[str, dict[tuple[str, ...], float]] = {}
         for name, (kind, *_rest) in SPECS.items():
             {"counter": self.counters, "histogram": self.hists, "gauge": self.gauges}[kind][name] = {}
 
-    def inc(self, name: str, labels: tuple[str, ...], n: float = 1.0) -> None:
+    def cell(self, name: str, labels: tuple[str, ...]) -> list[float]:
         t = self.counters[name]
-        t[labels] = t.get(labels, 0.0) + n
+        c = t.get(labels)
+        if c is None:
+            c = t[labels] = [0.0]
+        return c
 
-    def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
+    def row(self, name: str, labels: tuple[str, ...]) -> tuple[list[float], tuple[float, ...]]:
         t = self.hists[name]
-        row = t.get(labels)
         bounds = SPECS[name][3]
+        row = t.get(labels)
         if row is None:
             row = t[labels] = [0.0] * (len(bounds) + 2)
+        return row, bounds
+
+    def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        row, bounds = self.row(name, labels)
         row[bisect_left(bounds, value)] += 1
         row[-1] += value
 
     def to_json(self) -> dict[str, Any]:
-        def rows(t: dict[tuple[str, ...], Any]) -> list[list[Any]]:
-            return [[list(k), v] for k, v in t.items()]
-
         return {
-            "counters": {n: rows(t) for n, t in self.counters.items() if t},
-            "hists": {n: rows(t) for n, t in self.hists.items() if t},
-            "gauges": {n: rows(t) for n, t in self.gauges.items() if t},
+            "counters": {n: [[list(k), v[0]] for k, v in t.items()] for n, t in self.counters.items() if t},
+            "hists": {n: [[list(k), v] for k, v in t.items()] for n, t in self.hists.items() if t},
+            "gauges": {n: [[list(k), v] for k, v in t.items()] for n, t in self.gauges.items() if t},
         }
+
+
+Plan = tuple[
+    list[list[float]], list[tuple[list[float], str]], list[tuple[list[float], tuple[float, ...], str, float]]
+]
 
 
 class GatewayMetrics:
@@ -334,6 +361,7 @@ class GatewayMetrics:
         self.scopes = set(cfg.label_scopes)
         self.bound = Bounded(cfg.max_label_values)
         self.tables = Tables()
+        self._plans: dict[tuple[Any, ...], Plan] = {}
         self.dir = Path(directory) if directory else None
         self.worker = f"{socket.gethostname()}-{os.getpid()}"
         self._published = 0.0
@@ -357,92 +385,110 @@ class GatewayMetrics:
             self.publish()
 
     def observe(self, r: Record) -> None:
+        """Fold one record in. What depends only on the record's labels (who, which model, which route, which
+        outcome) is resolved once into a plan of table cells; a record then costs a few additions."""
+        key = (
+            r.endpoint, r.status, r.error_code, r.tenant, r.team, r.key_id, r.model_requested, r.upstream_model,
+            r.model_served, r.provider, r.route, r.stream, r.agent, tuple(r.tags) if r.tags else None, r.cache,
+            bool(r.attempts), bool(r.cost_usd),
+        )  # fmt: skip
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= 50_000:
+                self._plans.clear()
+            plan = self._plans[key] = self._plan(r)
+        units, values, hists = plan
+        for cell in units:
+            cell[0] += 1.0
+        for cell, attr in values:
+            cell[0] += getattr(r, attr)
+        for row, bounds, attr, scale in hists:
+            v = getattr(r, attr)
+            if v is not None:
+                v *= scale
+                row[bisect_left(bounds, v)] += 1
+                row[-1] += v
+        if r.flags:
+            self._flags(r, r.flags)
+
+    def _plan(self, r: Record) -> Plan:
         t, b = self.tables, self.bound
+        units: list[list[float]] = []
+        values: list[tuple[list[float], str]] = []
+        hists: list[tuple[list[float], tuple[float, ...], str, float]] = []
         tenant = b("tenant", r.tenant) if "tenant" in self.scopes else ""
         model = b("model", r.model_requested) if r.error_code != "model_not_found" else "unknown"
         code = r.error_code or ""
-        t.inc(REQUESTS, (r.endpoint, str(r.status), code, model, tenant))
-        t.inc(RECORDS, ())
+        units.append(t.cell(REQUESTS, (r.endpoint, str(r.status), code, model, tenant)))
+        units.append(t.cell(RECORDS, ()))
         if code and r.status >= 400:
             reason = reject_reason(code)
             if reason is not None:
-                t.inc(REJECTIONS, (reason, code, tenant))
-        flags = r.flags or {}
-        op = OPERATIONS.get(r.endpoint)
-        if op is not None and r.model_requested is not None:
-            self._genai(r, op, model, tenant, flags)
+                units.append(t.cell(REJECTIONS, (reason, code, tenant)))
+        if r.cache and r.cache != "off":
+            units.append(t.cell(CACHE, (b("cache", r.cache),)))
+            if r.cache.endswith("hit"):
+                values.append((t.cell(CACHE_SAVED, (model,)), "cache_saved_usd"))
         if r.endpoint in OPERATIONS or r.endpoint == "count_tokens":
-            t.observe(OVERHEAD, (r.endpoint,), r.overhead_ms / 1000)
+            hists.append((*t.row(OVERHEAD, (r.endpoint,)), "overhead_ms", 0.001))
+        op = OPERATIONS.get(r.endpoint)
+        if op is None or r.model_requested is None:
+            return units, values, hists
+        provider = PROVIDER_NAMES.get(r.provider or "", r.provider or "")
+        base = (op, provider, model, b("response_model", r.upstream_model))
+        error = code if r.status >= 400 else ""
+        hists.append((*t.row(OP_DURATION, (*base, error)), "latency_ms", 0.001))
+        if r.status < 400:
+            hists.append((*t.row(TOKEN_USAGE, (*base, "input")), "input_tokens", 1.0))
+            if op == "chat":
+                hists.append((*t.row(TOKEN_USAGE, (*base, "output")), "output_tokens", 1.0))
+        for kind in ("input", "output", "cached", "reasoning"):
+            values.append((t.cell(TOKENS_TOTAL, (kind, model, tenant)), f"{kind}_tokens"))
+        if r.stream:
+            hists.append((*t.row(TTFT, base), "ttfb_ms", 0.001))
+        deployment = b("deployment", r.model_served)
+        if r.attempts:
+            hists.append((*t.row(UPSTREAM, (provider, deployment)), "upstream_ms", 0.001))
+        if r.cost_usd:
+            ids: list[tuple[str, str | None]] = [("tenant", r.tenant), ("team", r.team), ("key", r.key_id)]
+            ids += [("tag", tag) for tag in r.tags or ()]
+            ids.append(("agent", r.agent))
+            for scope, ident in ids:
+                if scope in self.scopes and ident:
+                    values.append((t.cell(COST, (scope, b(scope, ident), model)), "cost_usd"))
+            values.append((t.cell(COST, ("all", "", model)), "cost_usd"))
+        reason = route_reason(r.route)
+        if r.model_served:
+            units.append(t.cell(ROUTING, (model, deployment, reason)))
+        failed = _FAILED.findall(r.route.split(" after ", 1)[1]) if r.route and " after " in r.route else []
+        for status, dep in failed:
+            units.append(t.cell(UPSTREAM_ERRORS, (b("deployment", dep), status)))
+        if r.model_served and (failed or reason == "fallback"):
+            units.append(t.cell(FAILOVERS, (model, deployment)))
+        return units, values, hists
+
+    def _flags(self, r: Record, flags: dict[str, Any]) -> None:
+        """What only some requests carry: PII counts, queueing, retries refused, every attempt failed."""
+        t, b = self.tables, self.bound
         pii = flags.get("pii")
         if isinstance(pii, dict):
+            tenant = b("tenant", r.tenant) if "tenant" in self.scopes else ""
             for entity, n in pii.items():
-                t.inc(PII, (b("entity", str(entity)), tenant), float(n))
-        cache = getattr(r, "cache", None) or flags.get("cache")
-        if isinstance(cache, str):
-            t.inc(CACHE, (b("cache", cache),))
+                t.cell(PII, (b("entity", str(entity)), tenant))[0] += float(n)
         queued = flags.get("queued_ms")
         if isinstance(queued, int | float):
             t.observe(QUEUE_WAIT, (), queued / 1000)
         if flags.get("retry_budget_exhausted"):
-            t.inc(RETRY_REFUSALS, ())
+            t.cell(RETRY_REFUSALS, ())[0] += 1
         if flags.get("state_degraded"):
-            t.inc(DEGRADED, ())
-
-    def _genai(self, r: Record, op: str, model: str, tenant: str, flags: dict[str, Any]) -> None:
-        t, b = self.tables, self.bound
-        provider = PROVIDER_NAMES.get(r.provider or "", r.provider or "")
-        served = b("response_model", r.upstream_model)
-        base = (op, provider, model, served)
-        error = r.error_code or "" if r.status >= 400 else ""
-        t.observe(OP_DURATION, (*base, error), r.latency_ms / 1000)
-        if r.status < 400:
-            t.observe(TOKEN_USAGE, (*base, "input"), r.input_tokens)
-            if op == "chat":
-                t.observe(TOKEN_USAGE, (*base, "output"), r.output_tokens)
-        for kind, n in (
-            ("input", r.input_tokens),
-            ("output", r.output_tokens),
-            ("cached", r.cached_tokens),
-            ("reasoning", r.reasoning_tokens),
-        ):
-            if n:
-                t.inc(TOKENS_TOTAL, (kind, model, tenant), n)
-        if r.stream and r.ttfb_ms is not None:
-            t.observe(TTFT, base, r.ttfb_ms / 1000)
-        deployment = b("deployment", r.model_served)
-        if r.attempts:
-            t.observe(UPSTREAM, (provider, deployment), r.upstream_ms / 1000)
-        if r.cost_usd:
-            self._cost(r, model)
-        if r.model_served:
-            t.inc(ROUTING, (model, deployment, route_reason(r.route)))
-            t.inc(ATTEMPTS, (provider, deployment))
-        failed = self._failed_attempts(r, flags)
-        for status, dep in failed:
-            t.inc(UPSTREAM_ERRORS, (b("deployment", dep), status))
-            t.inc(ATTEMPTS, ("", b("deployment", dep)))
-        if r.model_served and (failed or flags.get("degraded_to") or route_reason(r.route) == "fallback"):
-            t.inc(FAILOVERS, (model, deployment))
-
-    @staticmethod
-    def _failed_attempts(r: Record, flags: dict[str, Any]) -> list[tuple[str, str]]:
-        """Upstream failures of this request: 'status from deployment' notes the router leaves in the route
-        (served after failures) or in the flags (every attempt failed)."""
+            t.cell(DEGRADED, ())[0] += 1
         notes = flags.get("failed_attempts")
-        text = ", ".join(notes) if isinstance(notes, list) else ""
-        if r.route and " after " in r.route:
-            text = r.route.split(" after ", 1)[1]
-        return _FAILED.findall(text) if text else []
-
-    def _cost(self, r: Record, model: str) -> None:
-        b, t = self.bound, self.tables
-        ids: list[tuple[str, str | None]] = [("tenant", r.tenant), ("team", r.team), ("key", r.key_id)]
-        ids += [("tag", tag) for tag in r.tags or ()]
-        ids.append(("agent", r.agent))
-        for scope, ident in ids:
-            if scope in self.scopes and ident:
-                t.inc(COST, (scope, b(scope, ident), model), r.cost_usd)
-        t.inc(COST, ("all", "", model), r.cost_usd)
+        if isinstance(notes, list) and not (r.route and " after " in r.route):
+            for status, dep in _FAILED.findall(", ".join(map(str, notes))):
+                t.cell(UPSTREAM_ERRORS, (b("deployment", dep), status))[0] += 1
+        if flags.get("degraded_to") and r.model_served:
+            model = self.bound("model", r.model_requested)
+            t.cell(FAILOVERS, (model, self.bound("deployment", r.model_served)))[0] += 1
 
     # ------------------------------------------------------------ live gauges and publishing
 
@@ -457,10 +503,10 @@ class GatewayMetrics:
 
             g[BACKLOG] = {(): float(len(gw.records.pending))}
             g[QUEUE_DEPTH] = {(): float(METRICS.values.get("queue_depth", 0))}
-            self.tables.counters[SPILLED] = {(): float(gw.records.spilled)}
-            self.tables.counters[CONTRACT] = {
-                (k,): float(v) for k, v in METRICS.values.items() if k != "queue_depth"
-            }
+            self.tables.cell(SPILLED, ())[0] = float(gw.records.spilled)
+            for k, v in METRICS.values.items():
+                if k != "queue_depth":
+                    self.tables.cell(CONTRACT, (k,))[0] = float(v)
             g[STATE_DOWN] = {(): 1.0 if getattr(gw.state, "degraded", False) else 0.0}
             now = time.monotonic()
             circuit, cool, inflight = {}, {}, {}
