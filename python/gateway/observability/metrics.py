@@ -224,7 +224,8 @@ STATE_DOWN = _spec(
 CONTRACT = _spec(
     "gateway_contract_events",
     "counter",
-    "Contract counters of the workers (queued, admitted, timed out, soft-budget alerts, …).",
+    "Contract and state counters of the workers: queued, admitted, timed out, soft-budget alerts, "
+    "redis_round_trips, redis_round_trip_seconds (their summed time), redis_errors, redis_skipped_while_down.",
     ("event",),
 )
 WORKERS = _spec("gateway_workers", "gauge", "Worker processes publishing metrics.", (), merge="sum")

@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 
 from gateway.errors import GatewayError
 from gateway.state.local import LocalState
+from gateway.state.metrics import METRICS
 from gateway.state.types import Charge, LimitCheck, LimitDecision, Reservation, group_by_tag
 
 log = logging.getLogger("gateway.state")
@@ -168,12 +169,17 @@ class RedisState:
     async def _ask(self, call: Callable[[], Awaitable[T]]) -> T | _Unanswered:
         """``call()`` against Redis unless it is known to be down; a failure marks it down, a success up."""
         if not self._usable():
+            METRICS.inc("redis_skipped_while_down")
             return UNANSWERED
+        t0 = time.perf_counter()
         try:
             out = await call()
         except ERRORS as e:
+            METRICS.inc("redis_errors")
             self._down(e)
             return UNANSWERED
+        METRICS.inc("redis_round_trips")
+        METRICS.inc("redis_round_trip_seconds", time.perf_counter() - t0)
         self._up()
         return out
 
