@@ -3,12 +3,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 4000
 
-.PHONY: demo test setup test-setup bench-setup bench bench-micro bench-load bench-chaos lint fmt clean
+.PHONY: demo test setup test-setup bench-setup bench bench-micro bench-load bench-chaos lint typecheck fmt clean
 
 demo: setup
 	PORT=$(PORT) $(PY) -m gateway demo --port $(PORT)
 
+# CI runs exactly this (.ci/run): lint, types (mypy, the _core stubs against the built module), then the tests
 test: test-setup
+	$(MAKE) --no-print-directory lint typecheck
 	cargo test --quiet
 	$(PY) -m pytest -q tests
 
@@ -39,6 +41,10 @@ lint:
 	$(VENV)/bin/ruff format --check python tests benches
 	cargo fmt --check
 	cargo clippy --quiet -- -D warnings
+
+typecheck:
+	$(PY) -m mypy
+	$(PY) -m mypy.stubtest gateway._core
 
 fmt:
 	$(VENV)/bin/ruff format python tests benches

@@ -35,32 +35,44 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
 import msgspec
 import orjson
 
 from gateway import approvals
+from gateway.auth import key_from_headers
 from gateway.config import ApprovalSpec, BudgetRule, KeySpec, LimitRule
-from gateway.dialects.openai import error_body
+from gateway.dialects.openai import OpenAIDialect, error_body
 from gateway.errors import GatewayError
 from gateway.observability import http as obs_http
 from gateway.pricing import NANO
-from gateway.stages.auth import key_from_headers
+from gateway.scopes import TENANT_SCOPED, admin_scope
 from gateway.stages.budget import charge_for, describe_period, period_end
-from gateway.stages.scopes import TENANT_SCOPED, admin_scope
-from gateway.state.metrics import MAX_AGE_S, METRICS, total
 from gateway.state.policies import BUDGET_SCOPES, LIMIT_SCOPES
+from gateway.telemetry.metrics import MAX_AGE_S, METRICS, total
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
 
 log = logging.getLogger("gateway.admin")
 T = TypeVar("T")
 JSON = [("content-type", "application/json")]
-KINDS = {"budgets": ("budget", BudgetRule, BUDGET_SCOPES), "limits": ("limit", LimitRule, LIMIT_SCOPES)}
+KINDS: dict[str, tuple[str, type[BudgetRule] | type[LimitRule], Any]] = {
+    "budgets": ("budget", BudgetRule, BUDGET_SCOPES),
+    "limits": ("limit", LimitRule, LIMIT_SCOPES),
+}
 
 
 MAX_PATH = 512  # what a record keeps of an admin path
 MAX_IDENT = 400  # a rule's id: tenant/agent/run, each part at most 128 characters
+
+
+class AdminDialect(OpenAIDialect):
+    """Admin errors have the OpenAI error shape; records say ``dialect: admin``."""
+
+    name = "admin"
 
 
 async def handle(gw: Any, scope: Any, proto: Any, ctx: Any = None) -> int:
@@ -254,7 +266,7 @@ async def rules(
         return 200, {"scope": scope_name, "id": ident, "removed": True}
     if method != "PUT":
         raise GatewayError("method_not_allowed", f"Use PUT or DELETE on /admin/{head}/{scope_name}/{ident}.")
-    rule = await body.decode(typ, f"{kind} rule")
+    rule: BudgetRule | LimitRule = await body.decode(typ, f"{kind} rule")
     _check_rule(gw, rule)
     await policies.put(kind, scope_name, ident, rule)
     return 200, {"scope": scope_name, "id": ident, "rule": msgspec.to_builtins(rule)}
@@ -271,7 +283,7 @@ def _check_rule(gw: Any, rule: Any) -> None:
         raise GatewayError("invalid_request", "A limit needs rpm or tpm.")
 
 
-def _key_id(gw: Any, ident: str) -> str:
+def _key_id(gw: Gateway, ident: str) -> str:
     """Key budgets are counted by key id; an admin may name the key instead."""
     for p in gw.auth.static.values():
         if ident in (p.name, p.key_id):
@@ -282,7 +294,7 @@ def _key_id(gw: Any, ident: str) -> str:
     return ident
 
 
-async def spend(gw: Any, kind: str, ident: str, tenant: str | None) -> dict[str, Any]:
+async def spend(gw: Gateway, kind: str, ident: str, tenant: str | None) -> dict[str, Any]:
     if kind not in BUDGET_SCOPES:
         raise GatewayError(
             "invalid_request", f"Unknown budget scope {kind!r}; one of {', '.join(BUDGET_SCOPES)}."
@@ -348,7 +360,7 @@ async def approve(gw: Any, spec: ApprovalSpec, audit: dict[str, Any]) -> tuple[i
     }
 
 
-async def stats(gw: Any) -> dict[str, Any]:
+async def stats(gw: Gateway) -> dict[str, Any]:
     snaps = await gw.state.read_metrics(MAX_AGE_S)
     snaps[METRICS.worker] = METRICS.snapshot()  # this worker's, live
     now = time.time()

@@ -40,10 +40,10 @@ def call(url: str, key: str, method: str, path: str, body: dict[str, Any] | None
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
-            body = r.read()
+            raw = r.read()
             if not r.headers.get("content-type", "").startswith("application/json"):
-                return r.status, body.decode()  # an export (CSV) comes back as text
-            return r.status, json.loads(body)
+                return r.status, raw.decode()  # an export (CSV) comes back as text
+            return r.status, json.loads(raw)
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any
 
 from gateway.pricing import to_micros
+from gateway.state.types import StateBackend
 
 PREFIX = "gwa-"
 
@@ -26,13 +26,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def issue(state: Any, key_id: str, max_usd: float, ttl_s: float) -> str:
+async def issue(state: StateBackend, key_id: str, max_usd: float, ttl_s: float) -> str:
     token = new_token()
     await state.put_approval(token_hash(token), key_id, to_micros(max_usd), ttl_s)
     return token
 
 
-async def redeem(state: Any, token: str, key_id: str, cost_micros: int) -> bool:
+async def redeem(state: StateBackend, token: str, key_id: str, cost_micros: int) -> bool:
     if not token.startswith(PREFIX):
         return False
     return bool(await state.take_approval(token_hash(token), key_id, cost_micros))

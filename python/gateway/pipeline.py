@@ -2,8 +2,11 @@
 
 A stage may implement any of:
 
-- ``pre(ctx, req)``: before routing, in order. Raise :class:`GatewayError` to reject; set
-  ``ctx.scratch["short_circuit"]`` to a ChatResponse to answer without calling upstream (e.g. a cache hit).
+- ``pre(ctx, req) -> ChatResponse | None``: before routing, in order. Raise :class:`GatewayError` to reject;
+  return a ChatResponse to answer without calling upstream (a short-circuit, e.g. a cache hit): the stages after
+  it do not run, the router is not called, and the answer goes back through the post hooks (non-stream) or is
+  relayed as a stream (``relay.chunks_of``) through the per-chunk hooks — in both cases of every stage. Move the
+  request to another model group only with ``ctx.reroute(group, reason)``.
 - ``post(ctx, resp) -> resp``: after a non-stream response, in reverse order.
 - ``on_chunk(ctx, chunk) -> chunk | None``: per stream chunk, in reverse order, synchronous (keep it tiny).
 - ``on_stream_end(ctx) -> list[chunk]``: flush what a stage held back (e.g. a split PII placeholder).
@@ -24,7 +27,7 @@ from gateway.types import ChatChunk, ChatRequest, ChatResponse
 class Stage:
     name = "stage"
 
-    async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
+    async def pre(self, ctx: RequestContext, req: ChatRequest) -> ChatResponse | None:
         return None
 
     async def post(self, ctx: RequestContext, resp: ChatResponse) -> ChatResponse:
@@ -44,7 +47,18 @@ def _overrides(stage: Stage, hook: str) -> bool:
     return getattr(type(stage), hook) is not getattr(Stage, hook)
 
 
+def _through(stages: list[Stage], ctx: RequestContext, chunk: ChatChunk) -> ChatChunk | None:
+    for s in stages:
+        out = s.on_chunk(ctx, chunk)
+        if out is None:
+            return None
+        chunk = out
+    return chunk
+
+
 class Pipeline:
+    """The configured stages in order; each hook runs only over the stages that implement it."""
+
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = list(stages)
         self._pre = [s for s in self.stages if _overrides(s, "pre")]
@@ -57,49 +71,48 @@ class Pipeline:
     def touches_chunks(self) -> bool:
         return bool(self._chunk)
 
-    async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
+    async def pre(self, ctx: RequestContext, req: ChatRequest) -> ChatResponse | None:
+        """Run the pre hooks in order; the first short-circuit answer ends them and is returned."""
         if ctx.trace is not None:
             return await self._pre_traced(ctx, req)
         for s in self._pre:
-            await s.pre(ctx, req)
-            if "short_circuit" in ctx.scratch:
-                return
+            short = await s.pre(ctx, req)
+            if short is not None:
+                ctx.flags["short_circuit"] = s.name
+                return short
+        return None
 
-    async def _pre_traced(self, ctx: RequestContext, req: ChatRequest) -> None:
+    async def _pre_traced(self, ctx: RequestContext, req: ChatRequest) -> ChatResponse | None:
         """``pre`` with each stage's start and end kept for its span (sampled requests only)."""
         clock = time.perf_counter_ns
         for s in self._pre:
             t0 = clock()
             try:
-                await s.pre(ctx, req)
+                short = await s.pre(ctx, req)
             finally:
                 ctx.stage_log.append((s.name, t0, clock()))
-            if "short_circuit" in ctx.scratch:
-                return
+            if short is not None:
+                ctx.flags["short_circuit"] = s.name
+                return short
+        return None
 
     async def post(self, ctx: RequestContext, resp: ChatResponse) -> ChatResponse:
+        """The answer through every post hook, in reverse stage order (the last stage sees it first)."""
         for s in self._post:
             resp = await s.post(ctx, resp)
         return resp
 
     def on_chunk(self, ctx: RequestContext, chunk: ChatChunk) -> ChatChunk | None:
-        for s in self._chunk:
-            out = s.on_chunk(ctx, chunk)
-            if out is None:
-                return None
-            chunk = out
-        return chunk
+        """One stream chunk through every per-chunk hook (reverse stage order); None: a stage dropped it."""
+        return _through(self._chunk, ctx, chunk)
 
     def on_stream_end(self, ctx: RequestContext) -> list[ChatChunk]:
         """What each stage held back, passed through the per-chunk hooks of the stages after it."""
         out: list[ChatChunk] = []
         for i, s in enumerate(self._chunk):
-            for c in s.on_stream_end(ctx):
-                kept: ChatChunk | None = c
-                for t in self._chunk[i + 1 :]:
-                    kept = t.on_chunk(ctx, kept)
-                    if kept is None:
-                        break
+            later = self._chunk[i + 1 :]
+            for held in s.on_stream_end(ctx):
+                kept = _through(later, ctx, held)
                 if kept is not None:
                     out.append(kept)
         return out

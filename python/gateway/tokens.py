@@ -8,12 +8,15 @@ usage is flagged ``estimated``.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from gateway import _core
 from gateway.types import ChatRequest
+
+if TYPE_CHECKING:
+    from gateway.context import RequestContext
 
 EXACT_PROVIDERS = frozenset({None, "openai", "azure"})
 
@@ -46,11 +49,11 @@ def count_request(req: ChatRequest, model: str, provider: str | None = None) -> 
     return round(n * 1.1)
 
 
-def prompt_tokens(ctx: Any, req: ChatRequest, model: str, provider: str | None = None) -> int:
-    """``count_request``, once per request and tokenizer (kept in ``ctx.scratch``): the limits and budget stages
-    both need the prompt's size before the call."""
-    key = ("prompt_tokens", _core.encoding_for_model(model), provider in EXACT_PROVIDERS)
-    n: int | None = ctx.scratch.get(key)
+def prompt_tokens(ctx: RequestContext, req: ChatRequest, model: str, provider: str | None = None) -> int:
+    """``count_request``, once per request and tokenizer (kept in ``ctx.token_counts``): the limits and budget
+    stages both need the prompt's size before the call."""
+    key = (_core.encoding_for_model(model), provider in EXACT_PROVIDERS)
+    n = ctx.token_counts.get(key)
     if n is None:
-        n = ctx.scratch[key] = count_request(req, model, provider)
+        n = ctx.token_counts[key] = count_request(req, model, provider)
     return n

@@ -20,7 +20,7 @@ def egw(simulator, start_gateway, tmp_path_factory):
     """A gateway with one-deployment groups for each upstream failure (so a cooldown never leaks across tests)."""
     cfg = base_config(simulator.url, tmp_path_factory.mktemp("db") / "g.db")
     v1 = simulator.url + "/v1"
-    for name in ("err-429", "err-500", "err-503", "err-malformed", "err-timeout", "err-400"):
+    for name in ("err-429", "err-500", "err-503", "err-malformed", "err-timeout", "err-400", "err-echo"):
         cfg["models"][name] = {
             "max_attempts": 1,
             "deployments": [
@@ -288,6 +288,20 @@ def test_upstream_errors_are_mapped(egw, model, directive, exc, status, code):
         assert e.value.response.headers["retry-after"] == "7"
     rec = egw.record(e.value.response.headers["x-gateway-request-id"])
     assert rec["status"] == status and rec["error_code"] == code
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_provider_key_quoted_by_the_upstream_is_scrubbed(egw, stream):
+    with pytest.raises(openai.InternalServerError) as e:
+        egw.openai().chat.completions.create(
+            model="err-echo",
+            messages=[{"role": "user", "content": "hi [[sim:fail=500]] [[sim:echo_key]]"}],
+            stream=stream,
+        )
+    assert "Request was made with key ***" in e.value.message  # the upstream did quote it
+    assert "sim-secret" not in e.value.message
+    rec = egw.record(e.value.response.headers["x-gateway-request-id"])
+    assert "sim-secret" not in (rec["error_message"] or "")
 
 
 def test_upstream_4xx_passes_through_as_caller_error(egw):

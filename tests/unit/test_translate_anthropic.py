@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.anthropic_wire import usage_to_wire
 from gateway.config import Deployment
 from gateway.dialects import anthropic as dialect
 from gateway.errors import GatewayError, UpstreamError
@@ -698,7 +699,7 @@ def test_usage_rule_round_trips(fresh, read, created, out):
     )
     u = prov.usage_from_wire(wire)
     assert u.input_tokens == fresh + read + created  # canonical input is the whole prompt
-    assert prov.usage_to_wire(u) == {
+    assert usage_to_wire(u) == {
         "input_tokens": fresh,
         "output_tokens": out,
         "cache_read_input_tokens": read,

@@ -35,6 +35,18 @@ def model_dir() -> Path:
 
 class _Layer:
     __slots__ = ("b1", "b2", "bo", "bqkv", "g1", "g2", "h1", "h2", "w1", "w2", "wo", "wqkv")
+    b1: Any
+    b2: Any
+    bo: Any
+    bqkv: Any
+    g1: Any
+    g2: Any
+    h1: Any
+    h2: Any
+    w1: Any
+    w2: Any
+    wo: Any
+    wqkv: Any
 
 
 class Embedder:
@@ -95,9 +107,9 @@ class Embedder:
         b = len(ids)
         tok = np.zeros((b, n), dtype=np.int64)
         mask = np.zeros((b, n), dtype=np.float32)
-        for j, x in enumerate(ids):
-            tok[j, : len(x)] = x
-            mask[j, : len(x)] = 1.0
+        for j, row in enumerate(ids):
+            tok[j, : len(row)] = row
+            mask[j, : len(row)] = 1.0
         x = self.word[tok] + self.pos[:n] + self.type0
         x = _ln(x, self.eg, self.eb)
         hd, H = self.hidden // self.heads, self.heads

@@ -3,38 +3,10 @@ caller's dialect frames them (OpenAI SSE or Anthropic events) exactly as it fram
 
 from __future__ import annotations
 
-from typing import Any
+from gateway.relay import chunks_of as to_chunks
+from gateway.types import ChatChunk, ChatResponse, Usage
 
-from gateway.types import ChatChunk, ChatResponse, Delta, Usage
-
-PIECE = 64  # characters per content chunk: a stream of a few chunks, not one per character
-
-
-def to_chunks(resp: ChatResponse, usage: Usage) -> list[ChatChunk]:
-    cid, model, created = resp.id, resp.model, resp.created
-    out: list[ChatChunk] = []
-    for c in resp.choices:
-        m = c.message
-        out.append(
-            ChatChunk(cid, model, [Delta(index=c.index, role="assistant", content="")], created=created)
-        )
-        if m.reasoning:
-            out.append(ChatChunk(cid, model, [Delta(index=c.index, reasoning=m.reasoning)], created=created))
-        text = m.content if isinstance(m.content, str) else ""
-        for i in range(0, len(text), PIECE):
-            out.append(
-                ChatChunk(cid, model, [Delta(index=c.index, content=text[i : i + PIECE])], created=created)
-            )
-        for j, tc in enumerate(m.tool_calls or ()):
-            out.append(
-                ChatChunk(
-                    cid, model, [Delta(index=c.index, tool_calls=[{"index": j, **tc}])], created=created
-                )
-            )
-        done = Delta(index=c.index, finish_reason=c.finish_reason or "stop", stop_sequence=c.stop_sequence)
-        out.append(ChatChunk(cid, model, [done], created=created))
-    out.append(ChatChunk(cid, model, [], usage=usage, created=created))
-    return out
+__all__ = ["Collector", "to_chunks"]
 
 
 class Collector:
@@ -80,13 +52,3 @@ class Collector:
         return ChatResponse(
             id=f.id, model=f.model, choices=choices, usage=self.usage or Usage(), created=f.created
         )
-
-
-async def _nothing() -> Any:
-    return
-    yield
-
-
-def as_stream(resp: ChatResponse) -> tuple[list[ChatChunk], Any]:
-    """The (first batch, rest) pair a live stream opens with, for a short-circuit answer."""
-    return to_chunks(resp, resp.usage), _nothing()

@@ -105,7 +105,8 @@ class ThreadStage(Stage):
             for k, v in prev.extra.items():
                 req.extra.setdefault(k, v)
             session = prev.session
-        ctx.scratch.setdefault("session", session)  # one PII session per thread: placeholders stay stable
+        if ctx.session is None:
+            ctx.session = session  # one PII session per thread: placeholders stay stable
         extra = {k: req.extra[k] for k in _CREATE_ONLY_EXTRAS if k in req.extra}
         ctx.scratch[THREAD] = _Turn(_encode(rest), _copy(system), req.tools, extra, session)
 

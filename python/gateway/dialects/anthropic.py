@@ -32,21 +32,14 @@ carried for Anthropic upstreams; any other upstream refuses it.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
 
-from gateway import tokens
-from gateway.context import RequestContext
+from gateway.anthropic_wire import FINISH_TO_STOP, usage_to_wire
 from gateway.dialects.openai import load_json_object
 from gateway.errors import GatewayError
-from gateway.providers.anthropic import FINISH_TO_STOP, usage_to_wire
-from gateway.stages.enrich import enrich_headers
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, FunctionDef, Message, Tool, Usage
-
-JSON = "application/json"
-log = logging.getLogger("gateway")
 
 # Top-level fields with a translation (typed or via ``extra``); anything else is refused, never dropped.
 _TYPED = frozenset(
@@ -195,8 +188,9 @@ def _text_part(b: dict[str, Any]) -> dict[str, Any]:
 
 
 def _image_part(b: dict[str, Any], where: str) -> dict[str, Any]:
-    src = b.get("source")
-    kind = src.get("type") if isinstance(src, dict) else None
+    raw = b.get("source")
+    src: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    kind = src.get("type") if isinstance(raw, dict) else None
     if kind == "base64":
         url = f"data:{src.get('media_type') or 'image/png'};base64,{src.get('data') or ''}"
     elif kind == "url" and isinstance(src.get("url"), str):
@@ -537,7 +531,7 @@ class AnthropicStream:
 
     def _start(self, chunk: ChatChunk | None) -> bytes:
         self.started = True
-        msg = {
+        msg: dict[str, Any] = {
             "id": message_id(chunk.id if chunk and chunk.id else "gateway"),
             "type": "message",
             "role": "assistant",
@@ -600,7 +594,7 @@ class AnthropicStream:
         fn = tc.get("function") or {}
         block = self.tools.get(i)
         if block is None:
-            block_def = {
+            block_def: dict[str, Any] = {
                 "type": "tool_use",
                 "id": tc.get("id") or f"toolu_{i}",
                 "name": fn.get("name") or "",
@@ -636,43 +630,3 @@ class AnthropicDialect:
     error_body = staticmethod(error_body)
     stream = AnthropicStream
     stream_content_type = "text/event-stream"
-
-
-# ---------------------------------------------------------------- count_tokens
-
-
-async def count_tokens(gw: Any, scope: Any, proto: Any) -> None:
-    """``POST /v1/messages/count_tokens``: the prompt's tokens for the deployment the model group would try
-    first, counted locally (exact for OpenAI encodings, the core's estimator for private tokenizers). Nothing is
-    charged; the count is kept in the record's flags."""
-    ctx = RequestContext("count_tokens", "anthropic")
-    try:
-        gw.authenticate(ctx, scope)
-        req = request_from_anthropic(
-            load_json_object(await gw.read_body(scope, proto)), require_max_tokens=False
-        )
-        ctx.req, ctx.model = req, req.model
-        group = gw.resolve(ctx, req.model)
-        dep = gw.router.targets[group][0].dep
-        ctx.provider, ctx.upstream_model = dep.provider, dep.model
-        n = tokens.count_request(req, dep.model, dep.provider)
-        ctx.flags["counted_input_tokens"] = n
-        proto.response_bytes(200, enrich_headers(ctx, JSON), orjson.dumps({"input_tokens": n}))
-    except GatewayError as e:
-        _fail(ctx, proto, e)
-    except Exception as e:  # never a stack trace to the caller
-        log.exception("internal error on request %s", ctx.request_id)
-        err = GatewayError(
-            "internal_error",
-            f"The gateway failed on this request ({type(e).__name__}); quote request id {ctx.request_id}.",
-        )
-        _fail(ctx, proto, err)
-    finally:
-        gw.finish_record(ctx)
-
-
-def _fail(ctx: RequestContext, proto: Any, err: GatewayError) -> None:
-    ctx.status = err.status
-    ctx.error = (err.code, err.message)
-    headers = [*enrich_headers(ctx, JSON), *err.headers.items()]
-    proto.response_bytes(err.status, headers, error_body(err))

@@ -15,10 +15,8 @@ from urllib.parse import parse_qs
 import orjson
 
 from gateway.context import RequestContext
-from gateway.dialects import anthropic as anth
 from gateway.dialects import openai as oai
 from gateway.errors import GatewayError
-from gateway.stages.enrich import enrich_headers
 
 JSON = "application/json"
 
@@ -61,33 +59,20 @@ def anthropic_list(names: list[str], created: int, query: str) -> dict[str, Any]
     }
 
 
-async def serve(gw: Any, scope: Any, proto: Any, model_id: str | None) -> None:
-    """List (``model_id`` None) or retrieve one model, answered and recorded in the caller's dialect."""
-    anthropic = wants_anthropic(scope)
-    ctx = RequestContext("models", "anthropic" if anthropic else "openai")
-    try:
-        gw.authenticate(ctx, scope)
-        names = gw.visible_models(ctx)
-        if model_id is None:
-            if anthropic:
-                body = orjson.dumps(anthropic_list(names, gw.started, getattr(scope, "query_string", "")))
-            else:
-                body = oai.render_models(names, gw.started)
-        else:
-            group = gw.router.resolve(model_id)
-            if group is None or group not in names:
-                raise GatewayError(
-                    "model_not_found",
-                    f"The model {model_id!r} does not exist on this gateway, or your key may not use it. "
-                    "GET /v1/models lists the models your key may use.",
-                    param="model",
-                )
-            make = anthropic_model if anthropic else openai_model
-            body = orjson.dumps(make(model_id, gw.started))
-        proto.response_bytes(200, enrich_headers(ctx, JSON), body)
-    except GatewayError as e:
-        ctx.status, ctx.error = e.status, (e.code, e.message)
-        render = anth.error_body if anthropic else oai.error_body
-        proto.response_bytes(e.status, enrich_headers(ctx, JSON), render(e))
-    finally:
-        gw.finish_record(ctx)
+def render(gw: Any, rsgi_scope: Any, ctx: RequestContext, model_id: str | None, anthropic: bool) -> bytes:
+    """The model list (``model_id`` None) or one model, in OpenAI's or Anthropic's shape."""
+    names = gw.visible_models(ctx)
+    if model_id is None:
+        if anthropic:
+            return orjson.dumps(anthropic_list(names, gw.started, getattr(rsgi_scope, "query_string", "")))
+        return oai.render_models(names, gw.started)
+    group = gw.router.resolve(model_id)
+    if group is None or group not in names:
+        raise GatewayError(
+            "model_not_found",
+            f"The model {model_id!r} does not exist on this gateway, or your key may not use it. "
+            "GET /v1/models lists the models your key may use.",
+            param="model",
+        )
+    make = anthropic_model if anthropic else openai_model
+    return orjson.dumps(make(model_id, gw.started))

@@ -3,24 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from gateway.context import RequestContext
-from gateway.dialects.openai import error_body
 from gateway.errors import GatewayError
-from gateway.stages.enrich import enrich_headers
 
 
-async def serve(gw: Any, scope: Any, proto: Any) -> None:
-    ctx = RequestContext("moderations", "openai")
-    try:
-        gw.authenticate(ctx, scope)
-        raise GatewayError(
-            "not_implemented",
-            "The gateway has no content classifier to serve /v1/moderations yet; call a moderation model directly.",
-        )
-    except GatewayError as e:
-        ctx.status, ctx.error = e.status, (e.code, e.message)
-        proto.response_bytes(e.status, enrich_headers(ctx, "application/json"), error_body(e))
-    finally:
-        gw.finish_record(ctx)
+def not_implemented() -> GatewayError:
+    return GatewayError(
+        "not_implemented",
+        "The gateway has no content classifier to serve /v1/moderations yet; call a moderation model directly.",
+    )

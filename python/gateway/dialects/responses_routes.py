@@ -8,7 +8,6 @@ before a plain answer leaves, so a follow-up sent the moment the answer arrives 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import msgspec
@@ -17,12 +16,12 @@ import orjson
 from gateway.context import RequestContext
 from gateway.conversations import Stored, load
 from gateway.dialects import responses as rd
-from gateway.dialects.openai import error_body
+from gateway.dialects.openai import OpenAIDialect
+from gateway.endpoints import answer
+from gateway.enrich import enrich_headers
 from gateway.errors import GatewayError
-from gateway.stages.enrich import enrich_headers
 from gateway.types import Message
 
-log = logging.getLogger("gateway")
 JSON = "application/json"
 _messages = msgspec.json.Decoder(list[Message])
 _encode = msgspec.json.Encoder().encode
@@ -37,15 +36,15 @@ def not_found(rid: str, param: str | None = None) -> GatewayError:
     )
 
 
-async def create(gw: Any, ctx: RequestContext, scope: Any, proto: Any, dialect: rd.ResponsesDialect) -> None:
+async def create(gw: Any, ctx: RequestContext, rsgi_scope: Any, proto: Any, _errors: Any) -> None:
     """``POST /v1/responses``."""
-    gw.authenticate(ctx, scope)
-    body = await gw.read_body(scope, proto)
-    ctx.scratch["body_bytes"] = len(body)
+    dialect = rd.ResponsesDialect()  # per request: it holds the parsed call and its stream renderer
+    gw.authenticate(ctx, rsgi_scope)
+    body = await gw.read_body(rsgi_scope, proto)
+    ctx.body_bytes = len(body)
     call = dialect.call = rd.parse(body)
     call.response_id = "resp_" + ctx.request_id
     req = call.req
-    ctx.req, ctx.model, ctx.stream = req, req.model, req.stream
     store = gw.conversations
     session = call.response_id
     if call.previous_response_id:
@@ -54,16 +53,12 @@ async def create(gw: Any, ctx: RequestContext, scope: Any, proto: Any, dialect: 
             raise not_found(call.previous_response_id, "previous_response_id")
         rd.with_history(call, prev.messages)
         session = prev.session
-    if "session" not in ctx.scratch:
-        ctx.scratch["session"] = session  # one PII session per conversation: placeholders stay stable
+    if ctx.session is None:
+        ctx.session = session  # one PII session per conversation: placeholders stay stable
     # The conversation in the caller's words, taken before the stages rewrite the prompt (PII masking).
     convo = _encode(call.history + call.input_messages) if call.store else b""
-    group = ctx.scratch["group"] = gw.resolve(ctx, req.model)
-    await gw.pipeline.pre(ctx, req)
-    group = ctx.scratch["group"]
-    short = ctx.scratch.get("short_circuit")
-    if req.stream:
-        await gw.chat_stream(ctx, proto, dialect, group, req)
+    resp = await answer(gw, ctx, req, proto, dialect)
+    if resp is None:  # streamed
         final = dialect.renderer.final if dialect.renderer is not None else None
         if call.store and final is not None:
             try:
@@ -71,8 +66,6 @@ async def create(gw: Any, ctx: RequestContext, scope: Any, proto: Any, dialect: 
             except GatewayError as e:  # the caller has its answer; the record says it was not kept
                 ctx.flags["conversation_not_stored"] = e.code
         return
-    resp = short if short is not None else await gw.router.complete(ctx, group, req)
-    resp = await gw.pipeline.post(ctx, resp)
     obj = rd.response_dict(call, resp)
     if call.store:
         try:
@@ -156,54 +149,25 @@ async def cancel(gw: Any, ctx: RequestContext, scope: Any, proto: Any, rid: str)
     )
 
 
-async def serve(gw: Any, scope: Any, proto: Any, action: str, rid: str = "") -> None:
-    """One frame for every /v1/responses request: its record, and errors in OpenAI's shape."""
-    dialect = rd.ResponsesDialect()
-    ctx = RequestContext("responses", "openai")
-    sent = False
-    try:
-        if action == "create":
-            await create(gw, ctx, scope, proto, dialect)
-            sent = True  # a stream answers its own errors after the first byte
-        else:
-            await {"retrieve": retrieve, "delete": delete, "input_items": input_items, "cancel": cancel}[
-                action
-            ](gw, ctx, scope, proto, rid)
-    except GatewayError as e:
-        _fail(ctx, proto, e, sent)
-    except Exception as e:  # never a stack trace to the caller, never a dead worker
-        log.exception("internal error on request %s", ctx.request_id)
-        err = GatewayError(
-            "internal_error",
-            f"The gateway failed on this request ({type(e).__name__}); quote request id {ctx.request_id}.",
-        )
-        _fail(ctx, proto, err, sent)
-    finally:
-        if action == "create":
-            await gw.pipeline.finish(ctx)
-        gw.finish_record(ctx)
-
-
-def _fail(ctx: RequestContext, proto: Any, err: GatewayError, sent: bool) -> None:
-    ctx.status = err.status
-    ctx.error = (err.code, err.message)
-    if not sent:
-        proto.response_bytes(err.status, [*enrich_headers(ctx, JSON), *err.headers.items()], error_body(err))
-
-
-def route(gw: Any, scope: Any, proto: Any) -> Any:
-    """The coroutine serving a /v1/responses request, or None when the path is not one of them."""
-    method, path = scope.method, scope.path
+def route(method: str, path: str) -> tuple[str, Any, Any] | None:
+    """The (endpoint, error dialect, handler) of a /v1/responses request, or None when the path is not one."""
     if path == "/v1/responses" or path == "/responses":
-        return serve(gw, scope, proto, "create") if method == "POST" else None
+        return ("responses", OpenAIDialect, create) if method == "POST" else None
     prefix = "/v1/responses/" if path.startswith("/v1/") else "/responses/"
     if not path.startswith(prefix):
         return None
     rid, _, tail = path[len(prefix) :].partition("/")
     action = {
-        ("GET", ""): "retrieve",
-        ("DELETE", ""): "delete",
-        ("GET", "input_items"): "input_items",
-        ("POST", "cancel"): "cancel",
+        ("GET", ""): retrieve,
+        ("DELETE", ""): delete,
+        ("GET", "input_items"): input_items,
+        ("POST", "cancel"): cancel,
     }.get((method, tail))
-    return serve(gw, scope, proto, action, rid) if action and rid else None
+    if action is None or not rid:
+        return None
+
+    async def handler(gw: Any, ctx: RequestContext, rsgi_scope: Any, proto: Any, _errors: Any) -> None:
+        assert action is not None
+        await action(gw, ctx, rsgi_scope, proto, rid)
+
+    return ("responses", OpenAIDialect, handler)

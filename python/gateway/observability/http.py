@@ -9,10 +9,10 @@ import hmac
 import sqlite3
 from typing import Any, NamedTuple
 
+from gateway.auth import key_from_headers
 from gateway.dialects.openai import error_body
 from gateway.errors import GatewayError
 from gateway.observability import costs as _costs
-from gateway.stages.auth import key_from_headers
 
 PROM_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -317,8 +317,13 @@ class Tables:
         self.counters: dict[str, dict[tuple[str, ...], list[float]]] = {}
         self.hists: dict[str, dict[tuple[str, ...], list[float]]] = {}
         self.gauges: dict[str, dict[tuple[str, ...], float]] = {}
+        by_kind: dict[str, dict[str, Any]] = {
+            "counter": self.counters,
+            "histogram": self.hists,
+            "gauge": self.gauges,
+        }
         for name, (kind, *_rest) in SPECS.items():
-            {"counter": self.counters, "histogram": self.hists, "gauge": self.gauges}[kind][name] = {}
+            by_kind[kind][name] = {}
 
     def cell(self, name: str, labels: tuple[str, ...]) -> list[float]:
         t = self.counters[name]
@@ -500,7 +505,7 @@ class GatewayMetrics:
         if gw is None:
             return
         with contextlib.suppress(Exception):  # a gauge is never worth a failed write
-            from gateway.state.metrics import METRICS
+            from gateway.telemetry.metrics import METRICS
 
             g[BACKLOG] = {(): float(len(gw.records.pending))}
             g[QUEUE_DEPTH] = {(): float(METRICS.values.get("queue_depth", 0))}
@@ -510,7 +515,9 @@ class GatewayMetrics:
                     self.tables.cell(CONTRACT, (k,))[0] = float(v)
             g[STATE_DOWN] = {(): 1.0 if getattr(gw.state, "degraded", False) else 0.0}
             now = time.monotonic()
-            circuit, cool, inflight = {}, {}, {}
+            circuit: dict[tuple[str, ...], float] = {}
+            cool: dict[tuple[str, ...], float] = {}
+            inflight: dict[tuple[str, ...], float] = {}
             for group, targets in gw.router.targets.items():
                 for tgt in targets:
                     h, dep = tgt.health, tgt.dep.id

@@ -153,7 +153,7 @@ class Tracer:
         status = Status(StatusCode.ERROR, r.error_code or "") if r.status >= 500 else Status(StatusCode.UNSET)
         name = f"{op} {r.model_requested}" if r.model_requested else f"{r.endpoint}"
         root_parent = sc(trace.parent_id, remote=True) if trace.parent_id else None
-        common = {"resource": self.resource, "instrumentation_scope": self.scope}
+        common: dict[str, Any] = {"resource": self.resource, "instrumentation_scope": self.scope}
         out = [
             ReadableSpan(
                 name=name,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
 
 from gateway.config import Deployment
+from gateway.http import HttpClient
 from gateway.providers.base import Provider
 
 # provider name -> (module, class); imported lazily so an unused adapter costs nothing at start-up.
@@ -18,6 +18,6 @@ ADAPTERS: dict[str, tuple[str, str]] = {
 }
 
 
-def make_provider(dep: Deployment, http: Any) -> Provider:
+def make_provider(dep: Deployment, http: HttpClient) -> Provider:
     module, cls = ADAPTERS[dep.provider]
     return getattr(import_module(module), cls)(dep, http)

@@ -24,9 +24,11 @@ from typing import Any
 import msgspec
 import orjson
 
+from gateway.anthropic_wire import ERROR_STATUS, STOP_TO_FINISH
 from gateway.config import Deployment
 from gateway.errors import GatewayError, UpstreamError
-from gateway.providers.base import Provider, SseFramer
+from gateway.http import HttpClient, UpstreamResponse
+from gateway.providers.base import ChunkDecoder, Provider, SseFramer
 from gateway.providers.convert import (
     DEFAULT_MAX_TOKENS,
     check_common,
@@ -48,35 +50,6 @@ DEFAULT_BASE = "https://api.anthropic.com"
 HANDLED_EXTRAS = frozenset(
     {"top_k", "thinking", "service_tier", "cache_control", "reasoning_effort", "context_management"}
 )
-
-STOP_TO_FINISH = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-FINISH_TO_STOP = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
-# Anthropic error type → HTTP status, for errors that arrive inside a 200 event stream.
-ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
 
 # ---------------------------------------------------------------- wire types (decode only what we read)
 
@@ -156,16 +129,6 @@ def usage_from_wire(u: WireUsage | None) -> Usage:
         cache_creation_tokens=created,
         reasoning_tokens=(u.output_tokens_details.thinking_tokens or 0) if u.output_tokens_details else 0,
     )
-
-
-def usage_to_wire(u: Usage) -> dict[str, int]:
-    """Canonical usage in Anthropic's terms (input excludes cache reads and writes)."""
-    return {
-        "input_tokens": max(0, u.input_tokens - u.cached_tokens - u.cache_creation_tokens),
-        "output_tokens": u.output_tokens,
-        "cache_creation_input_tokens": u.cache_creation_tokens,
-        "cache_read_input_tokens": u.cached_tokens,
-    }
 
 
 def _merge_usage(base: WireUsage | None, update: WireUsage | None) -> WireUsage | None:
@@ -548,7 +511,7 @@ class SseDecoder:
 
 
 class AnthropicProvider(Provider):
-    def __init__(self, dep: Deployment, http: Any) -> None:
+    def __init__(self, dep: Deployment, http: HttpClient) -> None:
         super().__init__(dep, http)
         self.url = endpoint(dep)
         self.headers = auth_headers(dep)
@@ -557,6 +520,6 @@ class AnthropicProvider(Provider):
         body = orjson.dumps(request_to_wire(req, self.dep))
         return await self.post_json(self.url, body, self.headers, response_from_wire)
 
-    async def open_stream(self, req: ChatRequest) -> tuple[Any, SseDecoder]:
+    async def open_stream(self, req: ChatRequest) -> tuple[UpstreamResponse, ChunkDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep, stream=True))
         return await self.post(self.url, body, self.headers, stream=True), SseDecoder()

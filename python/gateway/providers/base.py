@@ -275,7 +275,10 @@ class SseFramer:
 class ChunkDecoder(Protocol):
     """Wire bytes → canonical chunks, for one stream. ``feed`` takes whatever the network delivered."""
 
-    done: bool
+    @property
+    def done(self) -> bool:
+        """True once the stream's own end marker was seen (the rest of the body is not read)."""
+        ...
 
     def feed(self, piece: bytes) -> list[ChatChunk]: ...
 

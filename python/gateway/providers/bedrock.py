@@ -28,6 +28,7 @@ import orjson
 
 from gateway.config import Deployment
 from gateway.errors import GatewayError, UpstreamError
+from gateway.http import HttpClient
 from gateway.providers import sigv4
 from gateway.providers.base import Provider
 from gateway.providers.convert import (
@@ -513,7 +514,7 @@ class FrameDecoder:
 
 
 class BedrockProvider(Provider):
-    def __init__(self, dep: Deployment, http: Any) -> None:
+    def __init__(self, dep: Deployment, http: HttpClient) -> None:
         super().__init__(dep, http)
         self.region = aws_region(dep)
         self.url = model_url(dep, "converse")

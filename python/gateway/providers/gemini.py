@@ -30,6 +30,7 @@ import orjson
 
 from gateway.config import Deployment
 from gateway.errors import GatewayError, UpstreamError
+from gateway.http import HttpClient
 from gateway.providers.base import Provider, SseFramer
 from gateway.providers.convert import (
     check_extras,
@@ -463,7 +464,7 @@ class SseDecoder:
 
 
 class GeminiProvider(Provider):
-    def __init__(self, dep: Deployment, http: Any) -> None:
+    def __init__(self, dep: Deployment, http: HttpClient) -> None:
         super().__init__(dep, http)
         base = f"{base_url(dep)}/models/{dep.model}"
         self.url = f"{base}:generateContent"

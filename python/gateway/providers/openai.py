@@ -14,6 +14,7 @@ import orjson
 
 from gateway.config import Deployment
 from gateway.errors import GatewayError, UpstreamError
+from gateway.http import HttpClient
 from gateway.providers.base import Provider, SseFramer
 from gateway.types import (
     ChatChunk,
@@ -263,7 +264,7 @@ class StreamDecoder:
 
 
 class OpenAIProvider(Provider):
-    def __init__(self, dep: Deployment, http: Any) -> None:
+    def __init__(self, dep: Deployment, http: HttpClient) -> None:
         super().__init__(dep, http)
         self.chat_url = endpoint(dep, "chat/completions")
         self.embed_url = endpoint(dep, "embeddings")

@@ -12,57 +12,25 @@ serve, the group's ``on_unavailable`` policy decides: fail fast, or downgrade to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-from gateway.config import Config, Deployment, ModelGroup
-from gateway.context import UPSTREAM_TRACEPARENT, Attempt, RequestContext
+from gateway.config import Config, ModelGroup
+from gateway.context import UPSTREAM_TRACEPARENT, Acceptance, Attempt, GroupAccess, RequestContext
 from gateway.errors import GatewayError, UpstreamError
-from gateway.pricing import charge, price_for
+from gateway.http import HttpClient
 from gateway.providers import make_provider
-from gateway.providers.base import Provider
-from gateway.routing.health import Health
-from gateway.routing.select import Caller, eligible, fits_context, order
-from gateway.stages.limits import within_quota
-from gateway.state.metrics import METRICS
-from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
+from gateway.routing.metering import MeteredStream, aclose_quietly, charge_attempt, estimate_prompt
+from gateway.routing.quota import within_quota
+from gateway.routing.select import Caller, eligible, fits_context, order, reachable_groups
+from gateway.routing.target import Target
+from gateway.state.types import StateBackend
+from gateway.telemetry.metrics import METRICS
+from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
 
 R = TypeVar("R")
-
-
-class Target:
-    """A deployment at run time: its config, adapter, price and health."""
-
-    __slots__ = ("dep", "health", "price", "provider", "unit_cost")
-
-    def __init__(self, dep: Deployment, provider: Provider, cfg: Config, group: ModelGroup) -> None:
-        self.dep = dep
-        self.provider = provider
-        self.price = price_for(dep, cfg)
-        self.unit_cost = self.price.input + self.price.output
-        self.health = Health(
-            failure_threshold=group.failure_threshold, open_s=group.open_s, stall_s=group.stall_s
-        )
-
-    # the strategy Candidate protocol
-    @property
-    def weight(self) -> float:
-        return self.dep.weight
-
-    @property
-    def priority(self) -> int:
-        return self.dep.priority
-
-    @property
-    def latency_ms(self) -> float:
-        return self.health.latency_ms(False)
-
-    @property
-    def inflight(self) -> int:
-        return self.health.inflight
 
 
 class RetryBudget:
@@ -99,7 +67,13 @@ def backoff_s(failures: int, base_ms: float, max_ms: float, rng: random.Random) 
 
 
 class Router:
-    def __init__(self, cfg: Config, http: Any, rng: random.Random | None = None, state: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        http: HttpClient,
+        rng: random.Random | None = None,
+        state: StateBackend | None = None,
+    ) -> None:
         self.cfg = cfg
         self.state = state
         self.rng = rng or random.Random()
@@ -109,6 +83,12 @@ class Router:
             for name, g in cfg.models.items()
         }
         self.aliases = {a: name for name, g in cfg.models.items() for a in g.aliases}
+        # What ``RequestContext.may_route`` checks a group change against (allow-lists name groups or aliases).
+        self.access: dict[str, GroupAccess] = {
+            name: GroupAccess(frozenset((name, *g.aliases)), frozenset(d.region for d in g.deployments))
+            for name, g in cfg.models.items()
+        }
+        self._reachable: dict[str, list[Target]] = {}
         self._pending: set[asyncio.Future[Any]] = set()  # fire-and-forget state writes (kept referenced)
         rp = cfg.retries
         self.retries = {name: RetryBudget(rp.budget_ratio, rp.budget_min, rp.window_s) for name in cfg.models}
@@ -120,6 +100,15 @@ class Router:
             and not (g.fallbacks or g.pin or g.canary or g.context_fallback or g.content_policy_fallback)
             and g.deployments[0].context_window is None
         }
+
+    def reachable_targets(self, group: str) -> list[Target]:
+        """Every deployment a request to ``group`` may end up on: its own and those of the groups it may fall back
+        or degrade to, transitively (what a budget prices a request at before knowing which one serves)."""
+        hit = self._reachable.get(group)
+        if hit is None:
+            names = reachable_groups(self.groups, group)
+            hit = self._reachable[group] = [t for n in names for t in self.targets[n]]
+        return hit
 
     def resolve(self, model: str) -> str | None:
         """The group a requested model name refers to (a group name or one of its aliases)."""
@@ -144,7 +133,7 @@ class Router:
             sticky=sticky,
             residency=p.residency if p else (),
             pin=pin,
-            prompt_tokens=ctx.scratch.get("body_bytes", 0),
+            prompt_tokens=ctx.body_bytes,
         )
 
     def _prompt_tokens(self, ctx: RequestContext, bound: int, targets: list[Target]) -> int:
@@ -169,7 +158,8 @@ class Router:
 
         ``only`` restricts the plan to one deployment (a retry on the same one); ``exclude`` skips some;
         ``extra`` is a list of (group, reason) the caller of ``plan`` may append to while iterating (fallbacks
-        decided by the errors seen so far)."""
+        decided by the errors seen so far). A fallback group the caller may not use (``ctx.may_route``: the
+        key's allow-list, its regions) is skipped, never tried."""
         p = ctx.principal
         if group in self.plain and only is None and not exclude and not (p and (p.residency or p.pins)):
             t = self.targets[group][0]
@@ -187,6 +177,9 @@ class Router:
         while i < len(chain) + len(extra):
             name, why = chain[i] if i < len(chain) else extra[i - len(chain)]
             i += 1
+            if name != group and not ctx.may_route(name):
+                ctx.note_refused(name, why)
+                continue
             g = self.groups[name]
             caller = self.caller(ctx, name)
             allowed, note = eligible(name, g, self.targets[name], caller)
@@ -273,9 +266,15 @@ class Router:
             return result
         if notes:
             ctx.flags["failed_attempts"] = notes
-        if degrade and g.on_unavailable.action == "downgrade" and g.on_unavailable.group:
-            ctx.flags["degraded_to"] = g.on_unavailable.group
-            return await self._attempts(ctx, g.on_unavailable.group, call, degrade=False)
+        down = g.on_unavailable.group
+        if (
+            degrade
+            and g.on_unavailable.action == "downgrade"
+            and down
+            and ctx.reroute(down, f"{group} unavailable")
+        ):
+            ctx.flags["degraded_to"] = down
+            return await self._attempts(ctx, down, call, degrade=False)
         if last is not None:
             err = last.to_gateway_error()
             if len(notes) > 1:  # the caller learns that failing over was tried, and where
@@ -350,10 +349,7 @@ class Router:
         """A cancelled hedge was still sent: charge its prompt (estimated) so the cost is honest."""
         if ctx.req is None:
             return
-        from gateway import tokens
-
-        n = tokens.count_request(ctx.req, t.dep.model, t.dep.provider)
-        charge(ctx, Usage(input_tokens=n, estimated=True), t.price)
+        charge_attempt(ctx, t, estimate_prompt(ctx, t))
         ctx.flags["hedge_cancelled"] = t.dep.id
 
     async def _call(
@@ -395,12 +391,15 @@ class Router:
 
     async def sync_cooldowns(self, every_s: float = 0.5) -> None:
         """Adopt cooldowns other replicas have set (a 429 seen anywhere cools the deployment everywhere)."""
+        state = self.state
+        if state is None:
+            return
         by_id = {t.dep.id: t for targets in self.targets.values() for t in targets}
         ids = list(by_id)
         while True:
             await asyncio.sleep(every_s)
             now_wall, now = time.time(), time.monotonic()
-            shared = await self.state.cooldowns(ids)
+            shared = await state.cooldowns(ids)
             for dep, until in shared.items():
                 by_id[dep].health.cool(now + (until - now_wall), now)
             for (
@@ -435,7 +434,7 @@ class Router:
         ctx.upstream_model = target.dep.model
         ctx.region = target.dep.region
         ctx.route = reason
-        ctx.scratch["target"] = target
+        ctx.target = target
 
     async def complete(
         self,
@@ -444,14 +443,42 @@ class Router:
         req: ChatRequest,
         only: str | None = None,
         exclude: set[str] | frozenset[str] = frozenset(),
+        accept: Acceptance | None = None,
     ) -> ChatResponse:
-        """One answer; its usage and cost are charged to ``ctx`` (every attempt that returned is paid for)."""
+        """One answer; its usage and cost are charged to ``ctx`` (every attempt that returned is paid for).
+
+        With ``accept``, an answer it rejects is asked for again: of the same deployment ``accept.retries``
+        times, then (``accept.fallback``) of the group's other deployments; ``accept.failure`` when none passes."""
+        resp = await self._complete(ctx, group, req, only, exclude)
+        if accept is None or accept.check(ctx, ctx.deployment or "", resp):
+            return resp
+        tried = set(exclude)
+        for attempt in range(accept.retries + (len(self.targets[group]) if accept.fallback else 0)):
+            same = attempt < accept.retries
+            if not same:
+                tried.add(ctx.deployment or "")
+            try:
+                resp = await self._complete(ctx, group, req, ctx.deployment if same else None, tried)
+            except (GatewayError, UpstreamError):
+                break
+            if accept.check(ctx, ctx.deployment or "", resp):
+                return resp
+        raise accept.failure(ctx)
+
+    async def _complete(
+        self,
+        ctx: RequestContext,
+        group: str,
+        req: ChatRequest,
+        only: str | None,
+        exclude: set[str] | frozenset[str],
+    ) -> ChatResponse:
         refusal_fallback = self.groups[group].content_policy_fallback is not None
 
         async def call(t: Target) -> ChatResponse:
             t0 = time.perf_counter_ns()
             resp = await t.provider.complete(req)
-            charge(ctx, resp.usage, t.price)
+            charge_attempt(ctx, t, resp.usage)
             if refusal_fallback and any(c.finish_reason == "content_filter" for c in resp.choices):
                 raise UpstreamError(
                     400, "refused on content policy", deployment=t.dep.id, kind="content_policy"
@@ -464,18 +491,19 @@ class Router:
     async def embed(self, ctx: RequestContext, group: str, req: EmbeddingRequest) -> EmbeddingResponse:
         async def call(t: Target) -> EmbeddingResponse:
             resp = await t.provider.embed(req)
-            charge(ctx, resp.usage, t.price)
+            charge_attempt(ctx, t, resp.usage)
             return resp
 
         return await self._attempts(ctx, group, call)
 
     async def open_stream(
         self, ctx: RequestContext, group: str, req: ChatRequest
-    ) -> tuple[list[ChatChunk], AsyncIterator[list[ChatChunk]]]:
-        """The first batch of chunks and the rest of the stream. Failover is possible only until the first."""
+    ) -> tuple[list[ChatChunk], MeteredStream]:
+        """The first batch of chunks and the rest of the stream, metered (it charges the deployment when it ends).
+        Failover is possible only until the first batch."""
         ttft_timeout = self.groups[group].ttft_timeout_s
 
-        async def call(t: Target) -> tuple[list[ChatChunk], AsyncIterator[list[ChatChunk]]]:
+        async def call(t: Target) -> tuple[list[ChatChunk], MeteredStream]:
             t0 = time.perf_counter_ns()
             it = aiter(t.provider.stream(req))
             try:
@@ -493,14 +521,6 @@ class Router:
                 await aclose_quietly(it)
                 raise
             t.health.success(ttft_ms=(time.perf_counter_ns() - t0) / 1e6)
-            return first, it
+            return first, MeteredStream(ctx, req, t, first, it)
 
         return await self._attempts(ctx, group, call)
-
-
-async def aclose_quietly(it: AsyncIterator[Any]) -> None:
-    """Close an async generator whose consumer is gone; its own cleanup errors are not the caller's."""
-    close = getattr(it, "aclose", None)
-    if close is not None:
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,3 +66,19 @@ def order(
             healthy, rng, lambda t: t.health.latency_ms(stream), lambda t: now - t.health.last_attempt
         )
     return STRATEGIES[group.strategy](healthy, rng)
+
+
+def reachable_groups(groups: Mapping[str, ModelGroup], group: str) -> list[str]:
+    """The group and every group a request to it may end up in (fallbacks, context/content fallbacks, the
+    degrade group), transitively."""
+    seen: list[str] = []
+    todo = [group]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in groups:
+            continue
+        seen.append(name)
+        g = groups[name]
+        more = (g.context_fallback, g.content_policy_fallback, g.on_unavailable.group)
+        todo += [*g.fallbacks, *(m for m in more if m is not None)]
+    return seen

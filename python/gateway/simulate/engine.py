@@ -230,6 +230,7 @@ KNOWN_KEYS = frozenset(
         "json",
         "no_usage",
         "echo",
+        "echo_key",
         "tool",
         "output_tokens",
         "cached_tokens",

@@ -19,7 +19,9 @@ only the first N identical requests, for retry tests), ``[[sim:retry_after=1]]``
 ``[[sim:latency_ms=200]]``, ``[[sim:ttft_ms=50]]``, ``[[sim:tps=20]]``, ``[[sim:output=exact text]]``,
 ``[[sim:json={...}]]``, ``[[sim:output_tokens=50]]``, ``[[sim:echo]]`` (or a message starting with ``#echo``:
 reply = all received message texts joined by newlines), ``[[sim:tool]]``/``[[sim:tool=name]]``,
-``[[sim:no_usage]]`` (OpenAI/Gemini/Bedrock streams; Anthropic always reports usage), ``[[sim:cached_tokens=N]]``, ``[[sim:reasoning_tokens=N]]``; a directive can be scoped
+``[[sim:no_usage]]`` (OpenAI/Gemini/Bedrock streams; Anthropic always reports usage), ``[[sim:echo_key]]``
+(with a ``fail`` status: the error message quotes the credential the request carried, as a careless upstream
+would), ``[[sim:cached_tokens=N]]``, ``[[sim:reasoning_tokens=N]]``; a directive can be scoped
 to one model with ``[[sim:fail=429@model-or-glob]]`` or ``[[sim@model-or-glob:key=value]]``. Control
 endpoints: ``GET /healthz``, ``GET /_sim/stats``, ``POST /_sim/reset``, ``GET /_sim/last?model=X``,
 ``GET /_sim/requests?model=X&limit=N``, ``GET|POST|DELETE /_sim/models/{model-or-glob}`` (POST merges a JSON
@@ -71,6 +73,20 @@ ENV_SEED = "GATEWAY_SIM_SEED"
 JSON_CT = ("content-type", "application/json")
 SSE_HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
 DEFAULT_MODELS = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "claude-sonnet-4-5", "gemini-2.5-flash"]
+
+
+def d_or_empty(d: dict[str, str] | None) -> dict[str, str]:
+    return d if d is not None else {}
+
+
+def credential(headers: Any) -> str:
+    """The credential a request carried (OpenAI/Azure bearer or api-key, Anthropic x-api-key, Gemini key)."""
+    bearer = headers.get("authorization") or ""
+    if bearer.startswith("Bearer "):
+        return bearer[7:]
+    return headers.get("api-key") or headers.get("x-api-key") or headers.get("x-goog-api-key") or ""
+
+
 _STATUS_KINDS = frozenset(
     {
         "400",
@@ -403,6 +419,8 @@ class SimApp:
             if fault in _STATUS_KINDS or fault.isdigit():
                 status = int(fault)
                 msg = "Simulated invalid request." if status == 400 else None
+                if "echo_key" in d_or_empty(d):  # a careless upstream quoting the caller's credential back
+                    msg = f"{msg or 'Simulated upstream error.'} Request was made with key {credential(scope.headers)}."
                 self._send_error(fmt, proto, status, model, endpoint, message=msg, retry_after=retry_after)
                 return
             if fault == "content_filter":  # a provider refusing on content policy (Azure OpenAI's shape)

@@ -3,13 +3,16 @@ limits → budget → pii → cache → validate; post hooks run in reverse (val
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gateway.config import Config
 from gateway.pipeline import Stage
 
+if TYPE_CHECKING:
+    from gateway.app import Gateway
 
-def build_stages(cfg: Config, gw: Any) -> list[Stage]:
+
+def build_stages(cfg: Config, gw: Gateway) -> list[Stage]:
     from gateway.conversations.threads import ThreadStage
 
     # first: a continued thread's history is in the request before any other stage looks at it
@@ -22,7 +25,7 @@ def build_stages(cfg: Config, gw: Any) -> list[Stage]:
     if st.budget.enabled:
         from gateway.stages.budget import BudgetStage
 
-        stages.append(BudgetStage(st.budget, gw.state, gw.router))
+        stages.append(BudgetStage(st.budget, gw.state, gw.router.reachable_targets))
     profiles = {name: p.pii for name, p in st.profiles.items() if p.pii is not None}
     if st.pii.enabled or any(p.enabled for p in profiles.values()):
         from gateway.stages.pii import PiiStage
@@ -35,5 +38,5 @@ def build_stages(cfg: Config, gw: Any) -> list[Stage]:
     if st.validate.enabled:
         from gateway.stages.validate import ValidateStage
 
-        stages.append(ValidateStage(st.validate, gw.router))
+        stages.append(ValidateStage(st.validate))
     return stages

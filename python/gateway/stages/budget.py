@@ -22,9 +22,10 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gateway import approvals, tokens
 from gateway.config import BudgetConfig, BudgetRule
@@ -32,10 +33,13 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Stage
 from gateway.pricing import MICRO, NANO, lookup, to_micros, to_nanos
-from gateway.stages.scopes import TENANT_SCOPED, Scope, scopes_of
-from gateway.state.metrics import METRICS
-from gateway.state.types import Charge
+from gateway.scopes import TENANT_SCOPED, Scope, scopes_of
+from gateway.state.types import Charge, StateBackend
+from gateway.telemetry.metrics import METRICS
 from gateway.types import ChatRequest
+
+if TYPE_CHECKING:
+    from gateway.routing.target import Target
 
 log = logging.getLogger("gateway.budget")
 RESERVED = "budget_reserved"  # ctx.scratch: (charges, nano-dollars)
@@ -114,38 +118,17 @@ def predicted_usd(prompt_tokens: int, output_tokens: int, prices: list[tuple[flo
     return (prompt_tokens * top_in + output_tokens * top_out) / MICRO
 
 
-def reachable_groups(groups: dict[str, Any], group: str) -> list[str]:
-    """The group and every group a request to it may end up in (fallbacks, context/content fallbacks, the
-    degrade group), transitively."""
-    seen: list[str] = []
-    todo = [group]
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in groups:
-            continue
-        seen.append(name)
-        g = groups[name]
-        todo += [*g.fallbacks, g.context_fallback, g.content_policy_fallback, g.on_unavailable.group]
-    return seen
-
-
 class BudgetStage(Stage):
     name = "budget"
 
-    def __init__(self, cfg: BudgetConfig, state: Any, router: Any) -> None:
+    def __init__(
+        self, cfg: BudgetConfig, state: StateBackend, reachable: Callable[[str], Sequence[Target]]
+    ) -> None:
         self.cfg = cfg
         self.state = state
         self.policies = state.policies
-        self.router = router
-        self._candidates: dict[str, list[Any]] = {}
+        self.candidates = reachable  # the router's deployments a request to a group may end up on
         self._alerted: set[str] = set()  # soft-limit counters already logged by this worker
-
-    def candidates(self, group: str) -> list[Any]:
-        hit = self._candidates.get(group)
-        if hit is None:
-            names = reachable_groups(self.router.groups, group)
-            hit = self._candidates[group] = [t for n in names for t in self.router.targets[n]]
-        return hit
 
     def predict_usd(self, ctx: RequestContext, req: ChatRequest, group: str) -> float:
         targets = self.candidates(group)
@@ -167,9 +150,10 @@ class BudgetStage(Stage):
         scopes = self.applicable(ctx, req)
         if not scopes:
             return
-        group = ctx.scratch["group"]
+        group = ctx.group
+        assert group is not None  # the edge resolved it
         now = time.time()
-        token = ctx.scratch.get("approval")
+        token = ctx.approval
         for _ in range(MAX_DOWNGRADES + 1):
             predicted = self.predict_usd(ctx, req, group)
             amount = to_nanos(predicted)
@@ -183,11 +167,16 @@ class BudgetStage(Stage):
             if res.ok:
                 break
             scope, rule = scopes[res.failed]
-            if rule.on_exceed == "downgrade" and rule.downgrade_to and rule.downgrade_to != group:
+            if (
+                rule.on_exceed == "downgrade"
+                and rule.downgrade_to
+                and rule.downgrade_to != group
+                and ctx.reroute(rule.downgrade_to, f"budget of {scope.label}")
+            ):
                 ctx.flags.setdefault("budget_downgraded", []).append(
                     {"scope": scope.label, "from": group, "to": rule.downgrade_to}
                 )
-                group = ctx.scratch["group"] = req.model = rule.downgrade_to
+                group = rule.downgrade_to
                 continue
             raise self.exceeded(scope, rule, res.spent[0], predicted, now)
         else:  # pragma: no cover - a downgrade cycle longer than MAX_DOWNGRADES

@@ -36,6 +36,7 @@ from gateway.cache.store import Entry, LocalStore, PurgeFilter, RedisStore
 from gateway.config import CacheConfig, Config
 from gateway.context import RequestContext
 from gateway.pipeline import Stage
+from gateway.stages.pii import masked_types
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, Usage
 
 KEY = "cache_key"  # ctx.scratch: the exact key of a request that may be stored
@@ -48,7 +49,7 @@ _copy_dec = msgspec.msgpack.Decoder(ChatResponse)
 
 
 def _header(ctx: RequestContext, name: str) -> str | None:
-    h = ctx.scratch.get("headers")
+    h = ctx.headers
     return h.get(name) if h is not None else None
 
 
@@ -57,8 +58,7 @@ def _pii_unmasked(ctx: RequestContext) -> bool:
     found = ctx.flags.get("pii")
     if not found:
         return False
-    vault = ctx.scratch.get("pii_vault") or {}
-    masked = {ph[1 : ph.rindex("_")] for ph in vault}
+    masked = masked_types(ctx)
     return any(t not in masked for t in found)
 
 
@@ -93,7 +93,7 @@ class CacheStage(Stage):
         namespace = _header(ctx, "x-gateway-cache-namespace") or ""
         return (tenant, namespace, group, keys.version_for(self.versions, group, p.pins if p else ()))
 
-    async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
+    async def pre(self, ctx: RequestContext, req: ChatRequest) -> ChatResponse | None:
         mode = (_header(ctx, "x-gateway-cache") or "").strip().lower()
         reason = "no-store" if mode in ("no-store", "off", "bypass") else None
         reason = reason or keys.bypass_reason(req, self.cfg.max_temperature)
@@ -102,8 +102,8 @@ class CacheStage(Stage):
         if reason is not None:
             ctx.cache = "bypass"
             ctx.flags["cache_bypass"] = reason
-            return
-        scope = self.scope(ctx, ctx.scratch.get("group") or req.model)
+            return None
+        scope = self.scope(ctx, ctx.group or req.model)
         key = ctx.scratch[KEY] = keys.exact_key(scope, req)
         ctx.cache = "miss"
         refresh = mode == "refresh"
@@ -114,7 +114,8 @@ class CacheStage(Stage):
             if entry is not None and self._fresh(ctx, entry):
                 return self.serve(ctx, entry, time.time() - entry.created)
         if self.semantic is not None:
-            await self.semantic_lookup(ctx, req, scope, refresh)
+            return await self.semantic_lookup(ctx, req, scope, refresh)
+        return None
 
     def _fresh(self, ctx: RequestContext, entry: Entry) -> bool:
         max_age = _header(ctx, "x-gateway-cache-max-age")
@@ -127,10 +128,10 @@ class CacheStage(Stage):
 
     async def semantic_lookup(
         self, ctx: RequestContext, req: ChatRequest, scope: tuple[str, str, str, str], refresh: bool
-    ) -> None:
+    ) -> ChatResponse | None:
         text = keys.final_user_text(req)
         if not text:
-            return
+            return None
         fp = keys.context_fingerprint(scope, req)
         vec = await self.semantic.embed(text)
         cand = None
@@ -143,20 +144,24 @@ class CacheStage(Stage):
             cand = await self.semantic.lookup(scope[0], fp, text, vec, delta)
         ctx.scratch[SEM] = (fp, text, vec, cand)
         if cand is None:
-            return
+            return None
         ctx.cache_similarity = cand.similarity
         if cand.veto:
             ctx.flags["cache_veto"] = cand.veto
         if not cand.serve:
-            return
+            return None
         entry = await self.store.get(cand.key)
         if entry is None:  # expired or purged: the question goes too
             self.semantic.forget(cand)
             ctx.scratch[SEM] = (fp, text, vec, None)
         elif self._fresh(ctx, entry):
-            self.serve(ctx, entry, time.time() - entry.created, cand.similarity)
+            return self.serve(ctx, entry, time.time() - entry.created, cand.similarity)
+        return None
 
-    def serve(self, ctx: RequestContext, entry: Entry, age: float, similarity: float | None = None) -> None:
+    def serve(
+        self, ctx: RequestContext, entry: Entry, age: float, similarity: float | None = None
+    ) -> ChatResponse:
+        """A hit: the stored answer, returned as the pre hook's short-circuit."""
         resp = entry.response
         resp.usage = cached_usage(resp.usage)
         resp.raw = None
@@ -170,7 +175,7 @@ class CacheStage(Stage):
         if similarity is not None:
             ctx.response_headers["x-gateway-cache-similarity"] = f"{similarity:.4f}"
         ctx.scratch[ENTRY] = entry
-        ctx.scratch["short_circuit"] = resp
+        return resp
 
     async def post(self, ctx: RequestContext, resp: ChatResponse) -> ChatResponse:
         if ctx.cache == "miss" and KEY in ctx.scratch and _storable(resp):
@@ -206,7 +211,7 @@ class CacheStage(Stage):
             created=time.time(),
             cost_usd=ctx.cost,
             tenant=p.tenant if p else "",
-            group=ctx.scratch.get("group") or ctx.model or "",
+            group=ctx.group or ctx.model or "",
             namespace=_header(ctx, "x-gateway-cache-namespace") or "",
             tags=ctx.tags or [],
             deployment=ctx.deployment,

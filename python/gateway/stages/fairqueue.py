@@ -15,10 +15,9 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
-from gateway.state.metrics import METRICS, Metrics
-from gateway.state.types import LimitCheck, LimitDecision
+from gateway.state.types import LimitCheck, LimitDecision, StateBackend
+from gateway.telemetry.metrics import METRICS, Metrics
 
 log = logging.getLogger("gateway.limits")
 
@@ -36,7 +35,7 @@ class Waiter:
 
 
 class FairQueue:
-    def __init__(self, state: Any, metrics: Metrics = METRICS) -> None:
+    def __init__(self, state: StateBackend, metrics: Metrics = METRICS) -> None:
         self.state = state
         self.metrics = metrics
         self.callers: dict[str, deque[Waiter]] = {}  # insertion order is the round-robin order

@@ -1,6 +1,6 @@
 """Rate limits: requests and tokens per window (a minute unless ``window_s`` says otherwise) per tenant, team, key,
 user, feature tag, agent, agent run and model group, checked all-or-nothing; and the provider quotas of
-deployments (``Deployment.rpm/tpm``), which the router checks before it tries one.
+deployments (``Deployment.rpm/tpm``), which the router checks before it tries one (``routing/quota.py``).
 
 Buckets are GCRA (start full, refill continuously): any interval of L seconds admits at most
 ``rpm + rpm * L / window_s`` requests. Tokens are reserved before the call (exact prompt tokens + the request's
@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 from gateway import tokens
-from gateway.config import Deployment, LimitRule, LimitsConfig
+from gateway.config import LimitRule, LimitsConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Stage
+from gateway.scopes import Scope, model_scope, scopes_of
 from gateway.stages.fairqueue import FairQueue
-from gateway.stages.scopes import Scope, model_scope, scopes_of
-from gateway.state.types import LimitCheck, LimitDecision, scope_tag, tag_of
+from gateway.state.types import LimitCheck, LimitDecision, StateBackend, tag_of
 from gateway.types import ChatRequest
 
 RESERVED = "limits_reserved"  # ctx.scratch: [(check, reserved tokens)]
@@ -47,28 +46,6 @@ def checks_for(rules: list[tuple[Scope, LimitRule]], prompt_tokens: int) -> list
             name = f"{s.label} tokens per {per(w)}"
             out.append(LimitCheck(f"{s.tag}:rl:tpm:{w:g}", rule.tpm, w, prompt_tokens, name, "tokens"))
     return out
-
-
-def deployment_checks(dep: Deployment, req: ChatRequest | None) -> list[LimitCheck]:
-    """A deployment's provider quota (per minute): one request, and prompt + output bound tokens."""
-    tag = scope_tag("deployment", dep.id)
-    out = []
-    if dep.rpm:
-        out.append(
-            LimitCheck(f"{tag}:quota:rpm", dep.rpm, 60.0, 1, f"deployment '{dep.id}' requests per minute")
-        )
-    if dep.tpm and req is not None:
-        n = tokens.count_request(req, dep.model, dep.provider) + (req.output_cap or 0)
-        out.append(
-            LimitCheck(f"{tag}:quota:tpm", dep.tpm, 60.0, n, f"deployment '{dep.id}' tokens", "tokens")
-        )
-    return out
-
-
-async def within_quota(state: Any, dep: Deployment, req: ChatRequest | None) -> bool:
-    """For the router: charge the deployment's quota buckets, or say it is over quota (then skip it)."""
-    checks = deployment_checks(dep, req)
-    return not checks or (await state.acquire(checks)).allowed
 
 
 def ratelimit_headers(checks: list[LimitCheck], d: LimitDecision) -> dict[str, str]:
@@ -132,7 +109,7 @@ def reject(
 class LimitsStage(Stage):
     name = "limits"
 
-    def __init__(self, cfg: LimitsConfig, state: Any) -> None:
+    def __init__(self, cfg: LimitsConfig, state: StateBackend) -> None:
         self.cfg = cfg
         self.state = state
         self.policies = state.policies
@@ -160,7 +137,8 @@ class LimitsStage(Stage):
 
     async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
         await self.policies.refresh()
-        group = ctx.scratch["group"]
+        group = ctx.group
+        assert group is not None  # the edge resolved it
         checks, reserve = self.checks(ctx, req, group)
         if not checks:
             return
@@ -183,10 +161,11 @@ class LimitsStage(Stage):
                 and fallback
                 and fallback != group
                 and tag_of(failed.key).startswith("model:")
+                and ctx.reroute(fallback, f"rate limit of {failed.scope}")
             ):
                 ctx.flags["rate_limit_fallback"] = {"limit": failed.scope, "from": group, "to": fallback}
                 fell_back = (group, fallback)
-                group = ctx.scratch["group"] = req.model = fallback
+                group = fallback
                 checks, reserve = self.checks(ctx, req, group)
                 d = await self.state.acquire(checks) if checks else LimitDecision(True)
         if d.degraded:

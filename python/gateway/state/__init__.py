@@ -4,18 +4,25 @@ every worker and replica). ``make_state`` picks one from the config and gives it
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gateway.config import Config
 from gateway.state.local import LocalState
 from gateway.state.policies import Policies
+from gateway.state.types import StateBackend
+
+__all__ = ["StateBackend", "make_state", "uses_state", "warn_if_per_worker"]
+
+if TYPE_CHECKING:
+    from gateway.state.redis import RedisState
+    from gateway.store.sqlite import SqliteStore
 
 log = logging.getLogger("gateway.state")
 
 
-def make_state(cfg: Config, store: Any = None) -> Any:
+def make_state(cfg: Config, store: SqliteStore | None = None) -> StateBackend:
     st = cfg.state
-    state: Any
+    state: LocalState | RedisState
     if st.redis_url:
         from gateway.state.redis import RedisState
 

@@ -11,10 +11,13 @@ Every method is atomic within the worker: there is no ``await`` between a check 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import _core
 from gateway.state.types import Charge, LimitCheck, LimitDecision, Reservation
+
+if TYPE_CHECKING:
+    from gateway.state.policies import Policies
 
 # Buckets untouched this long are forgotten (a full bucket is forgotten losslessly): longer than any window.
 IDLE_TTL_S = 7200.0
@@ -22,6 +25,7 @@ IDLE_TTL_S = 7200.0
 
 class LocalState:
     name = "local"
+    policies: Policies  # run-time rules, set by ``make_state``
 
     def __init__(self, store: Any = None) -> None:
         self.limiter = _core.RateLimiter(IDLE_TTL_S)

@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -45,6 +45,9 @@ from gateway.errors import GatewayError
 from gateway.state.local import LocalState
 from gateway.state.metrics import METRICS
 from gateway.state.types import Charge, LimitCheck, LimitDecision, Reservation, group_by_tag
+
+if TYPE_CHECKING:
+    from gateway.state.policies import Policies
 
 log = logging.getLogger("gateway.state")
 
@@ -82,6 +85,7 @@ class StateUnavailable(GatewayError):
 
 class RedisState:
     name = "redis"
+    policies: Policies  # run-time rules, set by ``make_state``
 
     def __init__(
         self,
@@ -360,8 +364,8 @@ class RedisState:
         args: list[Any] = [await self._deadline(), len(budget)]
         for (_, slot, ttl), delta in budget:
             args += [slot, delta, ttl]
-        for check, delta in buckets:
-            args += [check.capacity, check.window_s, delta]
+        for check, change in buckets:
+            args += [check.capacity, check.window_s, change]
         keys = [self.k(key) for (key, _, _), _ in budget] + [self.k(c.key) for c, _ in buckets]
         if int(await self._batch(keys=keys, args=args)) == -1:
             raise LateWrite("corrections reached redis after their deadline")

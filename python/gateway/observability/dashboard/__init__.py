@@ -140,17 +140,17 @@ def summary(conn: sqlite3.Connection, span: str, now: float, budgets: list[dict[
         ]
     budget_rows = []
     for b in budgets:
-        expr = SPEND_EXPR.get(b["scope"])
+        column = SPEND_EXPR.get(b["scope"])
         if b["scope"] == "tag":
             sql = (
                 f"SELECT SUM(r.cost_usd) FROM {BODY} AS r, json_each(r.b, '$.tags') AS t"
                 f" WHERE {CHAT} AND t.value = ?"
             )
             ids: list[Any] = [b["id"]]
-        elif expr is None or b["id"] == "*":
+        elif column is None or b["id"] == "*":
             continue
         else:
-            sql = f"SELECT SUM(cost_usd) FROM {BODY} WHERE {CHAT} AND {expr} IN (?, ?)"
+            sql = f"SELECT SUM(cost_usd) FROM {BODY} WHERE {CHAT} AND {column} IN (?, ?)"
             ids = [b["id"], b.get("key_id") or b["id"]]
         spent = conn.execute(sql, (period_start(b["rule"], now), now + 1, *ids)).fetchone()[0] or 0.0
         budget_rows.append({**b, "spent_usd": round(spent, 6), "limit_usd": b["rule"]["usd"]})

@@ -10,6 +10,8 @@ import os
 import socket
 from typing import Any
 
+from gateway.state.types import StateBackend
+
 PUBLISH_EVERY_S = 1.0
 MAX_AGE_S = 10.0  # a snapshot older than this belongs to a worker that is gone
 
@@ -29,13 +31,13 @@ class Metrics:
     def snapshot(self) -> dict[str, float]:
         return dict(self.values)
 
-    def start(self, state: Any) -> None:
+    def start(self, state: StateBackend) -> None:
         """Publish this worker's snapshot from now on (idempotent; needs a running loop)."""
         if self._task is None or self._task.done():
             self.worker = f"{socket.gethostname()}:{os.getpid()}"  # after a fork, a new worker
             self._task = asyncio.get_running_loop().create_task(self._publish(state))
 
-    async def _publish(self, state: Any) -> None:
+    async def _publish(self, state: StateBackend) -> None:
         while True:
             await asyncio.sleep(PUBLISH_EVERY_S)
             if self._dirty:

@@ -49,8 +49,8 @@ def merge_identity(ctx: RequestContext, req: ChatRequest) -> None:
         agent = md.get("agent") or md.get("agent_id")
         if isinstance(agent, str) and agent:
             ctx.agent, _, run = agent.partition("/")
-            run = run or md.get("agent_run") or md.get("run_id")
-            ctx.agent_run = run if isinstance(run, str) and run else None
+            named = run or md.get("agent_run") or md.get("run_id")
+            ctx.agent_run = named if isinstance(named, str) and named else None
 
 
 def request_scopes(ctx: RequestContext) -> list[Scope]:
@@ -92,11 +92,11 @@ def _names(tenant: str, ident: str, slashes: int = 0) -> tuple[str, ...]:
 
 def scopes_of(ctx: RequestContext, req: ChatRequest) -> list[Scope]:
     """The request's scopes, worked out once per request (the limits and budget stages both need them)."""
-    hit: list[Scope] | None = ctx.scratch.get("scopes")
+    hit = ctx.scopes
     if hit is None:
         merge_identity(ctx, req)
         check_ids(ctx)
-        hit = ctx.scratch["scopes"] = request_scopes(ctx)
+        hit = ctx.scopes = request_scopes(ctx)
     return hit
 
 
