@@ -43,8 +43,8 @@ from redis.exceptions import RedisError
 
 from gateway.errors import GatewayError
 from gateway.state.local import LocalState
-from gateway.state.metrics import METRICS
 from gateway.state.types import Charge, LimitCheck, LimitDecision, Reservation, group_by_tag
+from gateway.telemetry.metrics import METRICS
 
 if TYPE_CHECKING:
     from gateway.state.policies import Policies
