@@ -52,6 +52,9 @@ class Deployment(msgspec.Struct, forbid_unknown_fields=True):
     priority: int = 0
     timeout_s: float = 120.0
     connect_timeout_s: float = 5.0
+    # the most a response may bring: a body (after decompression) or a stream's bytes; past it the call fails
+    # with a 502 ``upstream_bad_response`` instead of growing the worker
+    max_response_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024 * 1024
     max_concurrency: int | None = None
     rpm: int | None = None
     tpm: int | None = None

@@ -1,7 +1,9 @@
 """The upstream HTTP client, behind a small interface with two implementations.
 
 Providers only ``post`` and then read a body or iterate its chunks; every transport failure becomes an
-:class:`UpstreamError` here, so adapters never see a client library's exceptions. Two clients, chosen by
+:class:`UpstreamError` here, so adapters never see a client library's exceptions. A body is read chunk by chunk
+(compressed bodies are inflated as a stream) up to the caller's limit, so an oversized body or a gzip bomb costs at
+most that limit, never the worker. Two clients, chosen by
 ``server.http_client``:
 
 - ``reqwest`` (default): Rust's reqwest on a tokio runtime, through the ``pyreqwest`` package. Measured in the
@@ -26,7 +28,9 @@ class UpstreamResponse(Protocol):
 
     def header(self, name: str) -> str | None: ...
 
-    async def read(self) -> bytes: ...
+    async def read(self, limit: int) -> bytes:
+        """The whole body; an :class:`UpstreamError` once it grows past ``limit`` bytes."""
+        ...
 
     def chunks(self) -> AsyncIterator[bytes]:
         """The body as the network delivers it."""
@@ -57,6 +61,24 @@ def _broken(what: str, e: BaseException) -> UpstreamError:
     return UpstreamError(502, f"{what} ({type(e).__name__})")
 
 
+def too_large(limit: int) -> UpstreamError:
+    return UpstreamError(
+        502, f"sent more than the deployment's max_response_bytes ({limit} bytes)", bad_response=True
+    )
+
+
+async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """Join ``chunks`` into one body, failing as soon as it passes ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for piece in chunks:
+        size += len(piece)
+        if size > limit:
+            raise too_large(limit)
+        parts.append(piece)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 # ---------------------------------------------------------------- reqwest (pyreqwest)
 
 
@@ -65,31 +87,30 @@ class ReqwestResponse:
 
     def __init__(self, resp: Any, ctx: Any = None) -> None:
         self._resp = resp
-        self._ctx = ctx  # the streamed request's context manager, closed by aclose()
+        self._ctx = ctx  # the request's context manager, closed by aclose() (read() closes it too)
         self.status = resp.status
 
     def header(self, name: str) -> str | None:
         return self._resp.get_header(name)
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int) -> bytes:
         try:
-            if self._ctx is None:
-                return bytes(await self._resp.bytes())
-            return bytes(await self._resp.body_reader.bytes())
-        except TimeoutError:
-            raise _timeout("reading the response") from None
-        except Exception as e:
-            raise _broken("connection lost", e) from None
+            return await read_limited(self._pieces("reading the response", "connection lost"), limit)
+        finally:
+            await self.aclose()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._pieces("reading the stream", "stream broke")
+
+    async def _pieces(self, reading: str, broke: str) -> AsyncIterator[bytes]:
         reader = self._resp.body_reader
         while True:
             try:
                 piece = await reader.read_chunk()
             except TimeoutError:
-                raise _timeout("reading the stream") from None
+                raise _timeout(reading) from None
             except Exception as e:
-                raise _broken("stream broke", e) from None
+                raise _broken(broke, e) from None
             if piece is None:
                 return
             yield bytes(piece)
@@ -122,11 +143,12 @@ class ReqwestClient:
             td = self._timeouts[timeout_s] = timedelta(seconds=timeout_s)
         builder = self.client.post(url).headers(headers).body_bytes(body).timeout(td)
         try:
-            if not stream:
-                return ReqwestResponse(await builder.build().send())
-            # 0: hand over the response at its headers and each chunk as it arrives (pyreqwest otherwise
-            # buffers up to 64 KiB of a streamed body first, which would hold back the first token).
-            ctx = builder.streamed_read_buffer_limit(0).build_streamed()
+            # Every body is streamed, so the reader decides how much of it to take (see ``read``). 0: hand over
+            # the response at its headers and each chunk as it arrives (pyreqwest otherwise buffers up to 64 KiB
+            # of a streamed body first, which would hold back a stream's first token).
+            if stream:
+                builder = builder.streamed_read_buffer_limit(0)
+            ctx = builder.build_streamed()
             return ReqwestResponse(await ctx.__aenter__(), ctx)
         except TimeoutError:
             raise _timeout("waiting for the response") from None
@@ -150,15 +172,11 @@ class AiohttpResponse:
     def header(self, name: str) -> str | None:
         return self._resp.headers.get(name)
 
-    async def read(self) -> bytes:
-        import aiohttp
-
+    async def read(self, limit: int) -> bytes:
         try:
-            return await self._resp.read()
-        except TimeoutError:
-            raise _timeout("reading the response") from None
-        except aiohttp.ClientError as e:
-            raise _broken("connection lost", e) from None
+            return await read_limited(self.chunks(), limit)
+        finally:
+            self._resp.release()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:

@@ -72,6 +72,10 @@ class ChatRequest(msgspec.Struct, omit_defaults=True):
     metadata: dict[str, Any] | None = None
     extra: dict[str, Any] = {}
 
+    def __post_init__(self) -> None:
+        if self.response_format is not None:
+            check_response_format(self.response_format)
+
     @property
     def output_cap(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -79,6 +83,22 @@ class ChatRequest(msgspec.Struct, omit_defaults=True):
     @property
     def wants_usage_in_stream(self) -> bool:
         return bool(self.stream_options and self.stream_options.get("include_usage"))
+
+
+def check_response_format(rf: dict[str, Any]) -> None:
+    """``response_format``'s shape, so every stage and adapter can read it without guarding each field."""
+    kind = rf.get("type")
+    if not isinstance(kind, str):
+        raise ValueError("response_format.type: expected a string (text, json_object or json_schema)")
+    if kind != "json_schema":
+        return
+    js = rf.get("json_schema")
+    if not isinstance(js, dict):
+        raise ValueError("response_format.json_schema: expected an object with a `schema`")
+    if not isinstance(js.get("schema", {}), dict):
+        raise ValueError("response_format.json_schema.schema: expected an object")
+    if not isinstance(js.get("name", ""), str):
+        raise ValueError("response_format.json_schema.name: expected a string")
 
 
 class EmbeddingRequest(msgspec.Struct, omit_defaults=True):

@@ -293,11 +293,11 @@ def _assistant_blocks(blocks: list[Any], where: str) -> Message:
                 }
             )
         elif kind == "thinking":
-            reasoning.append(b.get("thinking") or "")
+            reasoning.append(_string(b, "thinking", at))
             if b.get("signature"):
-                extra["reasoning_signature"] = b["signature"]
+                extra["reasoning_signature"] = _string(b, "signature", at)
         elif kind == "redacted_thinking":
-            extra.setdefault("redacted_thinking", []).append(b.get("data") or "")
+            extra.setdefault("redacted_thinking", []).append(_string(b, "data", at))
         elif kind is None:
             raise _invalid(f"{at}: Input should be a content block with a type", at)
         else:
@@ -313,6 +313,16 @@ def _assistant_blocks(blocks: list[Any], where: str) -> Message:
         reasoning="".join(reasoning) if reasoning else None,
         extra=extra or None,
     )
+
+
+def _string(block: dict[str, Any], field: str, at: str) -> str:
+    """A block's text field: a string (missing or null reads as empty), anything else is the caller's error."""
+    value = block.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _invalid(f"{at}.{field}: Input should be a valid string", f"{at}.{field}")
+    return value
 
 
 def _stop_sequences(value: Any) -> list[str] | None:

@@ -22,6 +22,11 @@ _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`")
 SSE_DONE = b"data: [DONE]\n\n"
 
 
+# How deeply a request body may nest. The gateway re-encodes what it forwards, and its encoder stops at 253
+# levels (the decoder at 1024): a deeper body is refused here, as the caller's error, not found out later.
+MAX_DEPTH = 128
+
+
 def load_json_object(body: bytes) -> dict[str, Any]:
     """Decode a request body that must be a JSON object, with errors a caller can act on."""
     if not body:
@@ -34,7 +39,27 @@ def load_json_object(body: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise GatewayError("invalid_json", "The request body must be a JSON object.")
+    # fewer brackets than the limit can't nest past it: most bodies skip the walk
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and too_deep(data, MAX_DEPTH):
+        raise GatewayError(
+            "invalid_json",
+            f"The request body nests JSON more than {MAX_DEPTH} levels deep; flatten it.",
+        )
     return data
+
+
+def too_deep(data: Any, limit: int) -> bool:
+    """Whether ``data`` nests containers more than ``limit`` levels (iterative: no recursion to run out of)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def convert(data: dict[str, Any], typ: type[Any], fields: frozenset[str]) -> Any:

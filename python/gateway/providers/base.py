@@ -21,9 +21,11 @@ import orjson
 from gateway.config import Deployment
 from gateway.context import UPSTREAM_TRACEPARENT
 from gateway.errors import GatewayError, UpstreamError
-from gateway.http import HttpClient, UpstreamResponse
+from gateway.http import HttpClient, UpstreamResponse, too_large
 from gateway.providers.eventstream import EventStreamError
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+
+ERROR_BODY_LIMIT = 1024 * 1024  # an error body is read for its message only
 
 
 class Provider(ABC):
@@ -44,8 +46,12 @@ class Provider(ABC):
         """Chunks as they arrive, in batches: one batch per network read, so the caller can relay what arrived
         together with one write. Every failure is an :class:`UpstreamError`."""
         resp, decoder = await self.open_stream(req)
+        limit, size = self.dep.max_response_bytes, 0
         try:
             async for piece in resp.chunks():
+                size += len(piece)
+                if size > limit:  # an endless stream, or one event that never ends
+                    raise too_large(limit)
                 batch = decoder.feed(piece)
                 if batch:
                     yield batch
@@ -108,14 +114,14 @@ class Provider(ABC):
 
     async def read(self, resp: UpstreamResponse) -> bytes:
         try:
-            return await resp.read()
+            return await resp.read(self.dep.max_response_bytes)
         except UpstreamError as e:
             e.deployment = self.dep.id
             raise
 
     async def raise_for_status(self, resp: UpstreamResponse) -> None:
         try:
-            body = await resp.read()
+            body = await resp.read(ERROR_BODY_LIMIT)
         except UpstreamError:
             body = b""
         finally:
@@ -237,18 +243,41 @@ R = TypeVar("R")
 
 
 class SseFramer:
-    """Splits a byte stream into server-sent events (event name, data); keeps only an unfinished event."""
+    """Splits a byte stream into server-sent events (event name, data); keeps only an unfinished event.
 
-    __slots__ = ("buf",)
+    Linear in the bytes fed: an unfinished event is kept as a list of pieces and only the newly arrived piece is
+    searched for the blank line that ends it, so an event that arrives in many pieces (or never ends) costs its
+    size once, not once per piece."""
+
+    __slots__ = ("cr", "parts")
 
     def __init__(self) -> None:
-        self.buf = b""
+        self.parts: list[bytes] = []  # the unfinished event, CRLF already folded to LF
+        self.cr = False  # the last piece ended in CR: half of a CRLF, or a line end of its own
 
     def feed(self, piece: bytes) -> list[tuple[bytes, bytes]]:
-        buf = self.buf + piece if self.buf else piece
-        if b"\r" in buf:  # CRLF line ends (Google's SSE); a CR at the very end may be half of a CRLF: keep it
-            tail = buf.endswith(b"\r")
-            buf = buf[:-1].replace(b"\r\n", b"\n") + b"\r" if tail else buf.replace(b"\r\n", b"\n")
+        if self.cr:
+            piece = b"\r" + piece
+            self.cr = False
+        if (
+            b"\r" in piece
+        ):  # CRLF line ends (Google's SSE); a CR at the very end may be half of a CRLF: keep it
+            if piece.endswith(b"\r"):
+                piece, self.cr = piece[:-1], True
+            piece = piece.replace(b"\r\n", b"\n")
+        if not piece:
+            return []
+        parts = self.parts
+        if parts:
+            # the blank line may straddle the previous piece and this one
+            if not (parts[-1].endswith(b"\n") and piece.startswith(b"\n")) and b"\n\n" not in piece:
+                parts.append(piece)
+                return []
+            parts.append(piece)
+            buf = b"".join(parts)
+            parts.clear()
+        else:
+            buf = piece
         events = []
         start = 0
         while True:
@@ -264,11 +293,12 @@ class SseFramer:
             if data:
                 events.append((event, b"\n".join(data)))
             start = end + 2
-        self.buf = buf[start:]
+        if start < len(buf):
+            parts.append(buf[start:] if start else buf)
         return events
 
     def check_complete(self) -> None:
-        if self.buf.strip():
+        if any(p.strip() for p in self.parts):
             raise UpstreamError(502, "stream ended inside an event", bad_response=True)
 
 

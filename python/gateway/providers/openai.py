@@ -22,7 +22,6 @@ from gateway.types import (
     ChatResponse,
     Choice,
     Delta,
-    Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
     Message,
@@ -93,13 +92,10 @@ class _WireChunk(msgspec.Struct):
     usage: WireUsage | None = None
 
 
-class _WireEmbedding(msgspec.Struct):
-    embedding: list[float] | str
-    index: int = 0
-
-
 class _WireEmbeddings(msgspec.Struct):
-    data: list[_WireEmbedding]
+    # The vectors are relayed in the raw body, never decoded: tens of thousands of them as Python floats would
+    # cost gigabytes just to read the usage. ``Raw`` checks the field is there and is JSON, nothing more.
+    data: msgspec.Raw
     model: str = ""
     usage: WireUsage | None = None
 
@@ -211,13 +207,11 @@ def chunk_from_wire(data: bytes) -> ChatChunk:
 
 
 def embeddings_from_wire(body: bytes) -> EmbeddingResponse:
+    """Model and usage of an embeddings response; the vectors stay in ``raw`` (relayed as they came)."""
     w = _embeddings_decoder.decode(body)
-    return EmbeddingResponse(
-        model=w.model,
-        data=[Embedding(index=e.index, embedding=e.embedding) for e in w.data],
-        usage=usage_from_wire(w.usage),
-        raw=body,
-    )
+    if memoryview(w.data)[:1] != b"[":
+        raise msgspec.ValidationError("Expected `array` - at `$.data`")
+    return EmbeddingResponse(model=w.model, data=[], usage=usage_from_wire(w.usage), raw=body)
 
 
 def endpoint(dep: Deployment, path: str) -> str:

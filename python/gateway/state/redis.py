@@ -14,9 +14,10 @@ that matters (no scope ever goes over) at the price of a brief, conservative ove
 When Redis is unreachable the ``on_redis_failure`` policy decides. ``fail_open``: answer from the in-process
 backend (limits per worker; budgets continue from the last spend Redis reported and the spend counted meanwhile
 is written back when Redis returns); decisions are flagged ``degraded`` so records say ``state_degraded``.
-``fail_closed``: 503 ``state_unavailable``. Socket timeouts are short and, once Redis has failed, only one probe
-per ``PROBE_EVERY_S`` tries it again (the other requests go straight to the fallback), so an outage costs a
-request at most one timeout, never a hang; the client reconnects on its own.
+``fail_closed``: 503 ``state_unavailable``. Every call has one deadline (``timeout_s``, 0.25 s) covering all its
+round trips and the client's retry, and once Redis has failed only one probe per ``PROBE_EVERY_S`` tries it again
+(the other requests go straight to the fallback), so an outage costs a request at most one timeout, never a hang;
+the client reconnects on its own.
 
 Corrections (budget settles, token give-backs) leave the request path: they are summed per counter and sent
 together every ``BATCH_S`` in one script call, so a request costs Redis two calls (limits, budget), not four.
@@ -29,9 +30,11 @@ never counted twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.state")
 
 T = TypeVar("T")
+_GIVE_UP_AT: contextvars.ContextVar[float] = contextvars.ContextVar("redis_give_up_at", default=0.0)
 ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 PROBE_EVERY_S = 0.5  # while Redis is down, how often one request tries it again
 BATCH_S = 0.002  # corrections wait at most this long to be sent together
@@ -122,6 +126,7 @@ class RedisState:
         self._cool = s(lua("cooldown"))
         self._cools = s(lua("cooldowns"))
         self._take = s(lua("take_approval"))
+        self.timeout_s = timeout_s
         self.timeout_ms = timeout_s * 1000
         self._offset_ms: float | None = None  # Redis clock - this host's clock, measured at (re)connection
         self._down_since = 0.0
@@ -177,7 +182,11 @@ class RedisState:
             return UNANSWERED
         t0 = time.perf_counter()
         try:
-            out = await call()
+            # One deadline for the whole call, whatever it takes inside (a clock read, a script, the client's own
+            # retry, a health-check ping): a hung Redis costs a decision at most ``timeout_s``, not one socket
+            # timeout per round trip.
+            async with self._deadline_scope():
+                out = await call()
         except ERRORS as e:
             METRICS.inc("redis_errors")
             self._down(e)
@@ -186,6 +195,17 @@ class RedisState:
         METRICS.inc("redis_round_trip_seconds", time.perf_counter() - t0)
         self._up()
         return out
+
+    @contextlib.asynccontextmanager
+    async def _deadline_scope(self) -> AsyncIterator[None]:
+        """``timeout_s`` from now for everything inside; budget writes sent inside carry the same deadline
+        (see ``_deadline``), so one that runs after this gave up does nothing."""
+        token = _GIVE_UP_AT.set(time.time() + self.timeout_s)  # before the timer starts: never later than it
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                yield
+        finally:
+            _GIVE_UP_AT.reset(token)
 
     def _fallback(self) -> None:
         """Before answering a decision from the in-process backend: refuse instead under fail_closed."""
@@ -246,13 +266,15 @@ class RedisState:
     # ------------------------------------------------------------ budgets (micro-dollars)
 
     async def _deadline(self) -> float:
-        """The latest moment (Redis clock, ms) a budget write may run: after it this call has timed out."""
+        """The latest moment (Redis clock, ms) a budget write may run: half the timeout before this call gives
+        up, a margin for the error of the measured clock offset, so a write run after the give-up never counts."""
+        give_up_at = (_GIVE_UP_AT.get() or time.time() + self.timeout_s) - self.timeout_s / 2
         if self._offset_ms is None:
             before = time.time()
             sec, usec = await self.client.time()
             after = time.time()
             self._offset_ms = (sec + usec / 1e6 - (before + after) / 2) * 1000
-        return time.time() * 1000 + self._offset_ms + self.timeout_ms
+        return give_up_at * 1000 + self._offset_ms
 
     async def reserve(self, charges: list[Charge], amount: int) -> Reservation:
         if not charges:
@@ -341,9 +363,11 @@ class RedisState:
         nb = len(budget)
         for n, idx in enumerate(groups):
             try:
-                await self._correct(
-                    [budget[i] for i in idx if i < nb], [buckets[i - nb] for i in idx if i >= nb]
-                )
+                # bounded like any decision: reads wait for this batch (see ``sync``)
+                async with self._deadline_scope():
+                    await self._correct(
+                        [budget[i] for i in idx if i < nb], [buckets[i - nb] for i in idx if i >= nb]
+                    )
             except ERRORS as e:
                 # a script is atomic and its deadline stops a late run: this group and the rest are not in Redis
                 self._down(e)
