@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 4000
 
-.PHONY: demo test setup test-setup bench-setup bench bench-micro bench-load bench-chaos lint typecheck fmt clean
+.PHONY: demo test setup test-setup bench-setup bench bench-micro bench-load bench-chaos lint typecheck fmt clean image test-container
 
 demo: setup
 	PORT=$(PORT) $(PY) -m gateway demo --port $(PORT)
@@ -16,6 +16,15 @@ test: test-setup
 
 setup:
 	@bash scripts/setup.sh
+
+# the container image (podman; a local Debian base and a host-built wheel: no registry needed); IMAGE= to rename
+IMAGE ?= localhost/ai-gateway:latest
+image: setup
+	@bash scripts/image.sh $(IMAGE)
+
+# the image built from this checkout and run against the simulator (also part of `make test`)
+test-container: test-setup
+	$(PY) -m pytest -q tests/container
 
 test-setup:
 	@bash scripts/setup.sh --test

@@ -17,6 +17,8 @@ Bearer``). Answers are JSON; errors have the OpenAI error shape with a stable ``
     POST   /admin/cache/purge                {tenant?, model?, tag?, namespace?} → cached answers matching all the
                                              fields given are deleted (every worker and replica with Redis)
     GET    /admin/cache                      the cache backend and its number of entries
+    POST   /admin/reload                     validate the config file and apply it to every worker (202), or
+                                             400 invalid_config naming the field; the running config stays
     GET    /admin/stats                      contract counters summed over every worker (and replica, with
                                              Redis): queue depth, queued/admitted/timed out, soft-budget alerts,
                                              retry-budget refusals; deployments cooling down (seconds left)
@@ -152,6 +154,7 @@ ROUTES = {  # head -> methods it answers (anything else on a known path is a 405
     "alerts": ("GET",),
     "cooldowns": ("DELETE",),
     "cache": ("GET", "POST"),
+    "reload": ("POST",),
 }
 
 
@@ -195,10 +198,24 @@ async def route(
         return 200, await cache_purge(gw, await body.decode(PurgeFilter, "purge"))
     if parts == ["cache"] and method == "GET":
         return 200, await _cache(gw).store.stats()
+    if parts == ["reload"]:
+        return 202, reload_config()
     raise GatewayError(
         "not_found",
         f"No admin route for {method} {path[:MAX_PATH]}; see the Admin API section of the README.",
     )
+
+
+def reload_config() -> dict[str, Any]:
+    from gateway.config import ConfigError
+    from gateway.server import request_reload
+
+    try:
+        return request_reload()
+    except ConfigError as e:
+        raise GatewayError(
+            "invalid_config", f"The config was not reloaded, the running one keeps serving: {e}"
+        ) from None
 
 
 async def keys(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from granian.rsgi import Scope as RsgiScope
 
 from gateway import endpoints
 from gateway.auth import Authenticator, key_from_headers
-from gateway.config import Config, load_config
+from gateway.config import Config
 from gateway.context import RequestContext, reseed_request_ids
 from gateway.conversations import make_store
 from gateway.dialects import Dialect
@@ -32,6 +31,7 @@ from gateway.http import HttpClient, make_client
 from gateway.observability import Observability
 from gateway.pipeline import Pipeline
 from gateway.routing.router import Router
+from gateway.server import DRAIN_SIGNAL, RETIRE_SIGNAL, CloseAfterResponse, worker_config
 from gateway.stages import build_stages
 from gateway.state import make_state
 from gateway.store.sqlite import SqliteStore, record_row
@@ -177,12 +177,16 @@ class App:
         self.config_path = config_path
         self.gw: Gateway | None = None
         self.ready = False
+        self.draining = False  # set by the main process's drain signal: /readyz answers 503 from then on
+        self.retiring = False  # this worker is about to stop: every response closes its connection
+        self.in_flight = 0  # requests (and streams) this worker is answering
         self._sync: asyncio.Task[None] | None = None
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        path = self.config_path or os.environ.get("GATEWAY_CONFIG", "examples/demo.yaml")
-        cfg = load_config(path)
+        cfg = worker_config(self.config_path or "examples/demo.yaml")
         reseed_request_ids()
+        loop.add_signal_handler(DRAIN_SIGNAL, self._drain)
+        loop.add_signal_handler(RETIRE_SIGNAL, self._retire)
 
         async def build() -> Gateway:
             # HTTP clients bind to the running loop: build on the worker's loop before it serves.
@@ -199,14 +203,37 @@ class App:
         gc.freeze()
         self.ready = True
 
+    def _drain(self) -> None:
+        self.draining = self.retiring = True
+
+    def _retire(self) -> None:
+        self.retiring = True
+
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Granian stops running this worker's event loop as soon as the worker is told to stop, but requests and
+        # streams in flight need it to finish: run it until they have (up to drain_timeout_s), then close.
         if self.gw is not None:
-            loop.run_until_complete(self.gw.close())
+            loop.run_until_complete(self._finish(self.gw))
+
+    async def _finish(self, gw: Gateway) -> None:
+        deadline = time.monotonic() + gw.cfg.server.drain_timeout_s
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.in_flight:
+            log.warning("%d requests still in flight after drain_timeout_s; closing", self.in_flight)
+        await gw.close()
 
     async def __rsgi__(self, rsgi_scope: RsgiScope, proto: HTTPProtocol) -> None:
         gw = self.gw
         if rsgi_scope.proto != "http" or gw is None:
             return
+        self.in_flight += 1
+        try:
+            await self.route(gw, rsgi_scope, CloseAfterResponse(proto) if self.retiring else proto)
+        finally:
+            self.in_flight -= 1
+
+    async def route(self, gw: Gateway, rsgi_scope: RsgiScope, proto: HTTPProtocol) -> None:
         method, path = rsgi_scope.method, rsgi_scope.path
         route = endpoints.route(method, path, rsgi_scope)
         if route is not None:
@@ -214,17 +241,18 @@ class App:
             return await gw.serve(rsgi_scope, proto, endpoint, dialect, handler)
         if method in ("GET", "HEAD"):
             if method == "HEAD" and path in ("/healthz", "/readyz"):  # load balancers probe with HEAD
-                return proto.response_empty(200 if path == "/healthz" or self.ready else 503, [])
+                ok = path == "/healthz" or (self.ready and not self.draining)
+                return proto.response_empty(200 if ok else 503, [])
             if path == "/metrics" or path.startswith("/dashboard"):
                 return await gw.obs.serve(gw, rsgi_scope, proto)
             if path == "/healthz":
                 return proto.response_bytes(200, [("content-type", JSON)], b'{"status":"ok"}')
             if path == "/readyz":
-                ok = self.ready
+                ok = self.ready and not self.draining
                 return proto.response_bytes(
                     200 if ok else 503,
                     [("content-type", JSON)],
-                    b'{"status":"ready"}' if ok else b'{"status":"starting"}',
+                    b'{"status":"ready"}' if ok else b'{"status":"draining"}',
                 )
         allowed = ALLOWED.get(path)
         if allowed is not None:  # a known path, the wrong method

@@ -17,27 +17,30 @@ from gateway.state import warn_if_per_worker
 from gateway.store.sqlite import SqliteStore
 
 DEMO_KEY = "gw-demo-key-change-me"
+TRIAL_KEY = "gw-trial-key-change-me"
 
 
 def serve(config: str, host: str | None, port: int | None, workers: int | None) -> int:
     from granian.constants import Interfaces, Loops
-    from granian.server import Server
+
+    from gateway.server import GatewayServer, read_config
 
     cfg_path = str(Path(config).resolve())
     try:
-        cfg = load_config(cfg_path)
+        text, cfg = read_config(cfg_path)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    os.environ["GATEWAY_CONFIG"] = cfg_path
     from gateway.observability.metrics import prepare_dir
 
     prepare_dir(cfg, port or cfg.server.port)  # the workers' shared metrics, fresh for this server
     SqliteStore(cfg.store.sqlite_path).close()  # create the schema once, before the workers race for it
     n = workers or cfg.server.workers
     warn_if_per_worker(cfg, n)
-    Server(
-        "gateway.app:app",
+    GatewayServer(
+        cfg_path,
+        text,
+        cfg,
         address=host or cfg.server.host,
         port=port or cfg.server.port,
         interface=Interfaces.RSGI,
@@ -63,12 +66,40 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> boo
     return False
 
 
-def demo(config: str, port: int, sim_port: int) -> int:
+DEMO_TEXT = """
+Gateway ready on {base}  (simulator on {sim}: OpenAI, Anthropic and Gemini wire formats; records in .gateway/)
+Keys: {key} (tenant demo)   {trial} (tenant trial, budget $0.01 a day)
+On: PII masking, rate limits, a tenant budget, failover from OpenAI to Anthropic (examples/demo.yaml)
+
+1. PII masking: the provider sees placeholders, you get your own text back
+
+  curl -si {base}/v1/chat/completions -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "#echo Mail jane.doe@example.com or call +1 (415) 555-2671"}}]}}' \\
+    | grep -iE '^x-gateway-pii|"content"'; curl -s '{sim}/_sim/requests?limit=1' | grep -o '#echo[^"]*' | head -1
+
+2. Failover: gpt-4o's OpenAI deployment is down (the simulator answers 503), Anthropic answers instead
+
+  curl -si {base}/v1/chat/completions -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "gpt-4o", "messages": [{{"role": "user", "content": "Hello"}}]}}' | grep -iE '^x-gateway-(provider|route|attempts)'
+
+3. Budget: the trial tenant's $0.01 cannot cover this request's worst case, so it is refused before it is sent
+
+  curl -s {base}/v1/chat/completions -H "Authorization: Bearer {trial}" -H "Content-Type: application/json" \\
+    -d '{{"model": "gpt-4o", "max_tokens": 4000, "messages": [{{"role": "user", "content": "Write a long essay"}}]}}'
+
+OpenAI SDK: OpenAI(base_url="{base}/v1", api_key="{key}")   Ctrl-C stops both."""
+
+
+def demo(config: str, port: int, sim_port: int, sim_profile: str) -> int:
     """Simulator + gateway in the foreground; Ctrl-C stops both."""
     env = {**os.environ, "SIM_URL": f"http://127.0.0.1:{sim_port}", "PORT": str(port)}
     env.setdefault("GATEWAY_DEMO_KEY", DEMO_KEY)
+    env.setdefault("GATEWAY_TRIAL_KEY", TRIAL_KEY)
     py = sys.executable
-    sim = subprocess.Popen([py, "-m", "gateway", "simulate", "--port", str(sim_port)], env=env)
+    sim_cmd = [py, "-m", "gateway", "simulate", "--port", str(sim_port)]
+    if sim_profile:
+        sim_cmd += ["--profile", sim_profile]
+    sim = subprocess.Popen(sim_cmd, env=env)
     gw: subprocess.Popen[bytes] | None = None
     try:
         if not _wait_http(f"http://127.0.0.1:{sim_port}/healthz", 30, sim):
@@ -80,23 +111,13 @@ def demo(config: str, port: int, sim_port: int) -> int:
         if not _wait_http(f"http://127.0.0.1:{port}/readyz", 60, gw):
             print("the gateway did not start", file=sys.stderr)
             return 1
-        key = env["GATEWAY_DEMO_KEY"]
-        base = f"http://127.0.0.1:{port}"
-        print(
-            f"""
-Gateway ready on {base}  (simulator on 127.0.0.1:{sim_port}; records in .gateway/)
-Demo key: {key}
-
-  curl {base}/v1/chat/completions -H "Authorization: Bearer {key}" \\
-       -H "Content-Type: application/json" \\
-       -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
-
-  python -c "from openai import OpenAI; c = OpenAI(base_url='{base}/v1', api_key='{key}'); \\
-print(c.chat.completions.create(model='gpt-4o-mini', messages=[{{'role': 'user', 'content': 'Hello!'}}]).choices[0].message.content)"
-
-Ctrl-C stops both.""",
-            flush=True,
+        text = DEMO_TEXT.format(
+            base=f"http://127.0.0.1:{port}",
+            sim=f"http://127.0.0.1:{sim_port}",
+            key=env["GATEWAY_DEMO_KEY"],
+            trial=env["GATEWAY_TRIAL_KEY"],
         )
+        print(text, flush=True)
         while sim.poll() is None and gw.poll() is None:
             time.sleep(0.5)
         return 1
@@ -157,6 +178,32 @@ def check_config(path: str) -> int:
     return 0
 
 
+def import_config(kind: str, path: str, out: str | None) -> int:
+    import yaml
+
+    from gateway.importers import litellm
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        print(f"error: cannot read {path}: {e}", file=sys.stderr)
+        return 1
+    if not isinstance(raw, dict):
+        print(f"error: {path} is not a {kind} config (the top level must be a mapping)", file=sys.stderr)
+        return 1
+    result = litellm.convert(raw)
+    text = litellm.render(result, path)
+    if out:
+        Path(out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    n = sum(len(g["deployments"]) for g in result.config["models"].values())
+    print(f"converted {len(result.config['models'])} model groups, {n} deployments", file=sys.stderr)
+    if result.skipped:
+        print("not converted:", *(f"  {s}" for s in result.skipped), sep="\n", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "simulate":
@@ -171,13 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the gateway (Granian, RSGI)")
     s.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "examples/demo.yaml"))
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
-    s.add_argument("--workers", type=int)
+    # GATEWAY_HOST / GATEWAY_PORT / GATEWAY_WORKERS override the config's server section (containers)
+    s.add_argument("--host", default=os.environ.get("GATEWAY_HOST") or None)
+    s.add_argument("--port", type=int, default=os.environ.get("GATEWAY_PORT") or None)
+    s.add_argument("--workers", type=int, default=os.environ.get("GATEWAY_WORKERS") or None)
     d = sub.add_parser("demo", help="run the simulator and the gateway with the demo config")
     d.add_argument("--config", default="examples/demo.yaml")
     d.add_argument("--port", type=int, default=int(os.environ.get("PORT", "4000")))
     d.add_argument("--sim-port", type=int, default=int(os.environ.get("SIM_PORT", "4010")))
+    d.add_argument("--sim-profile", default="examples/demo-simulator.yaml")
     sub.add_parser("simulate", help="run the provider simulator (see `gateway simulate --help`)")
     k = sub.add_parser("keys", help="manage gateway keys in the store")
     k.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "examples/demo.yaml"))
@@ -199,15 +248,21 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--date", help="the last day covered, YYYY-MM-DD (UTC; default today)")
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("file")
+    im = sub.add_parser("import", help="convert another gateway's config (litellm) to this gateway's YAML")
+    im.add_argument("kind", choices=["litellm"])
+    im.add_argument("file")
+    im.add_argument("-o", "--output", help="write the YAML here instead of stdout")
     args = ap.parse_args(argv)
     if args.cmd == "serve":
         return serve(args.config, args.host, args.port, args.workers)
     if args.cmd == "demo":
-        return demo(args.config, args.port, args.sim_port)
+        return demo(args.config, args.port, args.sim_port, args.sim_profile)
     if args.cmd == "keys":
         return keys(args)
     if args.cmd == "report":
         return report(args)
+    if args.cmd == "import":
+        return import_config(args.kind, args.file, args.output)
     return check_config(args.file)
 
 

@@ -44,6 +44,13 @@ class Deployment(msgspec.Struct, forbid_unknown_fields=True):
     provider: Literal["openai", "azure", "anthropic", "gemini", "bedrock"] = "openai"
     api_base: str = "https://api.openai.com/v1"
     api_key: str | None = None
+    # more keys, used in turn one per request (see gateway/credentials.py); files and commands are read at
+    # start and on every reload, so a rotated secret is picked up by SIGHUP / POST /admin/reload
+    api_keys: list[str] = []
+    api_key_file: str | None = None  # one key per line, e.g. /run/secrets/openai_api_key
+    api_key_cmd: str | None = (
+        None  # a command printing the key(s), e.g. "vault kv get -field=key secret/openai"
+    )
     api_version: str | None = None  # Azure OpenAI / Anthropic version header
     aws: AwsCredentials | None = None
     region: str = "default"
@@ -155,6 +162,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     # keys are stored as HMAC-SHA-256 under this secret (set it from the environment: ${GATEWAY_KEY_SECRET});
     # None: plain SHA-256. Setting it later is safe: older hashes are moved under it on each key's next use.
     key_secret: Annotated[str, Meta(min_length=16)] | None = None
+    # SIGTERM: /readyz says 503 at once; new connections are still accepted for drain_grace_s (so a load
+    # balancer can take the replica out), then requests and streams in flight get up to drain_timeout_s to finish
+    drain_grace_s: float = 0.0
+    drain_timeout_s: float = 30.0
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -502,6 +513,7 @@ def _check(cfg: Config) -> None:
             if dep.id in seen:
                 raise ConfigError(f"$.models.{name}.deployments[{i}].id: duplicate deployment id {dep.id!r}")
             seen.add(dep.id)
+            _resolve_keys(dep, f"$.models.{name}.deployments[{i}]")
             if dep.provider == "bedrock" and dep.aws is None:
                 raise ConfigError(
                     f"$.models.{name}.deployments[{i}].aws: bedrock deployments need aws credentials"
@@ -531,6 +543,22 @@ def _check(cfg: Config) -> None:
         if key.profile and key.profile not in cfg.stages.profiles:
             raise ConfigError(f"$.keys[{i}].profile: unknown profile {key.profile!r}")
     _check_contracts(cfg)
+
+
+def _resolve_keys(dep: Deployment, path: str) -> None:
+    """Gather the deployment's keys from every source into ``api_keys`` (``api_key`` is the first)."""
+    from gateway.credentials import CredentialError, read_key_file, run_key_cmd
+
+    keys = [k for k in (dep.api_key, *dep.api_keys) if k]
+    for field, read in (("api_key_file", read_key_file), ("api_key_cmd", run_key_cmd)):
+        source = getattr(dep, field)
+        if source:
+            try:
+                keys += read(source)
+            except CredentialError as e:
+                raise ConfigError(f"{path}.{field}: {e}") from None
+    dep.api_keys = list(dict.fromkeys(keys))
+    dep.api_key = dep.api_keys[0] if dep.api_keys else None
 
 
 def _check_contracts(cfg: Config) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 CODES: dict[str, tuple[int, str]] = {
     "invalid_json": (400, "invalid_request_error"),
     "invalid_request": (400, "invalid_request_error"),
+    "invalid_config": (400, "invalid_request_error"),
     "unsupported_feature": (400, "invalid_request_error"),
     "pii_rejected": (400, "invalid_request_error"),
     "schema_validation_failed": (502, "api_error"),

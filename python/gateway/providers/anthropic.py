@@ -514,12 +514,12 @@ class AnthropicProvider(Provider):
     def __init__(self, dep: Deployment, http: HttpClient) -> None:
         super().__init__(dep, http)
         self.url = endpoint(dep)
-        self.headers = auth_headers(dep)
+        self.headers = self.key_turns(auth_headers)
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         body = orjson.dumps(request_to_wire(req, self.dep))
-        return await self.post_json(self.url, body, self.headers, response_from_wire)
+        return await self.post_json(self.url, body, self.headers(), response_from_wire)
 
     async def open_stream(self, req: ChatRequest) -> tuple[UpstreamResponse, ChunkDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep, stream=True))
-        return await self.post(self.url, body, self.headers, stream=True), SseDecoder()
+        return await self.post(self.url, body, self.headers(), stream=True), SseDecoder()

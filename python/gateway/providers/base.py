@@ -13,6 +13,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
+from itertools import cycle
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -34,6 +35,14 @@ class Provider(ABC):
     def __init__(self, dep: Deployment, http: HttpClient) -> None:
         self.dep = dep
         self.http = http
+
+    def key_turns(self, build: Callable[[Deployment], dict[str, str]]) -> Callable[[], dict[str, str]]:
+        """Request headers for each of the deployment's keys, handed out in turn (one call per request)."""
+        sets = [build(msgspec.structs.replace(self.dep, api_key=k)) for k in self.dep.api_keys[1:]]
+        if not sets:
+            only = build(self.dep)
+            return lambda: only
+        return cycle([build(self.dep), *sets]).__next__
 
     @abstractmethod
     async def complete(self, req: ChatRequest) -> ChatResponse: ...
@@ -80,7 +89,7 @@ class Provider(ABC):
 
     def scrub(self, text: str) -> str:
         """Never let a provider credential travel back in an upstream's error text, whole or in part."""
-        secrets = (self.dep.api_key, self.dep.aws.secret_access_key if self.dep.aws else None)
+        secrets = (*self.dep.api_keys, self.dep.api_key, self.dep.aws.secret_access_key if self.dep.aws else None)
         return scrub_secrets(text, [s for s in secrets if s])
 
     async def post(

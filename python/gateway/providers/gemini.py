@@ -469,12 +469,12 @@ class GeminiProvider(Provider):
         base = f"{base_url(dep)}/models/{dep.model}"
         self.url = f"{base}:generateContent"
         self.stream_url = f"{base}:streamGenerateContent?alt=sse"
-        self.headers = auth_headers(dep)
+        self.headers = self.key_turns(auth_headers)
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         body = orjson.dumps(request_to_wire(req, self.dep))
-        return await self.post_json(self.url, body, self.headers, response_from_wire)
+        return await self.post_json(self.url, body, self.headers(), response_from_wire)
 
     async def open_stream(self, req: ChatRequest) -> tuple[Any, SseDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep))
-        return await self.post(self.stream_url, body, self.headers, stream=True), SseDecoder()
+        return await self.post(self.stream_url, body, self.headers(), stream=True), SseDecoder()

@@ -262,18 +262,18 @@ class OpenAIProvider(Provider):
         super().__init__(dep, http)
         self.chat_url = endpoint(dep, "chat/completions")
         self.embed_url = endpoint(dep, "embeddings")
-        self.headers = auth_headers(dep)
+        self.headers = self.key_turns(auth_headers)
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         body = orjson.dumps(request_to_wire(req, self.dep.model))
-        return await self.post_json(self.chat_url, body, self.headers, response_from_wire)
+        return await self.post_json(self.chat_url, body, self.headers(), response_from_wire)
 
     async def open_stream(self, req: ChatRequest) -> tuple[Any, StreamDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep.model))
-        return await self.post(self.chat_url, body, self.headers, stream=True), StreamDecoder()
+        return await self.post(self.chat_url, body, self.headers(), stream=True), StreamDecoder()
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         wire: dict[str, Any] = msgspec.to_builtins(req)
         wire.update(wire.pop("extra", None) or {})
         wire["model"] = self.dep.model
-        return await self.post_json(self.embed_url, orjson.dumps(wire), self.headers, embeddings_from_wire)
+        return await self.post_json(self.embed_url, orjson.dumps(wire), self.headers(), embeddings_from_wire)

@@ -1,0 +1,1 @@
+"""Converters from other gateways' configs to this gateway's YAML (``gateway import ...``)."""
