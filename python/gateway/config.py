@@ -1,7 +1,8 @@
 """The gateway's one YAML config file, decoded into typed msgspec Structs.
 
 ``${VAR}`` / ``${VAR:-default}`` in any string value is replaced from the environment (secrets stay out of the
-file). Every error names the path of the offending field, e.g. ``$.models.chat.deployments[0].api_base``.
+file); a value that is just ``${VAR:-}`` and comes out empty is null (the field is unset). Every error names the
+path of the offending field, e.g. ``$.models.chat.deployments[0].api_base``.
 """
 
 from __future__ import annotations
@@ -472,7 +473,9 @@ def _interpolate(node: Any, path: str, env: dict[str, str]) -> Any:
                 f"{path}: environment variable ${{{name}}} is not set (use ${{{name}:-default}})"
             )
 
-        return _ENV.sub(sub, node)
+        out = _ENV.sub(sub, node)
+        # a value that is only a reference and comes out empty is unset: ``${REDIS_URL:-}`` means no Redis
+        return None if out == "" and _ENV.fullmatch(node) else out
     if isinstance(node, dict):
         return {k: _interpolate(v, f"{path}.{k}", env) for k, v in node.items()}
     if isinstance(node, list):

@@ -123,9 +123,11 @@ def test_sigterm_during_50_streams_drains_every_one(simulator, start_gateway, re
     recs = [r for r in a.records() if r["request_id"] in ids]
     assert len(recs) == 50 and all(r["status"] == 200 for r in recs)
     # every reservation settled: the shared budget counter holds exactly what the 50 streams cost
-    counter = redis.Redis.from_url(redis_url).hvals(next(iter(redis.Redis.from_url(redis_url).keys("*bud*"))))
-    assert sum(int(v) for v in counter) == round(sum(r["cost_usd"] for r in recs) * 1e6)
-    # the other replica serves on, and sees the same spend
+    day = redis.Redis.from_url(redis_url).keys("gw:{tenant:tenant-a}:budn:*")
+    assert len(day) == 1
+    counter = redis.Redis.from_url(redis_url).hvals(day[0])
+    assert sum(int(v) for v in counter) == round(sum(r["cost_usd"] for r in recs) * 1e9)  # nano-dollars
+    # the other replica serves on
     out = b.openai(KEY_A).chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
     )

@@ -89,7 +89,11 @@ class Provider(ABC):
 
     def scrub(self, text: str) -> str:
         """Never let a provider credential travel back in an upstream's error text, whole or in part."""
-        secrets = (*self.dep.api_keys, self.dep.api_key, self.dep.aws.secret_access_key if self.dep.aws else None)
+        secrets = (
+            *self.dep.api_keys,
+            self.dep.api_key,
+            self.dep.aws.secret_access_key if self.dep.aws else None,
+        )
         return scrub_secrets(text, [s for s in secrets if s])
 
     async def post(
