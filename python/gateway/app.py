@@ -11,7 +11,7 @@ import gc
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from granian.rsgi import HTTPProtocol
 from granian.rsgi import Scope as RsgiScope
@@ -229,7 +229,9 @@ class App:
             return
         self.in_flight += 1
         try:
-            await self.route(gw, rsgi_scope, CloseAfterResponse(proto) if self.retiring else proto)
+            if self.retiring:  # same interface, one header more
+                proto = cast(HTTPProtocol, CloseAfterResponse(proto))
+            await self.route(gw, rsgi_scope, proto)
         finally:
             self.in_flight -= 1
 
