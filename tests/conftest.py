@@ -228,8 +228,12 @@ def base_config(sim_url: str, db_path: Path) -> dict[str, Any]:
 def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Gateway]]:
     procs: list[subprocess.Popen[Any]] = []
 
-    def start(config: dict[str, Any], workers: int = 1, env: dict[str, str] | None = None) -> Gateway:
+    def start(
+        config: dict[str, Any], workers: int = 1, env: dict[str, str] | None = None, log: Path | None = None
+    ) -> Gateway:
+        """``log``: a file for the gateway's output (its log lines), instead of the test's own."""
         d = tmp_path_factory.mktemp("gw")
+        out = open(log, "wb") if log is not None else None  # noqa: SIM115 (the process owns it)
         cfg_path = d / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(config))
         port = free_port()
@@ -248,6 +252,8 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
             ],
             cwd=d,
             env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=out,
         )
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"

@@ -23,7 +23,7 @@ from gateway.context import RequestContext, reseed_request_ids
 from gateway.conversations import make_store
 from gateway.dialects import Dialect
 from gateway.dialects import openai as oai
-from gateway.edge import read_body
+from gateway.edge import abandon_on_disconnect, read_body
 from gateway.endpoints import Handler
 from gateway.enrich import enrich_headers
 from gateway.errors import GatewayError
@@ -87,7 +87,7 @@ class Gateway:
     # ------------------------------------------------------------ edge helpers
 
     async def read_body(self, rsgi_scope: RsgiScope, proto: HTTPProtocol) -> bytes:
-        return await read_body(rsgi_scope, proto, self.max_body)
+        return await read_body(rsgi_scope, proto, self.max_body, self.cfg.server.body_read_timeout_s)
 
     def authenticate(self, ctx: RequestContext, rsgi_scope: RsgiScope) -> None:
         h = ctx.headers = rsgi_scope.headers
@@ -143,10 +143,17 @@ class Gateway:
         stages' ``finish`` hooks, and exactly one record. A handler raises only before it has answered (the
         stream relay answers its own errors after the first byte)."""
         ctx = RequestContext(endpoint, dialect.name, self.router.access)
+        watch = abandon_on_disconnect(ctx, proto)
         try:
             await handler(self, ctx, rsgi_scope, proto, dialect)
         except GatewayError as e:
             self.fail(ctx, proto, dialect, e)
+        except asyncio.CancelledError:
+            if not ctx.flags.get("client_disconnected"):
+                raise  # the worker is stopping
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            ctx.status = 499
+            ctx.error = ("client_disconnected", "The client went away before the answer.")
         except Exception as e:  # never a stack trace to the caller, never a dead worker
             log.exception("internal error on request %s", ctx.request_id)
             err = GatewayError(
@@ -156,6 +163,7 @@ class Gateway:
             )
             self.fail(ctx, proto, dialect, err)
         finally:
+            watch.cancel()
             await self.pipeline.finish(ctx)
             self.finish_record(ctx)
 

@@ -22,6 +22,7 @@ TRIAL_KEY = "gw-trial-key-change-me"
 
 def serve(config: str, host: str | None, port: int | None, workers: int | None) -> int:
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     from gateway.server import GatewayServer, read_config
 
@@ -48,6 +49,8 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
         loop=Loops.uvloop,
         log_access=False,
         backlog=2048,
+        # Granian (hyper) cuts a connection whose request headers are not complete in time; bodies: gateway/edge.py
+        http1_settings=HTTP1Settings(header_read_timeout=int(cfg.server.header_read_timeout_s * 1000)),
     ).serve()
     return 0
 

@@ -158,6 +158,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     port: int = 4000
     workers: int = 1
     max_body_bytes: int = 4 * 1024 * 1024
+    # Slow or idle clients: a connection that has not sent a request's complete headers this long after it opened
+    # (or after its last answer, kept alive) is closed; a body not complete this long after its headers gets a 408.
+    header_read_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    body_read_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
     http_client: Literal["reqwest", "aiohttp"] = "reqwest"  # upstream client; see gateway/http.py
     key_cache_ttl_s: float = 5.0  # how long a worker trusts a store lookup: a revoked key stops within this
     # keys are stored as HMAC-SHA-256 under this secret (set it from the environment: ${GATEWAY_KEY_SECRET});

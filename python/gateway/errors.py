@@ -25,6 +25,8 @@ CODES: dict[str, tuple[int, str]] = {
     "not_found": (404, "not_found_error"),
     "method_not_allowed": (405, "invalid_request_error"),
     "body_too_large": (413, "invalid_request_error"),
+    "request_timeout": (408, "invalid_request_error"),
+    "client_disconnected": (499, "invalid_request_error"),  # recorded only: nobody is left to answer
     "rate_limited": (429, "rate_limit_error"),
     "budget_exceeded": (429, "insufficient_quota"),
     "approval_required": (402, "insufficient_quota"),

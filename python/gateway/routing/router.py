@@ -378,6 +378,10 @@ class Router:
                 fut.add_done_callback(self._pending.discard)
             raise
         except asyncio.CancelledError:
+            if ctx.flags.get("client_disconnected") and ctx.req is not None:
+                # the caller left (gateway/edge.py): the call was sent, so its prompt is paid for
+                charge_attempt(ctx, target, estimate_prompt(ctx, target))
+                ctx.flags["cancelled_attempt"] = target.dep.id
             raise
         finally:
             target.health.end()
