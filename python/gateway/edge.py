@@ -64,7 +64,7 @@ def abandon_on_disconnect(ctx: Any, proto: HTTPProtocol) -> Any:
     its upstream call and settles at once instead of running to the deployment's timeout. The caller cancels the
     returned watch when the request is over (the watch is a Granian future; cancelling it ends its wait)."""
     task = asyncio.current_task()
-    watch = proto.client_disconnect()
+    watch: Any = proto.client_disconnect()  # a Granian future (typed as a coroutine in its stubs)
 
     def gone(fut: Any) -> None:
         if fut.cancelled() or task is None or task.done():
