@@ -170,6 +170,11 @@ def main() -> int:
         action="store_true",
         help="only compare POST /v1/responses with POST /v1/chat/completions through the same gateway and deployment",
     )
+    ap.add_argument(
+        "--cache",
+        action="store_true",
+        help="only the answers cache: exact hits, misses and the gateway without a cache, vs direct, same run",
+    )
     ap.add_argument("--out", default="bench-results/load.json")
     args = ap.parse_args()
     scale = 0.2 if args.quick else 1.0
@@ -292,6 +297,37 @@ def main() -> int:
             row["relay"] = oha(exe, r_url, payload, direct_h, **kw)
             rows.append(row)
 
+        if args.cache:
+            cached = {}
+            for name, cache_cfg in (
+                ("exact", {"enabled": True}),
+                ("semantic", {"enabled": True, "semantic": {"enabled": True}}),
+            ):
+                port = free_port()
+                c = {**cfg, "server": {**cfg["server"], "port": port}, "stages": {"cache": cache_cfg}}
+                c["store"] = {"sqlite_path": str(work / f"{name}.db")}
+                (work / f"{name}.yaml").write_text(yaml.safe_dump(c))
+                p = subprocess.Popen(
+                    [PY, "-m", "gateway", "serve", "--config", str(work / f"{name}.yaml")],
+                    cwd=work,
+                    stdout=subprocess.DEVNULL,
+                )
+                procs.append(p)
+                wait(f"http://127.0.0.1:{port}/readyz", p, timeout_s=120)
+                cached[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", p)
+            result = compare_cache(exe, d_url, direct_h, g_url, gw_h, cached, scale)
+            result["rss_mb_per_worker"] = {
+                "no cache": rss_per_worker_mb(gw.pid),
+                **{name: rss_per_worker_mb(p.pid) for name, (_, p) in cached.items()},
+            }
+            result["workers"], result["cpus"] = args.workers, os.cpu_count()
+            out = ROOT / args.out
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2))
+            print_cache_report(result)
+            print(f"\nwritten to {out}")
+            return 0
+
         if args.responses:
             result = compare_responses(exe, gw_url, gw_h, scale)
             result["workers"], result["cpus"] = args.workers, os.cpu_count()
@@ -372,6 +408,76 @@ def compare_responses(exe: str, gw_url: str, gw_h: dict[str, str], scale: float)
                     row[f"added_{label}_{p}"] = row[label][p] - row["chat"][p]
         rows.append(row)
     return {"kind": "responses-vs-chat", "rows": rows}
+
+
+def compare_cache(
+    exe: str,
+    d_url: str,
+    direct_h: dict[str, str],
+    g_url: str,
+    gw_h: dict[str, str],
+    cached: dict[str, Any],
+    scale: float,
+) -> dict[str, Any]:
+    """The same request direct, through the gateway without a cache, as an exact-cache miss (``refresh``: the key
+    is computed, upstream asked, the answer stored) and as an exact-cache hit (upstream never asked), interleaved
+    case by case in one run. The semantic gateway is measured on misses (each one embeds the final turn)."""
+    c_url = cached["exact"][0]
+    s_url = cached["semantic"][0]
+    refresh = {**gw_h, "x-gateway-cache": "refresh"}
+    body = json.dumps(BODY).encode()
+    stream_body = json.dumps({**BODY, "stream": True, "stream_options": {"include_usage": True}}).encode()
+    variants = {
+        "direct": (d_url, direct_h),
+        "gateway, no cache": (g_url, gw_h),
+        "exact miss (refresh)": (c_url, refresh),
+        "exact hit": (c_url, gw_h),
+        "semantic miss (refresh)": (s_url, refresh),
+    }
+    for url, h in variants.values():  # warm every path; the exact-hit path now has its entry
+        oha(exe, url, body, h, conc=2, n=200)
+        oha(exe, url, stream_body, h, conc=2, n=50)
+    rows = []
+    for name, payload, conc, n in (
+        ("non-stream c=1", body, 1, 3000),
+        ("non-stream c=16", body, 16, 20000),
+        ("stream c=1", stream_body, 1, 2000),
+    ):
+        row: dict[str, Any] = {"case": name}
+        for label, (url, h) in variants.items():
+            if label.startswith("semantic") and conc > 1:
+                continue
+            k = max(200, int((n // 10 if label.startswith("semantic") else n) * scale))
+            row[label] = oha(exe, url, payload, h, conc=conc, n=k)
+        for label in variants:
+            if label != "direct" and label in row:
+                for p in ("p50_ms", "p99_ms", "ttfb_p50_ms"):
+                    row[f"added_{label}_{p}"] = row[label][p] - row["direct"][p]
+        rows.append(row)
+    return {"kind": "cache", "rows": rows}
+
+
+def print_cache_report(r: dict[str, Any]) -> None:
+    print(
+        f"\nAnswers cache through the gateway ({r['workers']} workers, {r['cpus']} CPUs shared by load generator, "
+        "simulator (zero latency) and gateways)"
+    )
+    print(
+        f"{'case':18} {'variant':24} {'n':>6} {'p50':>7} {'p99':>7} {'rps':>7} {'added p50/p99 vs direct':>24}"
+    )
+    for row in r["rows"]:
+        for label, m in row.items():
+            if not isinstance(m, dict):
+                continue
+            added = ""
+            if label != "direct":
+                added = f"{row[f'added_{label}_p50_ms']:+.3f}/{row[f'added_{label}_p99_ms']:+.3f}"
+            print(
+                f"{row['case']:18} {label:24} {m['n']:>6} {m['p50_ms']:>7.3f} {m['p99_ms']:>7.3f} "
+                f"{m['rps']:>7.0f} {added:>24}  ok {100 * m['ok'] / max(1, m['n']):.1f}%"
+            )
+    print(f"RSS per worker (MB): {r['rss_mb_per_worker']}")
+    print("(ms; added = variant - direct at the same percentile, same run)")
 
 
 def print_responses_report(r: dict[str, Any]) -> None:
