@@ -29,9 +29,13 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import pathlib
+import random
 import sys
 import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads (see gateway/cache/__init__.py)
 
 import numpy as np
 
@@ -103,23 +107,41 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write-calibration", action="store_true")
     ap.add_argument("--json")
-    ap.add_argument("--vectors", help="keep the embeddings in this .npy file and reuse them on the next run")
+    ap.add_argument("--vectors", help="keep the embeddings in this .npz file and reuse them on the next run")
+    ap.add_argument(
+        "--max-pairs", type=int, default=0, help="embed at most this many pairs (a uniform sample)"
+    )
     args = ap.parse_args()
     corpora = {"msrp": load_msrp(), "gptcache-mock-pairs": load_gptcache()}
     embedder = Embedder()
-    texts = sorted({t for pairs in corpora.values() for p in pairs for t in (p[1], p[2])})
+    # Pairs in a fixed random order, both sentences together, embedded in length-sorted batches and saved as they
+    # go: a run cut short (or --max-pairs) leaves a uniform sample of pairs, reported with its size.
+    order = [(name, p) for name, pairs in corpora.items() for p in pairs]
+    random.Random(7).shuffle(order)
     saved = pathlib.Path(args.vectors) if args.vectors else None
-    t0 = time.perf_counter()
+    emb: dict[str, np.ndarray] = {}
     if saved is not None and saved.exists():
-        vecs = np.load(saved)
-        took = float("nan")
-    else:
-        vecs = np.concatenate([embedder.embed_many(texts[i : i + 32]) for i in range(0, len(texts), 32)])
-        took = time.perf_counter() - t0
-        print(f"embedded {len(texts)} sentences in {took:.1f}s ({len(texts) / took:.0f}/s, batches of 32)")
-        if saved is not None:
-            np.save(saved, vecs)
-    emb = dict(zip(texts, vecs, strict=True))
+        data = np.load(saved, allow_pickle=False)
+        emb = dict(zip(data["texts"].tolist(), data["vecs"], strict=True))
+    t0, done = time.perf_counter(), 0
+    for start in range(0, len(order), 32):
+        chunk = [t for _, p in order[start : start + 32] for t in (p[1], p[2]) if t not in emb]
+        chunk = sorted(set(chunk), key=len)
+        for i in range(0, len(chunk), 32):
+            batch = chunk[i : i + 32]
+            emb.update(zip(batch, embedder.embed_many(batch), strict=True))
+            done += len(batch)
+        if saved is not None and chunk and (start // 32) % 10 == 9:
+            np.savez(saved, texts=np.array(list(emb)), vecs=np.stack(list(emb.values())))
+        if args.max_pairs and start + 32 >= args.max_pairs:
+            break
+    took = time.perf_counter() - t0
+    if done:
+        print(f"embedded {done} sentences in {took:.1f}s ({done / took:.1f}/s, length-sorted batches of 32)")
+    if saved is not None:
+        np.savez(saved, texts=np.array(list(emb)), vecs=np.stack(list(emb.values())))
+    corpora = {name: [p for p in pairs if p[1] in emb and p[2] in emb] for name, pairs in corpora.items()}
+    took = took if done else float("nan")
 
     ev = {
         (name, h): evidence([p for p in pairs if half(p[0]) == h], emb)
@@ -135,7 +157,7 @@ def main() -> None:
         out = ROOT / "python" / "gateway" / "cache" / "calibration.json"
         out.write_bytes(pooled.to_json())
         print(f"wrote {out.relative_to(ROOT)} ({sum(pooled.total)} pairs of half A)")
-    results: dict = {"embed_per_s": len(texts) / took, "corpora": {}}
+    results: dict = {"embed_per_s": done / took if done else None, "corpora": {}}
     for name, _pairs in corpora.items():
         b = ev[(name, "B")]
         rows = {}

@@ -8,3 +8,11 @@ neighbour of the final user turn, served only when a per-entry threshold learned
 
 It enters the request path only through ``gateway.stages.cache``.
 """
+
+import os
+
+# NumPy's BLAS must run single-threaded in a worker (set before NumPy is first imported, which the semantic modules
+# do): with more threads on a busy machine its spinning threads made one embedding 8x slower, not faster.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
