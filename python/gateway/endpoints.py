@@ -51,19 +51,26 @@ async def answer(
     may answer early), route. A stream is relayed here (None); a plain answer is returned after the post hooks,
     for the caller to render."""
     ctx.req, ctx.model, ctx.stream = req, req.model, req.stream
-    gw.resolve(ctx, req.model)
-    short = await gw.pipeline.pre(ctx, req)
-    group = ctx.group  # a stage may have moved the request (ctx.reroute)
-    assert group is not None
-    if req.stream:
-        if short is not None:
-            first, rest = whole(ctx, req, short)
-        else:
-            first, rest = await gw.router.open_stream(ctx, group, req)
-        await StreamRelay(ctx, req, dialect, gw.pipeline).run(proto, first, rest)
-        return None
-    resp = short if short is not None else await gw.router.complete(ctx, group, req, accept=ctx.accept)
-    return await gw.pipeline.post(ctx, resp)
+    group = gw.resolve(ctx, req.model)
+    large = ctx.body_bytes >= tokens.OFF_LOOP_BYTES
+    if large:  # its prompt is counted on a thread, not on the loop the worker's other requests share
+        await tokens.count_off_loop(req, [req.model, *(t.dep.model for t in gw.router.targets[group])])
+    try:
+        short = await gw.pipeline.pre(ctx, req)
+        group = ctx.group  # a stage may have moved the request (ctx.reroute)
+        assert group is not None
+        if req.stream:
+            if short is not None:
+                first, rest = whole(ctx, req, short)
+            else:
+                first, rest = await gw.router.open_stream(ctx, group, req)
+            await StreamRelay(ctx, req, dialect, gw.pipeline).run(proto, first, rest)
+            return None
+        resp = short if short is not None else await gw.router.complete(ctx, group, req, accept=ctx.accept)
+        return await gw.pipeline.post(ctx, resp)
+    finally:
+        if large:
+            tokens.forget(req)
 
 
 async def embeddings(
@@ -104,13 +111,18 @@ async def count_tokens(
     first, counted locally (exact for OpenAI encodings, the core's estimator otherwise). Nothing is charged;
     the count is kept in the record's flags."""
     gw.authenticate(ctx, rsgi_scope)
-    req = anth.request_from_anthropic(
-        oai.load_json_object(await gw.read_body(rsgi_scope, proto)), require_max_tokens=False
-    )
+    body = await gw.read_body(rsgi_scope, proto)
+    ctx.body_bytes = len(body)
+    req = anth.request_from_anthropic(oai.load_json_object(body), require_max_tokens=False)
     ctx.req, ctx.model = req, req.model
     dep = gw.router.targets[gw.resolve(ctx, req.model)][0].dep
     ctx.provider, ctx.upstream_model = dep.provider, dep.model
-    n = tokens.count_request(req, dep.model, dep.provider)
+    if ctx.body_bytes >= tokens.OFF_LOOP_BYTES:  # counted on a thread (see answer)
+        await tokens.count_off_loop(req, [dep.model])
+    try:
+        n = tokens.count_request(req, dep.model, dep.provider)
+    finally:
+        tokens.forget(req)
     ctx.flags["counted_input_tokens"] = n
     proto.response_bytes(200, enrich_headers(ctx, JSON), orjson.dumps({"input_tokens": n}))
 
