@@ -153,6 +153,17 @@ class TenantConfig(msgspec.Struct, forbid_unknown_fields=True):
     residency: list[str] = []
 
 
+DEFAULT_ANTHROPIC_BETAS = (
+    "context-management-2025-06-27",
+    "interleaved-thinking-2025-05-14",
+    "fine-grained-tool-streaming-2025-05-14",
+    "token-efficient-tools-2025-02-19",
+    "extended-cache-ttl-2025-04-11",
+    "output-128k-2025-02-19",
+    "context-1m-2025-08-07",
+)
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 4000
@@ -171,6 +182,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     # balancer can take the replica out), then requests and streams in flight get up to drain_timeout_s to finish
     drain_grace_s: float = 0.0
     drain_timeout_s: float = 30.0
+    # ``anthropic-beta`` values a caller may send, forwarded to Anthropic upstreams; a beta not listed is refused,
+    # and so is any beta on a model group served by another provider (it could not be honoured there). Betas the
+    # gateway serves itself (message threads, structured outputs) are always accepted and never forwarded.
+    anthropic_betas: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ANTHROPIC_BETAS))
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -39,7 +39,10 @@ async def chat(
     gw.authenticate(ctx, rsgi_scope)
     body = await gw.read_body(rsgi_scope, proto)
     ctx.body_bytes = len(body)
-    resp = await answer(gw, ctx, dialect.parse_chat(body), proto, dialect)
+    req = dialect.parse_chat(body)
+    if dialect is _ANTHROPIC:
+        anth.betas_into(req, rsgi_scope.headers.get("anthropic-beta"), gw.cfg.server.anthropic_betas)
+    resp = await answer(gw, ctx, req, proto, dialect)
     if resp is not None:
         proto.response_bytes(200, enrich_headers(ctx, JSON), dialect.render_response(resp))
 

@@ -152,3 +152,42 @@ def test_thread_helper_keeps_the_conversation(tgw):
     b = thread.send({"role": "user", "content": "And again."})
     assert a.id != b.id and thread.previous_message_id == b.id
     assert isinstance(b, anthropic.types.beta.BetaMessage)
+
+
+def test_anthropic_beta_is_forwarded_to_anthropic_and_refused_elsewhere(tgw, simulator):
+    client = tgw.anthropic()
+    msg = client.beta.messages.create(
+        model="anthropic",
+        max_tokens=16,
+        messages=[{"role": "user", "content": "hi"}],
+        betas=["interleaved-thinking-2025-05-14", "message-threads-2026-08-12"],
+    )
+    assert msg.content
+    seen = simulator.get("/_sim/last?model=claude-x")["headers"]
+    assert (
+        seen.get("anthropic-beta") == "interleaved-thinking-2025-05-14"
+    )  # the gateway serves threads itself
+    with pytest.raises(anthropic.BadRequestError) as e:  # cannot be honoured by an OpenAI-compatible upstream
+        client.beta.messages.create(
+            model="openai",
+            max_tokens=16,
+            messages=[{"role": "user", "content": "hi"}],
+            betas=["interleaved-thinking-2025-05-14"],
+        )
+    assert "interleaved-thinking-2025-05-14" in e.value.message
+    with pytest.raises(anthropic.BadRequestError) as e:  # not on this gateway's allow-list
+        client.beta.messages.create(
+            model="anthropic",
+            max_tokens=16,
+            messages=[{"role": "user", "content": "hi"}],
+            betas=["made-up-2099"],
+        )
+    assert "server.anthropic_betas" in e.value.message
+    # betas the gateway serves itself work on any upstream
+    ok = client.beta.messages.create(
+        model="openai",
+        max_tokens=16,
+        messages=[{"role": "user", "content": "hi"}],
+        betas=["structured-outputs-2025-11-13"],
+    )
+    assert ok.content

@@ -418,6 +418,28 @@ def _output(data: dict[str, Any], req: ChatRequest) -> None:
     }
 
 
+# Betas whose feature the gateway serves itself, for every provider: accepted, never forwarded.
+SERVED_BETAS = ("message-threads-", "structured-outputs-")
+
+
+def betas_into(req: ChatRequest, header: str | None, allowed: list[str]) -> None:
+    """``anthropic-beta`` → ``req.extra["anthropic_beta"]`` (the Anthropic adapter sends it on, every other adapter
+    refuses it); a beta this gateway does not allow is refused here, never dropped."""
+    if not header:
+        return
+    betas = [b.strip() for b in header.split(",") if b.strip() and not b.strip().startswith(SERVED_BETAS)]
+    refused = [b for b in betas if b not in allowed]
+    if refused:
+        raise GatewayError(
+            "unsupported_feature",
+            f"The anthropic-beta {', '.join(refused)} is not enabled on this gateway (server.anthropic_betas); "
+            "remove it, or ask an admin to allow it.",
+            param="anthropic-beta",
+        )
+    if betas:
+        req.extra["anthropic_beta"] = betas
+
+
 # ---------------------------------------------------------------- response: canonical → Anthropic
 
 

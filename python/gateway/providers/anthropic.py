@@ -48,7 +48,15 @@ from gateway.types import ChatChunk, ChatRequest, ChatResponse, Choice, Delta, M
 DEFAULT_VERSION = "2023-06-01"
 DEFAULT_BASE = "https://api.anthropic.com"
 HANDLED_EXTRAS = frozenset(
-    {"top_k", "thinking", "service_tier", "cache_control", "reasoning_effort", "context_management"}
+    {
+        "top_k",
+        "thinking",
+        "service_tier",
+        "cache_control",
+        "reasoning_effort",
+        "context_management",
+        "anthropic_beta",
+    }
 )
 
 # ---------------------------------------------------------------- wire types (decode only what we read)
@@ -331,7 +339,13 @@ def request_to_wire(req: ChatRequest, dep: Deployment, stream: bool = False) -> 
         output["format"] = {"type": "json_schema", "schema": schema}
     extra = req.extra
     if extra:
-        for key in ("top_k", "thinking", "service_tier", "cache_control", "context_management"):
+        for key in (
+            "top_k",
+            "thinking",
+            "service_tier",
+            "cache_control",
+            "context_management",
+        ):  # not the beta
             if key in extra:
                 body[key] = extra[key]
         if "reasoning_effort" in extra:
@@ -516,10 +530,18 @@ class AnthropicProvider(Provider):
         self.url = endpoint(dep)
         self.headers = self.key_turns(auth_headers)
 
+    def _headers(self, req: ChatRequest) -> dict[str, str]:
+        headers = self.headers()
+        betas = req.extra.get("anthropic_beta") if req.extra else None
+        if not betas:
+            return headers
+        own = headers.get("anthropic-beta")
+        return {**headers, "anthropic-beta": ",".join([own, *betas] if own else betas)}
+
     async def complete(self, req: ChatRequest) -> ChatResponse:
         body = orjson.dumps(request_to_wire(req, self.dep))
-        return await self.post_json(self.url, body, self.headers(), response_from_wire)
+        return await self.post_json(self.url, body, self._headers(req), response_from_wire)
 
     async def open_stream(self, req: ChatRequest) -> tuple[UpstreamResponse, ChunkDecoder]:
         body = orjson.dumps(request_to_wire(req, self.dep, stream=True))
-        return await self.post(self.url, body, self.headers(), stream=True), SseDecoder()
+        return await self.post(self.url, body, self._headers(req), stream=True), SseDecoder()

@@ -127,11 +127,16 @@ def request_to_wire(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
     if extra:
         body.update(extra)
     body["model"] = upstream_model
-    if extra and "context_management" in extra:
+    if extra and ("context_management" in extra or "anthropic_beta" in extra):
+        what = (
+            "`context_management`"
+            if "context_management" in extra
+            else f"anthropic-beta {extra['anthropic_beta']}"
+        )
         raise GatewayError(
             "unsupported_feature",
-            "`context_management` is an Anthropic API feature; this model group is served by an OpenAI-compatible "
-            "upstream. Remove it, or use a model group served by Anthropic.",
+            f"{what} is an Anthropic API feature; this model group is served by an OpenAI-compatible upstream, "
+            "which cannot honour it. Remove it, or use a model group served by Anthropic.",
         )
     for t in body.get("tools") or ():
         t["function"].pop(
