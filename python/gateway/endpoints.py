@@ -54,10 +54,10 @@ async def answer(
     may answer early), route. A stream is relayed here (None); a plain answer is returned after the post hooks,
     for the caller to render."""
     ctx.req, ctx.model, ctx.stream = req, req.model, req.stream
-    group = gw.resolve(ctx, req.model)
+    targets = gw.router.targets[gw.resolve(ctx, req.model)]
     large = ctx.body_bytes >= tokens.OFF_LOOP_BYTES
     if large:  # its prompt is counted on a thread, not on the loop the worker's other requests share
-        await tokens.count_off_loop(req, [req.model, *(t.dep.model for t in gw.router.targets[group])])
+        await tokens.count_off_loop(req, [req.model, *(t.dep.model for t in targets)])
     try:
         short = await gw.pipeline.pre(ctx, req)
         group = ctx.group  # a stage may have moved the request (ctx.reroute)
