@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.procs import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -44,23 +44,11 @@ BODY = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait(url: str, proc: subprocess.Popen[Any], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: process exited ({proc.returncode})")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
+    try:
+        wait_http(url, proc, timeout_s)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
 
 
 def wait_post(url: str, timeout_s: float = 30) -> None:

@@ -63,11 +63,11 @@ class Deployment(msgspec.Struct, forbid_unknown_fields=True):
     # the most a response may bring: a body (after decompression) or a stream's bytes; past it the call fails
     # with a 502 ``upstream_bad_response`` instead of growing the worker
     max_response_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024 * 1024
-    max_concurrency: int | None = None
+    # at most this many requests in flight to the deployment per worker; past it the next deployment is tried
+    max_concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
     rpm: int | None = None
     tpm: int | None = None
     headers: dict[str, str] = {}
-    tags: list[str] = []
     context_window: int | None = None
 
 

@@ -60,16 +60,16 @@ async def answer(
         await tokens.count_off_loop(req, [req.model, *(t.dep.model for t in targets)])
     try:
         short = await gw.pipeline.pre(ctx, req)
-        group = ctx.group  # a stage may have moved the request (ctx.reroute)
-        assert group is not None
+        routed = ctx.group  # a stage may have moved the request (ctx.reroute)
+        assert routed is not None
         if req.stream:
             if short is not None:
                 first, rest = whole(ctx, req, short)
             else:
-                first, rest = await gw.router.open_stream(ctx, group, req)
+                first, rest = await gw.router.open_stream(ctx, routed, req)
             await StreamRelay(ctx, req, dialect, gw.pipeline).run(proto, first, rest)
             return None
-        resp = short if short is not None else await gw.router.complete(ctx, group, req, accept=ctx.accept)
+        resp = short if short is not None else await gw.router.complete(ctx, routed, req, accept=ctx.accept)
         return await gw.pipeline.post(ctx, resp)
     finally:
         if large:

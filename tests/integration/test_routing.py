@@ -79,6 +79,10 @@ def rgw(simulator, start_gateway, tmp_path_factory):
         "stall_s": 0.3,
         "deployments": [dep(s, "stall-a", priority=0), dep(s, "stall-b", priority=1)],
     }
+    m["capped"] = {
+        "strategy": "priority",
+        "deployments": [dep(s, "cap-a", priority=0, max_concurrency=1), dep(s, "cap-b", priority=1)],
+    }
     m["cheap"] = {"deployments": [dep(s, "cheap-1")]}
     m["degrading"] = {
         "on_unavailable": {"action": "downgrade", "group": "cheap"},
@@ -306,3 +310,15 @@ def test_a_stalled_deployment_is_routed_around_before_its_timeout(rgw):
         assert served_by(client, "stalling")[0] == "stall-b"
         assert slow.result()[0] == "stall-a"  # the hung request itself was answered in the end
     assert served_by(client, "stalling")[0] == "stall-a"  # it answered: back to first choice
+
+
+def test_a_deployment_at_its_concurrency_limit_is_passed_over(rgw):
+    client = rgw.openai()
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(served_by, client, "capped", "slow [[sim:latency_ms=1500@cap-a]]")
+        time.sleep(0.5)  # the slow one is in flight on cap-a, its only slot
+        second = served_by(client, "capped", "next")
+        first = slow.result()
+    assert first[0] == "cap-a"
+    assert second[0] == "cap-b" and "cap-a at its concurrency limit" in second[1]
+    assert served_by(client, "capped", "alone")[0] == "cap-a"  # the slot is free again

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +20,8 @@ import httpx
 import jsonschema
 import openai
 import pytest
+
+from tests.procs import free_port, stop
 
 try:  # newer SDKs ship their own httpx fork
     import httpx2
@@ -55,12 +55,6 @@ models:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_simulator(tmp: Path, profile: str | None = None, workers: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "gateway.simulate", "--port", str(port), "--workers", str(workers)]
@@ -91,13 +85,7 @@ def start_simulator(tmp: Path, profile: str | None = None, workers: int = 1) -> 
 
 
 def stop_simulator(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop(proc)
 
 
 @pytest.fixture(scope="module")

@@ -133,7 +133,7 @@ class Router:
             sticky=sticky,
             residency=p.residency if p else (),
             pin=pin,
-            prompt_tokens=ctx.body_bytes,
+            prompt_bound=ctx.body_bytes,
         )
 
     def _prompt_tokens(self, ctx: RequestContext, bound: int, targets: list[Target]) -> int:
@@ -186,7 +186,7 @@ class Router:
             if only is not None:
                 allowed = [t for t in allowed if t.dep.id == only]
             any_in_region = any_in_region or bool(allowed)
-            tokens = self._prompt_tokens(ctx, caller.prompt_tokens, allowed)
+            tokens = self._prompt_tokens(ctx, caller.prompt_bound, allowed)
             fitting = [t for t in allowed if fits_context(t, tokens)]
             if allowed and not fitting and g.context_fallback:
                 extra.append(
@@ -243,6 +243,10 @@ class Router:
                     failed, self.cfg.retries.backoff_ms, self.cfg.retries.backoff_max_ms, self.rng
                 )
                 await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            cap = target.dep.max_concurrency
+            if cap is not None and target.health.inflight >= cap:  # this worker's requests in flight to it
+                notes.append(f"{target.dep.id} at its concurrency limit")
+                continue
             if (target.dep.rpm or target.dep.tpm) and not await self._within_quota(ctx, target):
                 notes.append(f"{target.dep.id} over its quota")
                 continue

@@ -27,7 +27,7 @@ class Caller:
     pin: str | None = None  # exact upstream model the caller is pinned to in this group
     # Prompt size in tokens, or an upper bound of it (the body's bytes: a BPE token is at least one byte) until
     # some deployment's context window makes an exact count worth its cost.
-    prompt_tokens: int = 0
+    prompt_bound: int = 0
 
 
 def canary_bucket(sticky: str, group: str) -> float:
