@@ -67,10 +67,6 @@ class Pipeline:
         self._chunk = [s for s in rev if _overrides(s, "on_chunk") or _overrides(s, "on_stream_end")]
         self._finish = [s for s in rev if _overrides(s, "finish")]
 
-    @property
-    def touches_chunks(self) -> bool:
-        return bool(self._chunk)
-
     async def pre(self, ctx: RequestContext, req: ChatRequest) -> ChatResponse | None:
         """Run the pre hooks in order; the first short-circuit answer ends them and is returned."""
         if ctx.trace is not None:

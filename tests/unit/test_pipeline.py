@@ -125,7 +125,21 @@ def test_finish_runs_for_every_stage_in_reverse_even_when_one_fails():
 
 def test_unused_hooks_cost_nothing():
     p = Pipeline([Dropping()])
-    assert p.touches_chunks and not p._pre and not p._post and not p._finish
+    assert p._chunk and not p._pre and not p._post and not p._finish
+
+
+def test_a_traced_request_keeps_each_stage_time_and_still_short_circuits():
+    ctx = RequestContext("chat", "openai")
+    ctx.trace = object()  # sampled for tracing: the traced path runs
+    cached = resp("from cache")
+    assert run(Pipeline([Tagging("a"), Tagging("b", short=cached), Tagging("c")]).pre(ctx, req())) is cached
+    assert [name for name, *_ in ctx.stage_log] == ["a", "b"]
+    assert all(start <= end for _, start, end in ctx.stage_log)
+    assert ctx.flags["short_circuit"] == "b"
+    ctx = RequestContext("chat", "openai")
+    ctx.trace = object()
+    assert run(Pipeline([Tagging("a"), Tagging("b")]).pre(ctx, req())) is None
+    assert [name for name, *_ in ctx.stage_log] == ["a", "b"]
 
 
 def test_a_short_circuit_answer_streams_as_chunks():
