@@ -1,4 +1,4 @@
-"""Typed stubs for the Rust core (`rust/src/`): PII, tokens, rate limiting, JSON schema.
+"""Typed stubs for the Rust core (`rust/src/`): PII, tokens, rate limiting, JSON schema, injection and content.
 
 Texts of 4 KiB or more are processed with the GIL released.
 """
@@ -173,3 +173,59 @@ class JsonSchema:
 
 def compile_schema(schema: str | bytes) -> JsonSchema:
     """`JsonSchema(schema)` from a process-wide LRU cache (1024 schemas) keyed by the text."""
+
+# --- Injection (rust/src/injection.rs, rust/src/textnorm.rs) -----------------------------------
+
+@final
+class InjectionScanner:
+    """Prompt-injection scanner: normalisation (NFKC, confusables, zero-width/bidi stripped, leetspeak,
+    letter-spacing, base64/hex decoded, ROT13), signatures (Aho-Corasick + RegexSet, each with an id and a
+    weight) and a hashed n-gram linear model. Score = 1 - (1 - p_classifier) * Π(1 - w_rule)."""
+
+    def __init__(self, model: bytes | None = None) -> None:
+        """`model`: a GWLM v1 file (uncompressed) with classes "direct" and/or "indirect"; None = signatures
+        only. Raises ValueError on a malformed file."""
+    def scan(self, text: str, indirect: bool = False) -> tuple[float, list[str], float, float]:
+        """(score, rule ids, classifier probability, signature score). `indirect=True` scores every ~400-byte
+        window of the text with the indirect model and keeps the maximum."""
+    @staticmethod
+    def rules() -> list[tuple[str, float, str]]:
+        """(id, weight, kind) of every signature."""
+    @property
+    def has_model(self) -> bool: ...
+
+def normalize(text: str, decode: bool = True) -> str:
+    """The normalised text the scanners see; with `decode`, decoded base64/hex segments are appended."""
+
+def hash_features(norm: str, bits: int) -> list[int]:
+    """Hashed feature occurrences (word unigrams, bigrams, byte 4-grams) of a normalised text, each < 2**bits."""
+
+def text_windows(norm: str, size: int = 400) -> list[str]:
+    """The overlapping sentence windows indirect scoring looks at."""
+
+# --- Output content (rust/src/content.rs) ------------------------------------------------------
+
+@final
+class ContentScanner:
+    """Output categories: the model's text classes (sexual, sexual/minors, hate, harassment, violence,
+    self-harm, dangerous), dangerous-instruction phrases, secrets, PII and `gwcanary-` tokens."""
+
+    def __init__(self, model: bytes | None = None) -> None: ...
+    @property
+    def categories(self) -> list[str]: ...
+    def scan(self, text: str) -> list[tuple[str, float, int, int, str]]:
+        """(category, score, start, end, detail); start/end are code-point offsets for span categories
+        (secrets, pii, canary) and -1 for text categories."""
+
+@final
+class ContentStream:
+    """Incremental scan of one stream: text is released up to the last whitespace (a secret is never released
+    half-scanned), spans are matched with a 96-byte look-behind, the classifier rescores the last 1 KiB every
+    256 new bytes and at the end."""
+
+    def __init__(self, scanner: ContentScanner) -> None: ...
+    def feed(self, chunk: str, last: bool = False) -> tuple[str, list[tuple[str, float, int, int, str]]]:
+        """(text released now, findings in it with offsets into that text)."""
+    @property
+    def pending(self) -> int:
+        """Bytes held back."""

@@ -150,6 +150,8 @@ ROUTES = {  # head -> methods it answers (anything else on a known path is a 405
     "spend": ("GET",),
     "approvals": ("POST",),
     "stats": ("GET",),
+    "compliance": ("GET", "PUT", "DELETE"),
+    "quarantine": ("GET",),
     "costs": ("GET",),
     "alerts": ("GET",),
     "cooldowns": ("DELETE",),
@@ -185,6 +187,14 @@ async def route(
         return 200, await obs_http.costs(gw, query)
     if parts == ["alerts"]:
         return 200, await obs_http.alerts(gw, query)
+    if head == "compliance":
+        from gateway.compliance import admin as compliance_admin
+
+        return await compliance_admin.handle(gw, method, parts[1:], body.json)
+    if parts == ["quarantine"]:
+        from gateway.compliance import admin as compliance_admin
+
+        return 200, compliance_admin.quarantine(gw, query.get("tenant"))
     if parts == ["stats"]:
         return 200, await stats(gw)
     if head == "cooldowns" and len(parts) <= 2:

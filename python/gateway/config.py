@@ -249,6 +249,52 @@ class StageProfile(msgspec.Struct, forbid_unknown_fields=True):
     pii: PiiConfig | None = None
 
 
+Action = Literal["reject", "quarantine", "restrict", "flag"]
+ContentAction = Literal["allow", "flag", "redact", "block"]
+
+
+class InjectionPolicy(msgspec.Struct, forbid_unknown_fields=True):
+    """Prompt-injection filtering: user messages (direct) and tool results (indirect), scored separately."""
+
+    action: Action = "reject"
+    # None: the threshold calibrated on the training corpora (FPR <= 1% on benign prompts), see README
+    threshold: float | None = None
+    indirect_action: Action | None = None  # None: same as ``action``
+    indirect_threshold: float | None = None
+    restrict_to: str | None = None  # the model group ``restrict`` reroutes to
+
+
+class ContentPolicy(msgspec.Struct, forbid_unknown_fields=True):
+    """Output filtering: per category allow | flag | redact | block (categories not named get ``default``)."""
+
+    categories: dict[str, ContentAction] = {}
+    default: ContentAction = "flag"
+    thresholds: dict[str, float] = {}  # per category; None: calibrated on the training corpora
+    # non-stream answers that are blocked: the dialect's error (``error``) or a refusal message (``refusal``)
+    on_block: Literal["error", "refusal"] = "error"
+    refusal: str = "I can't help with that."
+
+
+class ComplianceProfile(msgspec.Struct, forbid_unknown_fields=True):
+    """A named compliance profile, bound to tenants, teams, keys, tags or model groups."""
+
+    injection: InjectionPolicy | None = None  # None: no injection filtering
+    content: ContentPolicy | None = None  # None: no output filtering
+    pii: PiiConfig | None = None  # the PII policy for requests under this profile
+    allowed_groups: list[str] | None = None  # model groups callers under this profile may use
+    max_tokens: int | None = None  # cap on the answer's length
+    canary: bool = False  # plant a canary token in the system prompt; its leak is the ``canary`` category
+    shadow: bool = False  # evaluate and record what would happen, never act
+
+
+class ComplianceConfig(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = False
+    profiles: dict[str, ComplianceProfile] = {}
+    default: str | None = None  # profile for requests no binding names
+    # scope (key | tag | team | tenant | model) -> id -> profile name; most specific scope first, in that order
+    bindings: dict[str, dict[str, str]] = {}
+
+
 class LimitRule(msgspec.Struct, forbid_unknown_fields=True):
     """Requests and tokens per ``window_s`` seconds (a minute unless set) for one scope: GCRA buckets that start
     full and refill continuously, so any interval of L seconds admits at most rpm + rpm * L / window_s."""
@@ -368,6 +414,7 @@ class Stages(msgspec.Struct, forbid_unknown_fields=True):
     budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
     validate: ValidateConfig = msgspec.field(default_factory=ValidateConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    compliance: ComplianceConfig = msgspec.field(default_factory=ComplianceConfig)
     profiles: dict[str, StageProfile] = {}
 
 
@@ -565,6 +612,35 @@ def _check(cfg: Config) -> None:
         if key.profile and key.profile not in cfg.stages.profiles:
             raise ConfigError(f"$.keys[{i}].profile: unknown profile {key.profile!r}")
     _check_contracts(cfg)
+    _check_compliance(cfg)
+
+
+COMPLIANCE_SCOPES = ("key", "tag", "team", "tenant", "model")
+
+
+def _check_compliance(cfg: Config) -> None:
+    comp = cfg.stages.compliance
+    for name, prof in comp.profiles.items():
+        path = f"$.stages.compliance.profiles.{name}"
+        inj = prof.injection
+        restricts = inj is not None and "restrict" in (inj.action, inj.indirect_action)
+        if restricts and inj is not None and inj.restrict_to not in cfg.models:
+            raise ConfigError(f"{path}.injection.restrict_to: action restrict needs an existing model group")
+        for g in prof.allowed_groups or ():
+            if g not in cfg.models:
+                raise ConfigError(f"{path}.allowed_groups: unknown model group {g!r}")
+    if comp.default is not None and comp.default not in comp.profiles:
+        raise ConfigError(f"$.stages.compliance.default: unknown profile {comp.default!r}")
+    for scope, by_id in comp.bindings.items():
+        if scope not in COMPLIANCE_SCOPES:
+            raise ConfigError(
+                f"$.stages.compliance.bindings.{scope}: scope is one of {', '.join(COMPLIANCE_SCOPES)}"
+            )
+        for ident, prof_name in by_id.items():
+            if prof_name not in comp.profiles:
+                raise ConfigError(
+                    f"$.stages.compliance.bindings.{scope}.{ident}: unknown profile {prof_name!r}"
+                )
 
 
 def _resolve_keys(dep: Deployment, path: str) -> None:

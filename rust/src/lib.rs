@@ -1,9 +1,12 @@
 //! `gateway._core`: module wiring only; each hot path lives in its own file.
 use pyo3::prelude::*;
 
+pub mod content;
+pub mod injection;
 pub mod pii;
 pub mod ratelimit;
 pub mod schema;
+pub mod textnorm;
 pub mod tokens;
 
 #[pymodule]
@@ -13,5 +16,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     tokens::register(m)?;
     ratelimit::register(m)?;
     schema::register(m)?;
+    injection::register(m)?;
+    content::register(m)?;
     Ok(())
 }

@@ -129,7 +129,7 @@ const PATTERNS: &[Pattern] = &[
     },
     Pattern {
         entity: Entity::Phone,
-        regex: r"(?:\+ ?)?(?:\(\d{1,4}\)|\b\d{1,5})(?:(?: ?[\-./] ?| )?(?:\(\d{1,4}\)|\d{1,5})){0,7}(?: ?(?:x|ext\.?|extension) ?\d{1,6})?\b",
+        regex: r"(?:\+ ?)?(?:\(\d{1,5}\)|\b\d{1,5})(?:(?: ?[\-./] ?| )?(?:\(\d{1,5}\)|\d{1,5})){0,7}(?: ?(?:x|ext\.?|extension) ?\d{1,6})?\b",
         validate: valid_phone,
         context: PHONE_CTX,
     },
@@ -481,7 +481,14 @@ fn card_issuer_ok(d: &str) -> bool {
                 || (((300..=305).contains(&p3) || p3 == 309 || matches!(p2, 36 | 38 | 39))
                     && (14..=19).contains(&n))
         }
-        b'6' => (12..=19).contains(&n),
+        // Discover (6011, 644-649, 65), UnionPay (62), Maestro (6304, 6759, 6761-6763, 6390, 67xx): a
+        // bare 12-digit order id starting with 6 is not a card.
+        b'6' => {
+            ((p4 == 6011 || (644..=649).contains(&p3) || p2 == 65 || p2 == 62)
+                && (16..=19).contains(&n))
+                || (matches!(p4, 6304 | 6390 | 6759 | 6761 | 6762 | 6763) && (12..=19).contains(&n))
+                || (p2 == 67 && (13..=19).contains(&n))
+        }
         b'2' => {
             ((2221..=2720).contains(&p4) && n == 16)
                 || ((2200..=2204).contains(&p4) && (16..=19).contains(&n))
@@ -501,8 +508,16 @@ fn valid_card(text: &str, s: usize, e: usize) -> Option<Hit> {
     if seps.len() > 1 {
         return None; // mixed separators: not a card number as people write them
     }
-    // The regex is greedy across separators; back off whole trailing groups (a year, a CVV...).
-    for last in (0..groups.len()).rev() {
+    // A number is a card as a whole or not at all: a 16-digit number failing Luhn is not reported
+    // by a valid 12-digit prefix. Only a run longer than any card (a card followed by a CVV or a
+    // year in the same spacing) backs off whole trailing groups.
+    let total = digits_of(text, s, e).len();
+    let lowest = if total > 19 {
+        0
+    } else {
+        groups.len().saturating_sub(1)
+    };
+    for last in (lowest..groups.len()).rev() {
         let end = groups[last].1;
         let d = digits_of(text, s, end);
         if (12..=19).contains(&d.len()) && luhn(&d) && isolated(text, s, end) {
@@ -719,7 +734,8 @@ fn phone_shape(groups: &[&str], intl: bool, date_seps: bool) -> Option<PhoneShap
         && matches!(lens.as_slice(), [5, 5] | [10] | [3, 3, 4]);
     if nanp || trunk || india {
         Some(PhoneShape::Plan)
-    } else if (7..=12).contains(&b.len()) && lens.len() >= 2 && grouped {
+    } else if (7..=12).contains(&b.len()) && grouped {
+        // Plan-less groups, or an unbroken run ("called from 4930123456"): only with context.
         Some(PhoneShape::Generic)
     } else {
         None

@@ -1,5 +1,6 @@
 """Pipeline stages. ``build_stages`` turns the config into the ordered list the pipeline runs:
-limits → budget → pii → cache → validate; post hooks run in reverse (validate, cache copy, then unmask)."""
+limits → compliance → budget → pii → cache → validate; post hooks run in reverse (validate, cache copy, unmask,
+then the output filter sees the answer as the caller would)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,17 @@ def build_stages(cfg: Config, gw: Gateway) -> list[Stage]:
         from gateway.stages.limits import LimitsStage
 
         stages.append(LimitsStage(st.limits, gw.state))
+    if st.compliance.enabled:
+        from gateway.stages.compliance import ComplianceStage
+
+        stages.append(ComplianceStage(st.compliance, gw))
     if st.budget.enabled:
         from gateway.stages.budget import BudgetStage
 
         stages.append(BudgetStage(st.budget, gw.state, gw.router.reachable_targets))
     profiles = {name: p.pii for name, p in st.profiles.items() if p.pii is not None}
-    if st.pii.enabled or any(p.enabled for p in profiles.values()):
+    compliance_pii = st.compliance.enabled and any(p.pii is not None for p in st.compliance.profiles.values())
+    if st.pii.enabled or compliance_pii or any(p.enabled for p in profiles.values()):
         from gateway.stages.pii import PiiStage
 
         stages.append(PiiStage(st.pii, profiles, gw.state))

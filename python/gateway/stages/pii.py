@@ -161,9 +161,17 @@ class PiiStage(Stage):
     def __init__(self, default: PiiConfig, profiles: dict[str, PiiConfig], state: StateBackend) -> None:
         self.default = Policy(default) if default.enabled else None
         self.profiles = {name: Policy(p) if p.enabled else None for name, p in profiles.items()}
+        self.compliance: dict[str, tuple[PiiConfig, Policy | None]] = {}  # compiled per compliance profile
         self.state = state
 
     def policy_for(self, ctx: RequestContext) -> Policy | None:
+        chosen = ctx.scratch.get("compliance_pii")  # (profile name, PiiConfig) from the compliance profile
+        if chosen is not None:
+            name, cfg = chosen
+            hit = self.compliance.get(name)
+            if hit is None or hit[0] is not cfg:
+                hit = self.compliance[name] = (cfg, Policy(cfg) if cfg.enabled else None)
+            return hit[1]
         profile = ctx.principal.profile if ctx.principal else None
         if profile is not None and profile in self.profiles:
             return self.profiles[profile]

@@ -65,6 +65,8 @@ def decode(raw: dict[tuple[str, str, str], dict[str, Any]]) -> tuple[Rules, Rule
     budgets: Rules = {}
     limits: Rules = {}
     for (kind, scope, ident), body in raw.items():
+        if kind not in ("budget", "limit"):
+            continue  # other kinds (compliance) are decoded by their owners, see Policies.raw
         typ, into = (BudgetRule, budgets) if kind == "budget" else (LimitRule, limits)
         try:
             into.setdefault(scope, {})[ident] = msgspec.convert(body, typ)
@@ -80,6 +82,7 @@ class Policies:
         self.config_limits = limit_rules(cfg.stages.limits)
         self.budgets: Rules = {}
         self.limits: Rules = {}
+        self.raw: dict[str, Rules] = {}  # kind -> scope -> id -> body, for kinds other than budget/limit
         self._next = 0.0
 
     async def refresh(self, force: bool = False) -> None:
@@ -90,6 +93,11 @@ class Policies:
         raw = await self.state.load_policies()
         if raw is not None:  # None: the shared state is unreachable, keep the last known rules
             self.budgets, self.limits = decode(raw)
+            other: dict[str, Rules] = {}
+            for (kind, scope, ident), body in raw.items():
+                if kind not in ("budget", "limit"):
+                    other.setdefault(kind, {}).setdefault(scope, {})[ident] = body
+            self.raw = other
 
     def budget(self, scope: str, *ids: str) -> BudgetRule | None:
         return lookup(self.budgets, self.config_budgets, scope, ids)
@@ -105,7 +113,7 @@ class Policies:
 
     async def put(self, kind: str, scope: str, ident: str, rule: Any | None) -> None:
         """Set (or with None, remove) a run-time rule; this worker sees it at once, the others within 1 s."""
-        body = msgspec.to_builtins(rule) if rule is not None else None
+        body = msgspec.to_builtins(rule) if rule is not None and not isinstance(rule, dict) else rule
         await self.state.put_policy(kind, scope, ident, body)
         await self.refresh(force=True)
 

@@ -63,6 +63,16 @@ CREATE TABLE IF NOT EXISTS worker_metrics (
     body        TEXT NOT NULL,
     updated_at  REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS quarantine (
+    review_id   TEXT PRIMARY KEY,
+    ts          REAL NOT NULL,
+    request_id  TEXT NOT NULL,
+    key_id      TEXT,
+    tenant      TEXT,
+    decision    TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'held'
+);
 CREATE TABLE IF NOT EXISTS approvals (
     token_hash  TEXT PRIMARY KEY,
     key_id      TEXT NOT NULL,
@@ -244,6 +254,46 @@ class SqliteStore:
     def policies(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         rows = self.conn.execute("SELECT kind, scope, ident, rule FROM policies")
         return {(k, s, i): orjson.loads(r) for k, s, i, r in rows}
+
+    # ------------------------------------------------------------ requests held for review (compliance quarantine)
+
+    def put_quarantine(
+        self,
+        review_id: str,
+        request_id: str,
+        key_id: str | None,
+        tenant: str | None,
+        decision: dict,
+        body: dict,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO quarantine (review_id, ts, request_id, key_id, tenant, decision, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                review_id,
+                time.time(),
+                request_id,
+                key_id,
+                tenant,
+                orjson.dumps(decision).decode(),
+                orjson.dumps(body).decode(),
+            ),
+        )
+
+    def quarantined(self, tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql = "SELECT review_id, ts, request_id, key_id, tenant, decision, body, status FROM quarantine"
+        args: tuple[Any, ...] = ()
+        if tenant is not None:
+            sql += " WHERE tenant = ?"
+            args = (tenant,)
+        rows = self.conn.execute(sql + " ORDER BY ts DESC LIMIT ?", (*args, limit))
+        cols = ("review_id", "ts", "request_id", "key_id", "tenant", "decision", "body", "status")
+        out = []
+        for row in rows:
+            d = dict(zip(cols, row, strict=True))
+            d["decision"], d["body"] = orjson.loads(d["decision"]), orjson.loads(d["body"])
+            out.append(d)
+        return out
 
     # ------------------------------------------------------------ approval tokens: single use, bound to a key
 

@@ -1,0 +1,140 @@
+"""Which compliance profile governs a request: bindings resolved most-specific-first.
+
+Order: the key, then each of the request's tags, its team, its tenant, the model group asked for, then the
+default profile. Bindings and profiles come from the config (``stages.compliance``) overlaid with those an admin
+set at run time (``PUT /admin/compliance/...``, stored like budget rules and seen by every worker within a
+second). A profile is compiled once (thresholds filled in from the calibrated defaults) and cached until its
+definition changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from gateway.compliance import models
+from gateway.config import ComplianceConfig, ComplianceProfile
+from gateway.context import RequestContext
+
+SCOPES = ("key", "tag", "team", "tenant", "model")
+KIND = "compliance"  # the policy-store kind; scope "profile" holds run-time profile definitions
+
+
+class Resolved:
+    """A profile with every default filled in, ready for the request path."""
+
+    __slots__ = (
+        "allowed_groups",
+        "canary",
+        "content",
+        "content_actions",
+        "content_thresholds",
+        "indirect_action",
+        "indirect_threshold",
+        "injection",
+        "injection_action",
+        "injection_threshold",
+        "max_tokens",
+        "name",
+        "pii",
+        "restrict_to",
+        "shadow",
+    )
+
+    def __init__(self, name: str, p: ComplianceProfile) -> None:
+        d = models.defaults()
+        self.name = name
+        self.shadow = p.shadow
+        self.canary = p.canary
+        self.max_tokens = p.max_tokens
+        self.allowed_groups = set(p.allowed_groups) if p.allowed_groups is not None else None
+        self.pii = p.pii
+        inj = p.injection
+        self.injection = inj is not None
+        self.injection_action = inj.action if inj else "flag"
+        self.injection_threshold = (
+            inj.threshold if inj and inj.threshold is not None else d["injection_threshold"]
+        )
+        self.indirect_action = (inj.indirect_action or inj.action) if inj else "flag"
+        self.indirect_threshold = (
+            inj.indirect_threshold if inj and inj.indirect_threshold is not None else d["indirect_threshold"]
+        )
+        self.restrict_to = inj.restrict_to if inj else None
+        c = p.content
+        self.content = c
+        self.content_thresholds = {**models.content_thresholds(), **(c.thresholds if c else {})}
+        self.content_actions = dict(c.categories) if c else {}
+        if p.canary:  # a leaked canary is blocked unless the profile says otherwise
+            self.content_actions.setdefault("canary", "block")
+
+    def content_action(self, category: str) -> str:
+        c = self.content
+        return self.content_actions.get(category) or (c.default if c is not None else "allow")
+
+
+class Profiles:
+    """Config + run-time bindings and profiles; ``resolve`` is a few dict lookups per request."""
+
+    def __init__(self, cfg: ComplianceConfig, policies: Any) -> None:
+        self.cfg = cfg
+        self.policies = policies  # gateway.state.policies.Policies (run-time rules), or None
+        self._compiled: dict[str, tuple[Any, Resolved]] = {}
+
+    def _runtime(self) -> dict[str, dict[str, Any]]:
+        if self.policies is None:
+            return {}
+        return self.policies.raw.get(KIND, {})
+
+    def profile(self, name: str) -> Resolved | None:
+        rt = self._runtime().get("profile", {})
+        source: Any = rt.get(name)
+        if source is None:
+            source = self.cfg.profiles.get(name)
+        if source is None:
+            return None
+        hit = self._compiled.get(name)
+        if hit is not None and hit[0] is source:
+            return hit[1]
+        prof = source if isinstance(source, ComplianceProfile) else msgspec.convert(source, ComplianceProfile)
+        resolved = Resolved(name, prof)
+        self._compiled[name] = (source, resolved)
+        return resolved
+
+    def binding(self, ctx: RequestContext, group: str | None) -> tuple[str, str] | None:
+        """(scope, profile name) of the most specific binding for this request."""
+        rt, cf = self._runtime(), self.cfg.bindings
+        p = ctx.principal
+        candidates: list[tuple[str, str | None]] = [
+            ("key", p.key_id if p else None),
+            ("key", p.name if p else None),
+        ]
+        candidates += [("tag", t) for t in ctx.tags or ()]
+        candidates += [("team", p.team if p else None), ("tenant", p.tenant if p else None), ("model", group)]
+        for scope, ident in candidates:
+            if ident is None:
+                continue
+            name = rt.get(scope, {}).get(ident)
+            if name is None:
+                name = cf.get(scope, {}).get(ident)
+            if name is not None:
+                return scope, name["profile"] if isinstance(name, dict) else name
+        return None
+
+    def for_group(self, group: str) -> Resolved | None:
+        """The profile bound to a model group (run time before config), if any."""
+        name: Any = self._runtime().get("model", {}).get(group) or self.cfg.bindings.get("model", {}).get(
+            group
+        )
+        if isinstance(name, dict):
+            name = name.get("profile")
+        return self.profile(name) if name else None
+
+    def resolve(self, ctx: RequestContext, group: str | None) -> tuple[Resolved | None, str]:
+        """The profile for this request and what chose it (``key:…``, ``tenant:…``, ``default``)."""
+        b = self.binding(ctx, group)
+        if b is not None:
+            return self.profile(b[1]), b[0]
+        if self.cfg.default is not None:
+            return self.profile(self.cfg.default), "default"
+        return None, "none"

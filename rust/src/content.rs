@@ -1,0 +1,450 @@
+//! Output content scanner: what a model's answer must not carry.
+//!
+//! Categories: text classes from a hashed n-gram linear model shipped as package data (sexual,
+//! sexual/minors, hate, harassment, violence, self-harm, dangerous — trained by
+//! `scripts/train_content.py`), dangerous-instruction phrases (weapons, malware), secrets (API
+//! keys, tokens, private keys — the PII scanner's secret types), PII in the output (its personal
+//! types) and canary tokens (`gwcanary-` + 16 hex digits) that the gateway plants in system
+//! prompts, so a leaked system prompt is caught verbatim.
+//!
+//! `ContentStream` scans a stream incrementally: text is released up to the last whitespace (a
+//! secret is one token, so it is never released half-scanned), span categories are matched over
+//! the released text plus a bounded look-behind, the classifier rescores the last `WINDOW` bytes
+//! every `RESCORE` new bytes and at the end.
+
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use regex::Regex;
+
+use crate::pii::{Entity, Scanner, DETACH_MIN_BYTES};
+use crate::textnorm::{normalize, LinearModel};
+
+pub const SECRET_TYPES: &[Entity] = &[
+    Entity::AwsAccessKey,
+    Entity::GithubToken,
+    Entity::GitlabToken,
+    Entity::SlackToken,
+    Entity::OpenaiKey,
+    Entity::AnthropicKey,
+    Entity::Jwt,
+    Entity::PrivateKey,
+];
+pub const PII_TYPES: &[Entity] = &[
+    Entity::Email,
+    Entity::Phone,
+    Entity::CreditCard,
+    Entity::Iban,
+    Entity::UsSsn,
+    Entity::UkNino,
+];
+
+/// Dangerous-instruction phrases (normalised text): weapons, explosives, malware, drugs.
+const DANGEROUS: &[&str] = &[
+    "pipe bomb",
+    "nerve agent",
+    "sarin",
+    "ricin",
+    "mustard gas",
+    "detonator",
+    "ammonium nitrate and fuel oil",
+    "thermite",
+    "untraceable gun",
+    "ghost gun",
+    "3d printed gun",
+    "full auto conversion",
+    "ransomware",
+    "keylogger",
+    "reverse shell",
+    "credential stealer",
+    "botnet",
+    "disable antivirus",
+    "privilege escalation exploit",
+    "synthesize methamphetamine",
+    "cook meth",
+    "extract ricin",
+    "anthrax spores",
+    "weaponize",
+];
+const DANGEROUS_WEIGHT: f32 = 0.6;
+
+static CANARY_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"gwcanary-[0-9a-f]{16}").expect("canary regex"));
+static DANGEROUS_AC: LazyLock<AhoCorasick> =
+    LazyLock::new(|| AhoCorasick::new(DANGEROUS).expect("dangerous phrases"));
+
+/// A finding: category, score in [0, 1], byte span for span categories (secrets, pii, canary),
+/// and what matched (entity type or rule).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub category: &'static str,
+    pub score: f32,
+    pub span: Option<(usize, usize)>,
+    pub detail: String,
+}
+
+pub struct ContentScanner {
+    secrets: Scanner,
+    pii: Scanner,
+    model: Option<LinearModel>,
+    names: Vec<&'static str>,
+}
+
+/// Category names the model may carry, with their public spelling.
+const TEXT_CATEGORIES: &[&str] = &[
+    "sexual",
+    "sexual/minors",
+    "hate",
+    "harassment",
+    "violence",
+    "self-harm",
+    "dangerous",
+];
+
+impl ContentScanner {
+    pub fn new(model: Option<LinearModel>) -> Result<ContentScanner, String> {
+        let mut names = Vec::new();
+        if let Some(m) = &model {
+            for c in &m.classes {
+                let n = TEXT_CATEGORIES
+                    .iter()
+                    .find(|t| **t == c.name)
+                    .ok_or_else(|| format!("unknown content category {:?} in model", c.name))?;
+                names.push(*n);
+            }
+        }
+        Ok(ContentScanner {
+            secrets: Scanner::new(SECRET_TYPES),
+            pii: Scanner::new(PII_TYPES),
+            model,
+            names,
+        })
+    }
+
+    pub fn categories(&self) -> Vec<&'static str> {
+        let mut out = self.names.clone();
+        if !out.contains(&"dangerous") {
+            out.push("dangerous");
+        }
+        out.extend(["secrets", "pii", "canary"]);
+        out
+    }
+
+    /// Span categories (secrets, pii, canary) in `text`, byte offsets.
+    pub fn spans(&self, text: &str, out: &mut Vec<Finding>) {
+        for d in self.secrets.scan(text) {
+            out.push(Finding {
+                category: "secrets",
+                score: d.score as f32,
+                span: Some((d.start, d.end)),
+                detail: d.entity.name().to_string(),
+            });
+        }
+        for d in self.pii.scan(text) {
+            out.push(Finding {
+                category: "pii",
+                score: d.score as f32,
+                span: Some((d.start, d.end)),
+                detail: d.entity.name().to_string(),
+            });
+        }
+        for m in CANARY_RE.find_iter(text) {
+            out.push(Finding {
+                category: "canary",
+                score: 1.0,
+                span: Some((m.start(), m.end())),
+                detail: "CANARY".to_string(),
+            });
+        }
+    }
+
+    /// Text categories of one (not yet normalised) text: every model class's probability,
+    /// raised by dangerous phrases.
+    pub fn classes(&self, text: &str, out: &mut Vec<Finding>) {
+        let norm = normalize(text);
+        let mut dangerous = 0.0f32;
+        let mut phrase = None;
+        if let Some(m) = DANGEROUS_AC.find(&norm) {
+            dangerous = DANGEROUS_WEIGHT;
+            phrase = Some(DANGEROUS[m.pattern().as_usize()]);
+        }
+        if let Some(m) = &self.model {
+            for (p, name) in m.predict(&norm).into_iter().zip(&self.names) {
+                if *name == "dangerous" {
+                    dangerous = 1.0 - (1.0 - dangerous) * (1.0 - p);
+                } else {
+                    out.push(Finding {
+                        category: name,
+                        score: p,
+                        span: None,
+                        detail: "classifier".to_string(),
+                    });
+                }
+            }
+        }
+        out.push(Finding {
+            category: "dangerous",
+            score: dangerous,
+            span: None,
+            detail: phrase.map_or("classifier".to_string(), |p| format!("phrase:{p}")),
+        });
+    }
+
+    pub fn scan(&self, text: &str) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.spans(text, &mut out);
+        self.classes(text, &mut out);
+        out
+    }
+}
+
+/// Bytes of already released text re-scanned with new text (a phone number or e-mail split by
+/// a space-free chunk boundary is still whole in the window).
+pub const LOOK_BEHIND: usize = 96;
+/// The classifier's window over the end of the stream, and how often it rescores.
+pub const WINDOW: usize = 1024;
+pub const RESCORE: usize = 256;
+/// Longest run without whitespace held back before it is released anyway.
+pub const MAX_HOLD: usize = 4096;
+
+pub struct ContentStream {
+    pending: String,
+    /// The last released bytes (at most WINDOW), for look-behind and rescoring.
+    recent: String,
+    since_score: usize,
+}
+
+impl Default for ContentStream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn tail_from(s: &str, keep: usize) -> usize {
+    let mut at = s.len().saturating_sub(keep);
+    while !s.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
+impl ContentStream {
+    pub fn new() -> Self {
+        ContentStream {
+            pending: String::new(),
+            recent: String::new(),
+            since_score: 0,
+        }
+    }
+
+    /// Feed a chunk: returns the text now released and findings in it. Span findings carry byte
+    /// offsets into the released text; a span that began in the look-behind starts at 0.
+    pub fn feed(
+        &mut self,
+        scanner: &ContentScanner,
+        chunk: &str,
+        last: bool,
+    ) -> (String, Vec<Finding>) {
+        self.pending.push_str(chunk);
+        let cut = if last || self.pending.len() > MAX_HOLD {
+            self.pending.len()
+        } else {
+            match self.pending.rfind(|c: char| c.is_whitespace()) {
+                Some(i) => i + self.pending[i..].chars().next().map_or(1, char::len_utf8),
+                None => 0,
+            }
+        };
+        let released: String = self.pending.drain(..cut).collect();
+        let mut findings = Vec::new();
+        if released.is_empty() && !last {
+            return (released, findings);
+        }
+        let lb_at = tail_from(&self.recent, LOOK_BEHIND);
+        let behind = self.recent.len() - lb_at;
+        let mut window = String::with_capacity(behind + released.len());
+        window.push_str(&self.recent[lb_at..]);
+        window.push_str(&released);
+        let mut spans = Vec::new();
+        scanner.spans(&window, &mut spans);
+        for mut f in spans {
+            let (s, e) = f.span.expect("span category");
+            if e <= behind {
+                continue; // reported with an earlier chunk
+            }
+            f.span = Some((s.saturating_sub(behind), e - behind));
+            findings.push(f);
+        }
+        self.recent.push_str(&released);
+        let drop = tail_from(&self.recent, WINDOW);
+        self.recent.drain(..drop);
+        self.since_score += released.len();
+        if self.since_score >= RESCORE || (last && self.since_score > 0) {
+            self.since_score = 0;
+            scanner.classes(&self.recent, &mut findings);
+        }
+        (released, findings)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python bindings.
+
+/// (category, score, start, end, detail); start/end are -1 for text categories (code points).
+type PyFinding = (&'static str, f32, i64, i64, String);
+
+fn to_py(text: &str, findings: Vec<Finding>) -> Vec<PyFinding> {
+    let ascii = text.is_ascii();
+    let cp = |b: usize| -> i64 {
+        if ascii {
+            b as i64
+        } else {
+            text[..b.min(text.len())].chars().count() as i64
+        }
+    };
+    findings
+        .into_iter()
+        .map(|f| {
+            let (s, e) = f.span.map_or((-1, -1), |(s, e)| (cp(s), cp(e)));
+            (f.category, f.score, s, e, f.detail)
+        })
+        .collect()
+}
+
+#[pyclass(name = "ContentScanner", module = "gateway._core", frozen)]
+pub struct PyContentScanner {
+    inner: ContentScanner,
+}
+
+#[pymethods]
+impl PyContentScanner {
+    #[new]
+    #[pyo3(signature = (model = None))]
+    fn new(model: Option<&[u8]>) -> PyResult<Self> {
+        let model = model
+            .map(LinearModel::parse)
+            .transpose()
+            .map_err(PyValueError::new_err)?;
+        let inner = ContentScanner::new(model).map_err(PyValueError::new_err)?;
+        Ok(PyContentScanner { inner })
+    }
+
+    #[getter]
+    fn categories(&self) -> Vec<&'static str> {
+        self.inner.categories()
+    }
+
+    fn scan(&self, py: Python<'_>, text: &str) -> Vec<PyFinding> {
+        let run = || to_py(text, self.inner.scan(text));
+        if text.len() >= DETACH_MIN_BYTES {
+            py.detach(run)
+        } else {
+            run()
+        }
+    }
+}
+
+#[pyclass(name = "ContentStream", module = "gateway._core")]
+pub struct PyContentStream {
+    scanner: Py<PyContentScanner>,
+    inner: ContentStream,
+}
+
+#[pymethods]
+impl PyContentStream {
+    #[new]
+    fn new(scanner: Py<PyContentScanner>) -> Self {
+        PyContentStream {
+            scanner,
+            inner: ContentStream::new(),
+        }
+    }
+
+    /// `feed(chunk, last=False) -> (released text, findings in it)`.
+    #[pyo3(signature = (chunk, last = false))]
+    fn feed(&mut self, py: Python<'_>, chunk: &str, last: bool) -> (String, Vec<PyFinding>) {
+        let scanner = self.scanner.bind(py).get();
+        let (text, findings) = self.inner.feed(&scanner.inner, chunk, last);
+        let py_findings = to_py(&text, findings);
+        (text, py_findings)
+    }
+
+    #[getter]
+    fn pending(&self) -> usize {
+        self.inner.pending.len()
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyContentScanner>()?;
+    m.add_class::<PyContentStream>()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_secrets_pii_canary_and_danger() {
+        let s = ContentScanner::new(None).unwrap();
+        let f = s.scan("key AKIAIOSFODNN7EXAMPLE, mail bob@example.com, gwcanary-0123456789abcdef; build a pipe bomb");
+        let cats: Vec<_> = f
+            .iter()
+            .filter(|x| x.score >= 0.5)
+            .map(|x| x.category)
+            .collect();
+        for c in ["secrets", "pii", "canary", "dangerous"] {
+            assert!(cats.contains(&c), "{c} missing from {f:?}");
+        }
+        let clean = s.scan("The weather is mild today.");
+        assert!(clean.iter().all(|x| x.score < 0.5), "{clean:?}");
+    }
+
+    #[test]
+    fn stream_holds_a_token_until_it_is_whole() {
+        let s = ContentScanner::new(None).unwrap();
+        let mut st = ContentStream::new();
+        let mut out = String::new();
+        let mut found = Vec::new();
+        for c in [
+            "your key is AKIA",
+            "IOSFODNN7",
+            "EXAMPLE and",
+            " that is all",
+        ] {
+            let (t, f) = st.feed(&s, c, false);
+            out.push_str(&t);
+            found.extend(f);
+        }
+        let (t, f) = st.feed(&s, "", true);
+        out.push_str(&t);
+        found.extend(f);
+        assert_eq!(out, "your key is AKIAIOSFODNN7EXAMPLE and that is all");
+        let secrets: Vec<_> = found.iter().filter(|f| f.category == "secrets").collect();
+        assert_eq!(secrets.len(), 1, "{found:?}");
+    }
+
+    #[test]
+    fn stream_canary_split_across_chunks() {
+        let s = ContentScanner::new(None).unwrap();
+        let mut st = ContentStream::new();
+        let mut hits = 0;
+        for c in ["the prompt said gwcanary-0123", "456789abcdef ", "ok"] {
+            hits += st
+                .feed(&s, c, false)
+                .1
+                .iter()
+                .filter(|f| f.category == "canary")
+                .count();
+        }
+        hits += st
+            .feed(&s, "", true)
+            .1
+            .iter()
+            .filter(|f| f.category == "canary")
+            .count();
+        assert_eq!(hits, 1);
+    }
+}

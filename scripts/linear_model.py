@@ -1,0 +1,73 @@
+"""Train and write the hashed n-gram linear models the Rust core loads (GWLM v1 files).
+
+Features come from the Rust core itself (`gateway._core.normalize` and `hash_features`), so
+training and serving see exactly the same numbers. Needs the `train` extra (scikit-learn).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+from gateway import _core
+
+
+def features(norms: Sequence[str], bits: int) -> csr_matrix:
+    """counts / sqrt(occurrences), as `LinearModel::predict` computes them."""
+    indptr, indices, data = [0], [], []
+    for norm in norms:
+        idx = _core.hash_features(norm, bits)
+        uniq, counts = np.unique(np.asarray(idx, dtype=np.int64), return_counts=True)
+        indices.extend(uniq.tolist())
+        data.extend((counts / math.sqrt(max(len(idx), 1))).tolist())
+        indptr.append(len(indices))
+    return csr_matrix((data, indices, indptr), shape=(len(norms), 1 << bits), dtype=np.float64)
+
+
+def fit(x: csr_matrix, y: np.ndarray, c: float, weights: np.ndarray | None = None) -> LogisticRegression:
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, solver="liblinear")
+    model.fit(x, y, sample_weight=weights)
+    return model
+
+
+def cv_scores(x: csr_matrix, y: np.ndarray, c: float, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Out-of-fold probabilities on the training split (for thresholds; never the test split)."""
+    out = np.zeros(len(y))
+    for tr, va in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        out[va] = fit(x[tr], y[tr], c).predict_proba(x[va])[:, 1]
+    return out
+
+
+def quantize(model: LogisticRegression) -> tuple[float, float, bytes]:
+    w = model.coef_[0]
+    scale = float(np.abs(w).max() / 127) or 1.0
+    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    return float(model.intercept_[0]), scale, q.tobytes()
+
+
+def write(path: Path, bits: int, classes: list[tuple[str, LogisticRegression]]) -> int:
+    """Write a gzip-compressed GWLM v1 file; returns its size in bytes."""
+    out = bytearray(b"GWLM" + struct.pack("<BBH", 1, bits, len(classes)))
+    for name, model in classes:
+        bias, scale, q = quantize(model)
+        raw = name.encode()
+        out += struct.pack("<B", len(raw)) + raw + struct.pack("<ff", bias, scale) + q
+    data = gzip.compress(bytes(out), mtime=0)
+    path.write_bytes(data)
+    return len(data)
+
+
+def threshold_at_fpr(benign_scores: Sequence[float], fpr: float) -> float:
+    """Smallest threshold whose false-positive rate on `benign_scores` is at most `fpr`
+    (a score >= threshold is flagged)."""
+    s = sorted(benign_scores, reverse=True)
+    allowed = math.floor(fpr * len(s))
+    return float(np.nextafter(s[allowed], 1.0)) if allowed < len(s) else 0.0

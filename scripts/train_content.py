@@ -1,0 +1,80 @@
+"""Train the output content classifier shipped in python/gateway/data/content.gwlm.gz.
+
+One logistic model per category over the same hashed n-gram features as the injection scanner.
+Third-party data only, train split only (benches/quality/compliance_data.py): the training half of
+openai-moderation's dev-840, RealToxicityPrompts samples by attribute, HarmBench and Do-Not-Answer
+(malicious uses as 'dangerous', hateful questions as 'hate'), and benign text (arena-hard prompts,
+news/paraphrase sentences, BIPIA e-mails) as negatives. A threshold per category is chosen on
+out-of-fold predictions of the training half (best F1) and written to content.json.
+
+Usage: .venv/bin/python scripts/train_content.py   (needs `pip install -e .[train]`)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "benches" / "quality"), str(ROOT / "scripts")]
+
+import compliance_data as cd  # noqa: E402
+import linear_model as lm  # noqa: E402
+
+from gateway import _core  # noqa: E402
+
+BITS = 17
+C = 4.0
+CATEGORIES = ["sexual", "sexual/minors", "hate", "harassment", "violence", "self-harm", "dangerous"]
+DATA = ROOT / "python" / "gateway" / "data"
+
+
+def best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    best = (0.5, 0.0)
+    for t in np.unique(scores):
+        pred = scores >= t
+        tp = float((pred & (y == 1)).sum())
+        if tp == 0:
+            continue
+        f1 = 2 * tp / (pred.sum() + y.sum())
+        if f1 > best[1]:
+            best = (float(t), f1)
+    return best
+
+
+def main() -> None:
+    if not cd.available():
+        sys.exit(f"corpora not found at {cd.CORPORA}")
+    mod = cd.moderation().train
+    items: list[tuple[str, set[str], bool]] = [(r["prompt"], cd.labels(r), True) for r in mod]
+    items += [(t, cats, False) for t, cats in cd.extra_content_train()]
+    benign = cd.benign_prompts().train + cd.bipia_emails("train")
+    benign += [t for t in cd.other_benign().train if len(t) > 40][:1500]
+    items += [(t, set(), False) for t in benign]
+    norms = [_core.normalize(t) for t, _, _ in items]
+    x = lm.features(norms, BITS)
+    is_mod = np.array([m for _, _, m in items])
+    models, meta = [], {"bits": BITS, "categories": {}}
+    for cat in CATEGORIES:
+        y = np.array([int(cat in cats) for _, cats, _ in items])
+        if y.sum() < 5:
+            print(f"{cat}: too few positives ({int(y.sum())}), skipped")
+            continue
+        oof = lm.cv_scores(x, y, C)
+        # Thresholds are picked on moderation rows only: they are what the filter sees in production
+        # (model outputs), while the extra sets are prompts.
+        sel = is_mod if y[is_mod].sum() >= 5 else np.ones_like(is_mod)
+        t, f1 = best_f1_threshold(oof[sel], y[sel])
+        models.append((cat, lm.fit(x, y, C)))
+        meta["categories"][cat] = {"positives": int(y.sum()), "threshold": round(t, 4), "cv_f1": round(f1, 3)}
+        print(f"{cat}: {int(y.sum())} positives, CV threshold {t:.3f}, CV F1 {f1:.3f}")
+    size = lm.write(DATA / "content.gwlm.gz", BITS, models)
+    (DATA / "content.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {DATA / 'content.gwlm.gz'} ({size / 1024:.0f} KiB) and content.json")
+
+
+if __name__ == "__main__":
+    main()
