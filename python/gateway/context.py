@@ -162,6 +162,7 @@ class RequestContext:
         "groups",
         "headers",
         "model",
+        "pii_override",
         "principal",
         "provider",
         "region",
@@ -236,6 +237,8 @@ class RequestContext:
         self.token_counts: dict[tuple[str, bool], int] = {}  # prompt tokens per (encoding, exact), once
         self.scopes: list[Scope] | None = None  # who the request is, as budget/limit scopes (``scopes_of``)
         self.accept: Acceptance | None = None  # what answers the router may pass on (set by a stage)
+        # (profile name, PiiConfig): the PII policy of the request's compliance profile (compliance → pii stage)
+        self.pii_override: tuple[str, Any] | None = None
         self.scratch: dict[str, Any] = {}  # state private to one stage (e.g. the PII vault); see module doc
 
     # ------------------------------------------------------------ moving between model groups

@@ -54,14 +54,6 @@ def _header(d: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _reroute(ctx: RequestContext, group: str, reason: str) -> None:
-    reroute = getattr(ctx, "reroute", None)
-    if reroute is not None:
-        reroute(group, reason)
-    else:
-        ctx.scratch["group"] = group
-
-
 class ComplianceStage(Stage):
     name = "compliance"
 
@@ -72,13 +64,13 @@ class ComplianceStage(Stage):
 
     # ------------------------------------------------------------ before the call
 
-    async def pre(self, ctx: RequestContext, req: ChatRequest) -> None:
+    async def pre(self, ctx: RequestContext, req: ChatRequest) -> ChatResponse | None:
         if self.policies is not None:
             await self.policies.refresh()  # at most once a second per worker
-        group = ctx.scratch.get("group") or ctx.model
+        group = ctx.group or ctx.model
         profile, via = self.profiles.resolve(ctx, group)
         if profile is None:
-            return
+            return None
         d: dict[str, Any] = {"profile": profile.name, "via": via}
         if profile.shadow:
             d["shadow"] = True
@@ -91,11 +83,12 @@ class ComplianceStage(Stage):
         finally:
             ctx.response_headers["x-gateway-compliance"] = _header(d)
         if profile.pii is not None:
-            ctx.scratch["compliance_pii"] = (profile.name, profile.pii)
+            ctx.pii_override = (profile.name, profile.pii)
         if profile.canary:
             token = output.new_canary()
             _plant(req, token)
             d["canary"] = True
+        return None
 
     def _limits(self, ctx: RequestContext, req: ChatRequest, p: Resolved, group: str | None, d: dict) -> None:
         if p.allowed_groups is not None and group not in p.allowed_groups:
@@ -147,7 +140,15 @@ class ComplianceStage(Stage):
                 details={"review_id": review, "rules": hit["rules"], "score": hit["score"]},
             )
         if hit["action"] == "restrict" and p.restrict_to:
-            _reroute(ctx, p.restrict_to, f"compliance:{hit['kind']}_injection")
+            if not ctx.reroute(p.restrict_to, f"compliance: {hit['kind']} injection"):
+                # the caller may not use the restricted group: nothing safe is left to route to
+                d["action_taken"] = "reject"
+                raise GatewayError(
+                    "prompt_injection",
+                    f"The request was rejected as a prompt injection ({hit['kind']}, score {hit['score']}; rules: "
+                    f"{rules}); the restricted model group is not available to this key.",
+                    details={"rules": hit["rules"], "score": hit["score"], "kind": hit["kind"]},
+                )
             d["rerouted_to"] = p.restrict_to
             prof = self.profiles.for_group(p.restrict_to)
             if prof is not None:  # the restricted group's own profile filters the answer

@@ -165,7 +165,7 @@ class PiiStage(Stage):
         self.state = state
 
     def policy_for(self, ctx: RequestContext) -> Policy | None:
-        chosen = ctx.scratch.get("compliance_pii")  # (profile name, PiiConfig) from the compliance profile
+        chosen = ctx.pii_override  # (profile name, PiiConfig) from the request's compliance profile
         if chosen is not None:
             name, cfg = chosen
             hit = self.compliance.get(name)
