@@ -10,8 +10,9 @@ Three gateways (2 workers each) in front of one zero-latency simulator, identica
   process.
 
 Each round drives every gateway in turn with ``oha`` (closed loop, c=1 for p50/p99 and c=64 for the max
-req/s), and the rounds interleave the three so machine noise hits all of them alike; medians over the rounds
-are reported with the added latency against ``off``. The metrics endpoint is scraped once a second during the
+req/s; ``--client wrk`` uses Debian's ``wrk`` for timed runs instead), and the rounds interleave the three so
+machine noise hits all of them alike; medians over the rounds are reported with the added latency against
+``off``. The metrics endpoint is scraped once a second during the
 run, as Prometheus would.
 """
 
@@ -55,13 +56,52 @@ class Sink(http.server.BaseHTTPRequestHandler):
         pass
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer %s"
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status
+    + summary.errors.timeout
+  io.write(string.format('WRK {"n": %%d, "errors": %%d, "secs": %%f, "p50": %%f, "p99": %%f}\\n',
+    summary.requests, errors, summary.duration / 1e6, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk(url: str, body: bytes, conc: int, seconds: float) -> dict[str, Any]:
+    """A timed closed-loop run with wrk (latencies in microseconds from its Lua summary)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT % (body.decode(), KEY))
+        script = f.name
+    out = subprocess.run(
+        ["wrk", "-t", "1" if conc == 1 else "2", "-c", str(conc), "-d", f"{round(seconds)}s", "-s", script, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script)
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRK "))
+    d = json.loads(line[4:])
+    return {
+        "n": d["n"],
+        "ok": d["n"] - d["errors"],
+        "errors": {"wrk": d["errors"]} if d["errors"] else {},
+        "rps": d["n"] / d["secs"],
+        "p50_ms": d["p50"] / 1000,
+        "p99_ms": d["p99"] / 1000,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--client", choices=["oha", "wrk"], default="oha")
     ap.add_argument("--out", default="bench-results/observability.json")
     args = ap.parse_args()
-    exe = ensure_oha()
+    exe = ensure_oha() if args.client == "oha" else "wrk"
     n1, n64 = (600, 4000) if args.quick else (3000, 20000)
     sink_port = free_port()
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", sink_port), Sink)
@@ -124,16 +164,23 @@ def main() -> int:
         threading.Thread(target=scrape, daemon=True).start()
         body = json.dumps(BODY).encode()
         headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
+
+        def load(url: str, conc: int, n: int) -> dict[str, Any]:
+            if args.client == "wrk":  # a timed run about as long as n requests take
+                return wrk(url, body, conc, max(3.0, n / (600 if conc == 1 else 3000)))
+            return oha(exe, url, body, headers, conc=conc, n=n)
+
         for url in urls.values():  # warm up: pools, imports, first records
-            oha(exe, url + "/v1/chat/completions", body, headers, conc=4, n=500)
+            load(url + "/v1/chat/completions", 4, 500)
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {n: {"c1": [], "c64": []} for n in urls}
         for r in range(args.rounds):
             order = list(urls) if r % 2 == 0 else list(reversed(urls))
             for name in order:
                 url = urls[name] + "/v1/chat/completions"
-                runs[name]["c1"].append(oha(exe, url, body, headers, conc=1, n=n1))
-                runs[name]["c64"].append(oha(exe, url, body, headers, conc=64, n=n64))
+                runs[name]["c1"].append(load(url, 1, n1))
+                runs[name]["c64"].append(load(url, 64, n64))
         result = summarise(runs, n1, n64, args.rounds)
+        result["client"] = args.client
         result["otlp_batches_received"] = Sink.received
         out = ROOT / args.out
         out.parent.mkdir(parents=True, exist_ok=True)
