@@ -76,7 +76,18 @@ def wrk(url: str, body: bytes, conc: int, seconds: float) -> dict[str, Any]:
         f.write(WRK_SCRIPT % (body.decode(), KEY))
         script = f.name
     out = subprocess.run(
-        ["wrk", "-t", "1" if conc == 1 else "2", "-c", str(conc), "-d", f"{round(seconds)}s", "-s", script, url],
+        [
+            "wrk",
+            "-t",
+            "1" if conc == 1 else "2",
+            "-c",
+            str(conc),
+            "-d",
+            f"{round(seconds)}s",
+            "-s",
+            script,
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
