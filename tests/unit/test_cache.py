@@ -144,6 +144,10 @@ def test_pooled_threshold_meets_delta_on_its_own_evidence():
     assert 0.8 < t5 <= t2 <= 1.0
     assert p.threshold(0.001) > 1  # 2,000 pairs cannot show an error rate below 0.1%: never serve
     assert Pooled().threshold(0.02) > 1  # no evidence: never serve
+    high = Pooled()
+    for i in range(500):
+        high.add(0.95 + (i % 10) / 200, correct=True)
+    assert high.threshold(0.05) == pytest.approx(0.95)  # never below the lowest similarity with evidence
 
 
 def test_an_entry_wrong_at_s_is_never_served_at_or_below_s():

@@ -81,7 +81,8 @@ class Pooled:
         for b in range(NBINS - 1, -1, -1):
             n += self.total[b]
             k += self.wrong[b]
-            if n >= MIN_EVIDENCE and wilson_upper(k, n) <= delta:
+            # only where there is evidence: below the lowest observed similarity nothing is known
+            if self.total[b] and n >= MIN_EVIDENCE and wilson_upper(k, n) <= delta:
                 best = b * BIN
         self._memo[delta] = best
         return best
