@@ -91,11 +91,19 @@ class Pooled:
         return orjson.dumps({"bin": BIN, "total": self.total, "wrong": self.wrong})
 
     @classmethod
-    def shipped(cls) -> Pooled:
+    def shipped(cls, path: str | None = None) -> Pooled:
+        """From ``path``, else the calibration shipped with the package."""
         try:
-            data = orjson.loads(resources.files("gateway.cache").joinpath("calibration.json").read_bytes())
+            if path is not None:
+                with open(path, "rb") as f:
+                    raw = f.read()
+            else:
+                raw = resources.files("gateway.cache").joinpath("calibration.json").read_bytes()
         except FileNotFoundError:
+            if path is not None:
+                raise
             return cls()
+        data = orjson.loads(raw)
         return cls(data["total"], data["wrong"])
 
 

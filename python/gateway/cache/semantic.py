@@ -96,7 +96,7 @@ class SemanticCache:
         self.embedder = embed.shared()  # loads the model now, at worker start, not on the first request
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="cache-embed")
         self.indexes: dict[tuple[str, str], Index] = {}
-        self.pooled = Pooled.shipped()
+        self.pooled = Pooled.shipped(cfg.calibration)
         self.redis = redis
         self.p = f"{prefix}:cache:s"
         self.ttl_ms = int(ttl_s * 1000)
