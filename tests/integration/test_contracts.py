@@ -28,7 +28,9 @@ def contract_config(
 ) -> dict[str, Any]:
     cfg = base_config(sim_url, db)
     cfg["server"]["workers"] = 2
-    cfg["state"] = {"redis_url": redis_url, **state}
+    # These tests check what shared state guarantees while Redis answers; a busy test box must not turn a slow
+    # answer into a fail-open decision, so Redis gets a generous deadline unless a test sets its own.
+    cfg["state"] = {"redis_url": redis_url, "socket_timeout_s": 2.0, **state}
     cfg["models"]["metered"] = {
         "deployments": [
             {
@@ -158,7 +160,10 @@ def test_redis_killed_mid_load_and_restarted(simulator, start_gateway, tmp_path,
     url = f"redis://127.0.0.1:{port}/0"
     stages = {"limits": {"enabled": True, "per_tenant": {"rpm": 1_000_000}}}
     gw = start_gateway(
-        contract_config(simulator.url, tmp_path / "g.db", url, stages, on_redis_failure=policy), workers=2
+        contract_config(
+            simulator.url, tmp_path / "g.db", url, stages, on_redis_failure=policy, socket_timeout_s=0.25
+        ),
+        workers=2,
     )
     client = gw.openai(KEY_A, timeout=10)  # a hung request would fail this test with a timeout
     phases: dict[str, list[tuple[int, Any]]] = {}
