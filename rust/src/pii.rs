@@ -512,11 +512,16 @@ fn valid_card(text: &str, s: usize, e: usize) -> Option<Hit> {
     // by a valid 12-digit prefix. Only a run longer than any card (a card followed by a CVV or a
     // year in the same spacing) backs off whole trailing groups.
     let total = digits_of(text, s, e).len();
-    let lowest = if total > 19 {
-        0
+    // A trailing group that breaks the grouping (a CVV or a year after 4-4-4-4) may be backed off too.
+    let len = |g: &(usize, usize)| g.1 - g.0;
+    let mut lowest = groups.len().saturating_sub(1);
+    if total > 19 {
+        lowest = 0;
     } else {
-        groups.len().saturating_sub(1)
-    };
+        while lowest > 0 && len(&groups[lowest]) != len(&groups[0]) {
+            lowest -= 1;
+        }
+    }
     for last in (lowest..groups.len()).rev() {
         let end = groups[last].1;
         let d = digits_of(text, s, end);

@@ -95,6 +95,38 @@ def test_context_words_gate_ambiguous_numbers_and_raise_scores():
     assert with_ctx > plain
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 5000 0000 0009 0001",  # 16 digits failing Luhn; its first 12 digits pass
+        "card 6011000000040001",
+        "card 6759 0000 0000 0001",
+        "order 612345678901 shipped",  # a 12-digit order id starting with 6
+    ],
+)
+def test_a_number_is_a_card_as_a_whole_token_or_not_at_all(text):
+    assert [t for t, *_ in SCANNER.scan(text) if t == "CREDIT_CARD"] == []
+
+
+def test_a_valid_card_followed_by_a_cvv_in_the_same_spacing_is_still_found():
+    text = "card 4111 1111 1111 1111 123"
+    assert [(t, text[s:e]) for t, s, e, _ in SCANNER.scan(text) if t == "CREDIT_CARD"] == [
+        ("CREDIT_CARD", "4111 1111 1111 1111")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "phone"),
+    [
+        ("Call me at (05492) 773235 tomorrow", "(05492) 773235"),  # German area code in parentheses
+        ("I called from 4930123456 yesterday", "4930123456"),  # an unbroken run after "called from"
+        ("Ring 0049 5492 773235", "0049 5492 773235"),  # international prefix 00
+    ],
+)
+def test_phone_formats(text, phone):
+    assert ("PHONE_NUMBER", phone) in [(t, text[s:e]) for t, s, e, _ in SCANNER.scan(text)]
+
+
 def test_only_selected_entities():
     scanner = PiiScanner(["US_SSN"])
     assert [t for t, *_ in scanner.scan("a@b.io 123-45-6788")] == ["US_SSN"]
