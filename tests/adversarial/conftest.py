@@ -24,9 +24,11 @@ def misbehaving() -> Iterator[Upstream]:
     port = free_port()
     proc = subprocess.Popen([PY, "-m", "tests.adversarial.misbehaving", "--port", str(port)], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/healthz", proc)
-    yield Upstream(url, proc)
-    stop(proc)
+    try:
+        wait_http(url + "/healthz", proc, timeout_s=180)  # it builds its gzip bomb first
+        yield Upstream(url, proc)
+    finally:
+        stop(proc)
 
 
 def workers(pid: int) -> list[int]:

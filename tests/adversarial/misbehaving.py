@@ -24,7 +24,7 @@ import orjson
 from aiohttp import web
 
 GIANT_MB = 256
-BOMB_MB = 1024
+BOMB_MB = 256
 DRIP_S = 0.2
 EMBED_N = 2000
 RETRY_AFTER = {
@@ -53,7 +53,7 @@ ANSWER = orjson.dumps(
 
 
 def gzip_bomb(mb: int) -> bytes:
-    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
     block = b"\x00" * (1024 * 1024)
     return b"".join(z.compress(block) for _ in range(mb)) + z.flush()
 

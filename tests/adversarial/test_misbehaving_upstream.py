@@ -44,9 +44,12 @@ def config(upstream: str, sim_url: str, db: Any) -> dict[str, Any]:
     return cfg
 
 
-@pytest.fixture(scope="module")
-def hostile_gw(misbehaving, simulator, start_gateway, tmp_path_factory):
-    return start_gateway(config(misbehaving.url, simulator.url, tmp_path_factory.mktemp("h") / "g.db"))
+@pytest.fixture(scope="module", params=["reqwest", "aiohttp"])
+def hostile_gw(request, misbehaving, simulator, start_gateway, tmp_path_factory):
+    """The gateway in front of the misbehaving upstream, with each of its HTTP clients."""
+    cfg = config(misbehaving.url, simulator.url, tmp_path_factory.mktemp("h") / "g.db")
+    cfg["server"]["http_client"] = request.param
+    return start_gateway(cfg)
 
 
 def call(gw: Any, path: str, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str], float]:
