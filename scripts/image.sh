@@ -3,6 +3,8 @@
 # podman from Debian, a Debian base image made locally with mmdebstrap (kept between builds), and the wheel
 # built on the host by maturin (release profile). The Dockerfile stays the ordinary one (BASE / WHEELS args).
 #   scripts/image.sh [TAG]      default localhost/ai-gateway:latest; prints the image size
+#   GATEWAY_PROFILE=fast ...    the Rust core's fast cargo profile instead of release (the container test: it
+#                               reuses what `make test-setup` built)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tag=${1:-localhost/ai-gateway:latest}
@@ -45,9 +47,10 @@ fi
 
 # The wheel, on the host (the Rust toolchain is not reachable from inside a build here).
 [[ -x .venv/bin/maturin ]] || bash scripts/setup.sh
-echo "image: building the wheel (maturin build --release; log in .venv/maturin-image.log)"
+profile=${GATEWAY_PROFILE:-release}
+echo "image: building the wheel (maturin build --profile $profile; log in .venv/maturin-image.log)"
 rm -f dist/ai_gateway-*.whl
-if ! .venv/bin/maturin build --release --out dist > .venv/maturin-image.log 2>&1; then
+if ! .venv/bin/maturin build --profile "$profile" --out dist > .venv/maturin-image.log 2>&1; then
   cat .venv/maturin-image.log >&2
   exit 1
 fi

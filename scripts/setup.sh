@@ -17,6 +17,7 @@ if [[ $want_test -eq 1 ]]; then
   command -v prometheus >/dev/null || apt_need+=(prometheus)
   command -v chromium >/dev/null || apt_need+=(chromium)
   command -v chromedriver >/dev/null || apt_need+=(chromium-driver)
+  command -v haproxy >/dev/null || apt_need+=(haproxy)  # the rolling-restart test puts it in front of two gateways
 fi
 if ((${#apt_need[@]})); then
   echo "setup: installing ${apt_need[*]} from Debian's packages"

@@ -225,7 +225,10 @@ class App:
 
     async def _finish(self, gw: Gateway) -> None:
         deadline = time.monotonic() + gw.cfg.server.drain_timeout_s
-        while self.in_flight and time.monotonic() < deadline:
+        # requests read just before the stop may reach this loop a moment later: wait for 1 s of quiet
+        quiet = 0
+        while quiet < 50 and time.monotonic() < deadline:
+            quiet = quiet + 1 if not self.in_flight else 0
             await asyncio.sleep(0.02)
         if self.in_flight:
             log.warning("%d requests still in flight after drain_timeout_s; closing", self.in_flight)

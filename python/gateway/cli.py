@@ -18,6 +18,7 @@ from gateway.store.sqlite import SqliteStore
 
 DEMO_KEY = "gw-demo-key-change-me"
 TRIAL_KEY = "gw-trial-key-change-me"
+DASHBOARD_KEY = "gw-dashboard-key-change-me"
 
 
 def serve(config: str, host: str | None, port: int | None, workers: int | None) -> int:
@@ -72,7 +73,8 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> boo
 DEMO_TEXT = """
 Gateway ready on {base}  (simulator on {sim}: OpenAI, Anthropic and Gemini wire formats; records in .gateway/)
 Keys: {key} (tenant demo)   {trial} (tenant trial, budget $0.01 a day)
-On: PII masking, rate limits, a tenant budget, failover from OpenAI to Anthropic (examples/demo.yaml)
+On: PII masking, rate limits, a tenant budget, failover from OpenAI to Anthropic, the answers cache
+(examples/demo.yaml). Dashboard: {base}/dashboard  (sign in with {dashboard})
 
 1. PII masking: the provider sees placeholders, you get your own text back
 
@@ -119,6 +121,7 @@ def demo(config: str, port: int, sim_port: int, sim_profile: str) -> int:
             sim=f"http://127.0.0.1:{sim_port}",
             key=env["GATEWAY_DEMO_KEY"],
             trial=env["GATEWAY_TRIAL_KEY"],
+            dashboard=env.get("GATEWAY_DASHBOARD_KEY", DASHBOARD_KEY),
         )
         print(text, flush=True)
         while sim.poll() is None and gw.poll() is None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import threading
@@ -100,8 +99,9 @@ class GatewayServer(MPServer):
     """Granian's multi-process server with the gateway's reload and drain."""
 
     def __init__(self, config_path: str, text: str, cfg: Config, **kwargs: Any) -> None:
-        # a worker gets drain_timeout_s for what it has in flight, then a few seconds to flush and close
-        kwargs.setdefault("workers_kill_timeout", math.ceil(cfg.server.drain_timeout_s) + 5)
+        # A worker enforces drain_timeout_s itself and then exits. Granian's kill timeout is not used: its join
+        # can return while a worker is still exiting, and the kill that follows would cut what it still serves.
+        kwargs.setdefault("workers_kill_timeout", None)
         super().__init__("gateway.app:app", **kwargs)
         self.config_path = config_path
         self.drain_grace_s = cfg.server.drain_grace_s

@@ -36,7 +36,11 @@ def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def image() -> str:
     t0 = time.monotonic()
-    out = subprocess.run(["bash", "scripts/image.sh", IMAGE], cwd=ROOT, capture_output=True, text=True)
+    # the fast cargo profile `make test-setup` already built (make image builds the release profile)
+    env = {**os.environ, "GATEWAY_PROFILE": "fast"}
+    out = subprocess.run(
+        ["bash", "scripts/image.sh", IMAGE], cwd=ROOT, capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     print(f"\n{out.stdout.strip()}\nimage build wall time: {time.monotonic() - t0:.0f} s")
     return IMAGE

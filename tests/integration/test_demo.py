@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 
 from tests.conftest import PY, ROOT, free_port
 
@@ -56,6 +57,13 @@ def test_demo_ready_text_and_its_three_commands(tmp_path) -> None:
             subprocess.run(["bash", "-c", c], capture_output=True, text=True, timeout=60).stdout
             for c in (masking, failover, budget)
         ]
+        dash = re.search(r"Dashboard: (\S+)\s+\(sign in with (\S+)\)", text)
+        assert dash is not None
+        page = urllib.request.Request(dash.group(1))
+        data = urllib.request.Request(
+            dash.group(1) + "/api/summary?range=15m", headers={"authorization": f"Bearer {dash.group(2)}"}
+        )
+        dash_status = [urllib.request.urlopen(r, timeout=30).status for r in (page, data)]
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
@@ -74,4 +82,6 @@ def test_demo_ready_text_and_its_three_commands(tmp_path) -> None:
     # 3. refused before the call, with what the budget is and what the request would cost
     assert '"code":"budget_exceeded"' in outs[2].replace(" ", ""), outs[2]
     assert "trial" in outs[2]
+    # the dashboard the ready text points at: the page, and its data with the key the text names
+    assert dash_status == [200, 200]
     assert code == 0
