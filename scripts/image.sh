@@ -23,7 +23,8 @@ if ((${#need[@]})); then
 fi
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/scripts/containers.conf}
 
-# one build at a time on this machine (parallel test runs share podman's storage)
+# one base build and one podman build at a time on this machine (parallel test runs share podman's storage);
+# the wheel is built outside the lock (each checkout has its own target directory)
 exec 9>"${TMPDIR:-/tmp}/ai-gateway-image.lock"
 flock 9
 
@@ -45,6 +46,8 @@ if ! podman image exists "$base"; then
   podman import --quiet "$tmp/rootfs.tar" "$base" >/dev/null
 fi
 
+flock -u 9
+
 # The wheel, on the host (the Rust toolchain is not reachable from inside a build here).
 [[ -x .venv/bin/maturin ]] || bash scripts/setup.sh
 profile=${GATEWAY_PROFILE:-release}
@@ -62,6 +65,7 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null && [[ -f /etc/
   ca=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/host-ca.crt:ro --build-arg PIP_CERT=/etc/ssl/host-ca.crt)
 fi
 
+flock 9
 echo "image: podman build -t $tag (base $base)"
 podman build --quiet --format docker --network=host "${ca[@]}" \
   --build-arg BASE="$base" --build-arg WHEELS=dist -t "$tag" . >/dev/null

@@ -9,7 +9,7 @@ and the running workers keep serving the config they have.
 Drain (``SIGTERM`` / ``SIGINT``): the workers answer ``/readyz`` with 503 at once and keep accepting for
 ``server.drain_grace_s`` (load balancers take the replica out meanwhile); then they stop accepting, finish the
 requests and streams in flight (up to ``server.drain_timeout_s``), flush their records and settle budgets, and the
-process exits 0. A second signal stops at once.
+process exits 0. A second signal skips what is left of the grace period.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ log = logging.getLogger("gateway")
 
 CONFIG_TEXT_ENV = "GATEWAY_CONFIG_TEXT"  # the validated config text every worker builds from
 DRAIN_SIGNAL = signal.SIGUSR1  # main process → workers: report not ready, a shutdown is coming
-RETIRE_SIGNAL = (
-    signal.SIGUSR2
-)  # main process → workers: a replacement is coming, stop keeping connections open
+# main process → workers: a replacement is coming, stop keeping connections open
+RETIRE_SIGNAL = signal.SIGUSR2
 _CLOSE = ("connection", "close")
 
 
@@ -115,7 +114,7 @@ class GatewayServer(MPServer):
                 os.kill(wrk.inner.pid, sig)
 
     def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
-        if self.draining:  # a second signal: stop now
+        if self.draining:  # a second signal: no more grace
             super().signal_handler_interrupt()
             return
         self.draining = True

@@ -7,6 +7,7 @@ exits 0 on SIGTERM. Config once from the environment (the image's default config
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -23,7 +24,8 @@ from tests.conftest import KEY_A, ROOT, Sim, free_port
 
 pytestmark = pytest.mark.container
 
-IMAGE = "localhost/ai-gateway:test"
+# one tag per checkout: test runs of several checkouts on one machine never run each other's image
+IMAGE = "localhost/ai-gateway:test-" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:10]
 PROVIDER_KEY = "sk-sim-provider-secret-7f3a9c"  # must never leave the gateway
 
 
