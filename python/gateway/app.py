@@ -84,8 +84,6 @@ class Gateway:
         await self.http.close()
         await self.state.close()
 
-    # ------------------------------------------------------------ edge helpers
-
     async def read_body(self, rsgi_scope: RsgiScope, proto: HTTPProtocol) -> bytes:
         return await read_body(rsgi_scope, proto, self.max_body, self.cfg.server.body_read_timeout_s)
 
