@@ -2,8 +2,8 @@
 
 What maps: ``model_list`` (entries with one ``model_name`` become one model group, each entry a deployment;
 ``litellm_params.model``'s provider prefix picks the adapter, OpenAI-compatible hosts get their base URL),
-keys, bases and versions (``os.environ/X`` → ``${X}``), ``rpm``/``tpm``, timeouts, per-token prices, regions and
-tags; ``router_settings`` / ``litellm_settings`` routing strategy, retries, timeouts, fallbacks (plain, context
+keys, bases and versions (``os.environ/X`` → ``${X}``), ``rpm``/``tpm``, timeouts, per-token prices and regions;
+``router_settings`` / ``litellm_settings`` routing strategy, retries, timeouts, fallbacks (plain, context
 window, content policy), cooldowns and Redis; ``general_settings.master_key`` (the admin key, and a gateway key
 so existing clients keep working); ``max_budget`` / ``budget_duration`` (a budget per tenant). Everything else is
 listed, by path, as not converted: the caller decides what it means for them.
@@ -123,8 +123,8 @@ def _deployment(
     region = params.get("region_name") or params.get("aws_region_name") or params.get("vertex_location")
     if region:
         dep["region"] = str(_env(region))
-    if params.get("tags"):
-        dep["tags"] = [str(t) for t in params["tags"]]
+    if params.get("tags"):  # tag-based routing has no per-deployment equivalent here
+        out.skip(f"{path}.litellm_params.tags", "route by tag with a model group per tag instead")
     price = {}
     for src, dst in (("input_cost_per_token", "input"), ("output_cost_per_token", "output")):
         if params.get(src) is not None:
