@@ -121,10 +121,9 @@ def cgw(simulator, start_gateway, tmp_path_factory):
         if p == "bedrock":
             dep["aws"] = {"access_key_id": "AKIDSPEC", "secret_access_key": "spec-secret"}
         cfg["models"][p] = {"deployments": [dep]}
-        cfg["models"][f"{p}-429"] = {
-            "max_attempts": 1,
-            "deployments": [{**dep, "id": f"{p}-429", "model": f"spec-{p}-429"}],
-        }
+        # one 429 group per dialect under test: a 429 cools its deployment down for the rest of the module
+        for g in (f"{p}-429", f"{p}-429-responses"):
+            cfg["models"][g] = {"max_attempts": 1, "deployments": [{**dep, "id": g, "model": f"spec-{g}"}]}
         cfg["models"][f"{p}-drop"] = {
             "max_attempts": 1,
             "deployments": [{**dep, "id": f"{p}-drop", "model": f"spec-{p}-drop"}],
@@ -343,7 +342,7 @@ def test_response_stream_events(cgw, provider, tools):
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_response_errors(cgw, provider):
     status, raw = post(
-        cgw.base_url + "/responses", {"model": f"{provider}-429", "input": "x [[sim:fail=429]]"}
+        cgw.base_url + "/responses", {"model": f"{provider}-429-responses", "input": "x [[sim:fail=429]]"}
     )
     assert status == 429
     check("ErrorResponse", json.loads(raw))
