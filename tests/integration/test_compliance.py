@@ -156,8 +156,9 @@ def test_injection_inside_an_openai_tool_message_is_caught(cgw):
 
 
 def test_quarantine_holds_the_request_for_review(cgw):
+    personal = " Reply to jane.doe@example.com or call +1 415 555 0134; my key is " + SECRET
     with pytest.raises(openai.PermissionDeniedError) as e:
-        chat(cgw.openai(KEY_Q), JAILBREAK)
+        chat(cgw.openai(KEY_Q), JAILBREAK + personal)
     body = e.value.body
     assert body["code"] == "quarantined"
     review = body["message"].rsplit("Review id ", 1)[1].rstrip(".")
@@ -165,7 +166,15 @@ def test_quarantine_holds_the_request_for_review(cgw):
     assert status == 200
     item = next(h for h in held["data"] if h["review_id"] == review)
     assert item["status"] == "held" and item["decision"]["action"] == "quarantine"
-    assert item["body"]["messages"][0]["content"] == JAILBREAK  # kept for the reviewer, not for the caller
+    held_text = item["body"]["messages"][0]["content"]
+    assert held_text.startswith(JAILBREAK)  # the instructions are kept for the reviewer, not for the caller
+    # ... but the personal data and secrets are masked before they are stored
+    assert "<EMAIL_ADDRESS_1>" in held_text and "<PHONE_NUMBER_1>" in held_text
+    assert "<AWS_ACCESS_KEY_1>" in held_text
+    dump = json.dumps(held)
+    for value in ("jane.doe@example.com", "555 0134", SECRET):
+        assert value not in dump
+    assert item["body"]["model"] == "gpt-4o"
     rec = cgw.record(e.value.response.headers["x-gateway-request-id"])
     assert rec["flags"]["compliance"]["review_id"] == review
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import msgspec
-
-from gateway.compliance import injection, output
+from gateway.compliance import injection, output, quarantine
 from gateway.compliance.profiles import Profiles, Resolved
 from gateway.config import ComplianceConfig
 from gateway.context import RequestContext
@@ -129,7 +127,7 @@ class ComplianceStage(Stage):
             d["review_id"] = review
             if self.store is not None:
                 p_ = ctx.principal
-                body = msgspec.to_builtins(req)
+                body = quarantine.masked_body(req)  # the reviewer sees the instructions, not the PII
                 self.store.put_quarantine(
                     review, ctx.request_id, p_.key_id if p_ else None, p_.tenant if p_ else None, hit, body
                 )

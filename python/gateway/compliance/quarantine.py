@@ -1,0 +1,57 @@
+"""What a quarantined request leaves in the review store: its body with personal data and secrets masked.
+
+The compliance stage runs before the PII stage (the profile chooses the PII policy), so the request it holds for
+review is still the caller's raw text. Reviewers need the instructions that tripped the filter, not the caller's
+e-mail addresses, card numbers or API keys: every string in the body is masked with every type the PII scanner
+knows (``<EMAIL_ADDRESS_1>``, ``<AWS_ACCESS_KEY_1>``), whatever the request's own PII policy, and the mapping
+back to the values is never stored.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+
+from gateway import _core
+from gateway.types import ChatRequest
+
+
+@functools.cache
+def _scanner() -> _core.PiiScanner:
+    return _core.PiiScanner(None)  # all types, secrets included
+
+
+def _strings(node: Any, out: list[str]) -> None:
+    if isinstance(node, str):
+        out.append(node)
+    elif isinstance(node, dict):
+        for v in node.values():
+            _strings(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            _strings(v, out)
+
+
+def _put(node: Any, it: Any) -> Any:
+    if isinstance(node, str):
+        return next(it)
+    if isinstance(node, dict):
+        return {k: _put(v, it) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_put(v, it) for v in node]
+    return node
+
+
+def masked_body(req: ChatRequest) -> dict[str, Any]:
+    """The request as plain data with every detected PII value and secret replaced by its placeholder."""
+    body: dict[str, Any] = msgspec.to_builtins(req)
+    model = body.get("model")
+    texts: list[str] = []
+    _strings(body, texts)
+    masked, _mapping, _counts = _scanner().mask(texts, {}, None)
+    out: dict[str, Any] = _put(body, iter(masked))
+    if model is not None:
+        out["model"] = model  # a model name is never personal data
+    return out
