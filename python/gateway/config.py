@@ -69,6 +69,9 @@ class Deployment(msgspec.Struct, forbid_unknown_fields=True):
     tpm: int | None = None
     headers: dict[str, str] = {}
     context_window: int | None = None
+    # how /v1/responses calls reach an OpenAI upstream: translated to chat completions, or sent to the upstream's
+    # own /v1/responses ("native"; the gateway still keeps the conversations)
+    responses_api: Literal["chat", "native"] = "chat"
 
 
 class Canary(msgspec.Struct, forbid_unknown_fields=True):
@@ -586,6 +589,11 @@ def _check(cfg: Config) -> None:
                 raise ConfigError(f"$.models.{name}.deployments[{i}].id: duplicate deployment id {dep.id!r}")
             seen.add(dep.id)
             _resolve_keys(dep, f"$.models.{name}.deployments[{i}]")
+            if dep.responses_api == "native" and dep.provider != "openai":
+                raise ConfigError(
+                    f"$.models.{name}.deployments[{i}].responses_api: native needs an OpenAI-compatible "
+                    f"deployment (provider openai), not {dep.provider}"
+                )
             if dep.provider == "bedrock" and dep.aws is None:
                 raise ConfigError(
                     f"$.models.{name}.deployments[{i}].aws: bedrock deployments need aws credentials"

@@ -103,8 +103,21 @@ def models(model_id: str | None) -> Handler:
 async def moderations(
     gw: Gateway, ctx: RequestContext, rsgi_scope: RsgiScope, proto: HTTPProtocol, dialect: Dialect
 ) -> None:
+    """``POST /v1/moderations``: the gateway's content classifier answers; no upstream call, nothing charged.
+    The record keeps how many inputs were flagged and in which categories (never the text)."""
     gw.authenticate(ctx, rsgi_scope)
-    raise moderation.not_implemented()
+    body = await gw.read_body(rsgi_scope, proto)
+    ctx.body_bytes = len(body)
+    ctx.model, texts = moderation.parse(body)
+    results = await moderation.classify(texts)
+    flagged = [r for r in results if r["flagged"]]
+    ctx.flags["moderation_inputs"] = len(results)
+    if flagged:
+        ctx.flags["moderation_flagged"] = len(flagged)
+        ctx.flags["moderation_categories"] = sorted(
+            {c for r in flagged for c, f in r["categories"].items() if f}
+        )
+    proto.response_bytes(200, enrich_headers(ctx, JSON), moderation.render(ctx.request_id, results))
 
 
 async def count_tokens(

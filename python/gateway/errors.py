@@ -68,6 +68,16 @@ class GatewayError(Exception):
         self.details = details
 
 
+def invalid_request(message: str, param: str | None = None) -> GatewayError:
+    """A request the caller must fix (wrong type, missing field), in the wording of the dialect that parsed it."""
+    return GatewayError("invalid_request", message, param=param)
+
+
+def unsupported_feature(what: str, advice: str = "remove it, or call the provider directly") -> GatewayError:
+    """A request feature the gateway has no translation for: refused by name, never dropped silently."""
+    return GatewayError("unsupported_feature", f"The gateway does not serve {what}; {advice}.")
+
+
 class UpstreamError(Exception):
     """A provider answered with an error (or not at all). The router decides whether to retry elsewhere."""
 

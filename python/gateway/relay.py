@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway import tokens
 from gateway.context import RequestContext
 from gateway.dialects import Dialect, StreamRenderer
 from gateway.enrich import enrich_headers
@@ -56,6 +57,7 @@ def chunks_of(resp: ChatResponse, usage: Usage | None = None) -> list[ChatChunk]
         done = Delta(index=c.index, finish_reason=c.finish_reason or "stop", stop_sequence=c.stop_sequence)
         out.append(ChatChunk(cid, model, [done], created=created))
     out.append(ChatChunk(cid, model, [], usage=usage, created=created))
+    out[0].prompt = Usage(usage.input_tokens, 0, usage.cached_tokens, usage.cache_creation_tokens)
     return out
 
 
@@ -89,6 +91,8 @@ class StreamRelay:
         ctx.ttfb = time.perf_counter_ns() - ctx.started
         transport = proto.response_stream(200, enrich_headers(ctx, self.dialect.stream_content_type))
         upstream_wait = 0
+        if self.renderer.counts_prompt:
+            first = self._with_prompt(first)
         try:
             batch = first
             while True:
@@ -126,6 +130,19 @@ class StreamRelay:
         finally:
             ctx.upstream_ns += upstream_wait
             await rest.aclose()
+
+    def _with_prompt(self, first: list[ChatChunk]) -> list[ChatChunk]:
+        """The first batch, its first chunk carrying the prompt's usage: the upstream's when it reported it up
+        front, else the gateway's count for the deployment that answers (the one the limit and budget stages
+        already made, when they counted)."""
+        if first and first[0].prompt is not None:
+            return first
+        ctx, req = self.ctx, self.req
+        n = tokens.prompt_tokens(ctx, req, ctx.upstream_model or req.model, ctx.provider)
+        if not first:
+            return [ChatChunk("", "", [], prompt=Usage(input_tokens=n, estimated=True))]
+        first[0].prompt = Usage(input_tokens=n, estimated=True)
+        return first
 
     def _render(self, batch: list[ChatChunk]) -> list[bytes]:
         out = []

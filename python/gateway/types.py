@@ -176,9 +176,12 @@ class ChatChunk(msgspec.Struct):
     id: str
     model: str
     choices: list[Delta]
-    usage: Usage | None = None
+    usage: Usage | None = None  # the stream's final usage (on its last chunk)
     created: int = 0
     raw: bytes | None = None
+    # The prompt's usage as known when the stream starts (an upstream that reports it up front, like Anthropic's
+    # message_start, or the gateway's own count); only formats that announce it early read it.
+    prompt: Usage | None = None
 
 
 class Embedding(msgspec.Struct):

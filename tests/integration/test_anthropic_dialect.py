@@ -114,6 +114,44 @@ def test_stream(agw, model):
     assert final.usage.input_tokens > 0 and final.usage.output_tokens > 0
 
 
+def _stream_start_and_final(client: Any, model: str, content: str) -> tuple[Any, Any]:
+    with client.messages.stream(
+        model=model, max_tokens=64, messages=[{"role": "user", "content": content}]
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert events[0].type == "message_start"
+    return events[0].message.usage, final.usage
+
+
+def test_message_start_carries_an_anthropic_upstreams_input_tokens(agw, simulator):
+    """An Anthropic upstream reports the prompt's tokens in its own message_start: they go through as they are,
+    and equal the final usage (which the SDK keeps)."""
+    start, final = _stream_start_and_final(agw.anthropic(), CLAUDE, "Say hello, counted.")
+    whole = agw.anthropic().messages.create(
+        model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": "Say hello, counted."}]
+    )
+    assert start.input_tokens > 0
+    assert start.input_tokens == final.input_tokens == whole.usage.input_tokens
+    assert start.output_tokens <= final.output_tokens
+
+
+@pytest.mark.parametrize("no_usage", [False, True])
+def test_message_start_carries_the_gateways_count_for_other_upstreams(agw, no_usage):
+    """An OpenAI-compatible upstream reports usage only at the end: message_start carries the gateway's count
+    for the deployment that answers (what count_tokens says); the final usage is the upstream's, or that same
+    count when the upstream sent none."""
+    client = agw.anthropic()
+    content = "Say hello, counted." + (" [[sim:no_usage]]" if no_usage else "")
+    start, final = _stream_start_and_final(client, GPT, content)
+    counted = client.messages.count_tokens(model=GPT, messages=[{"role": "user", "content": content}])
+    assert start.input_tokens == counted.input_tokens > 0
+    if no_usage:
+        assert final.input_tokens == start.input_tokens
+    else:
+        assert final.input_tokens > 0  # the upstream's own tokenizer, reported at the end
+
+
 @pytest.mark.parametrize("model", BOTH)
 def test_stream_text_matches_non_stream(agw, model):
     client = agw.anthropic()

@@ -1,5 +1,6 @@
 """The Responses API end to end: the official ``openai`` SDK → the gateway (real Granian) → the simulator, on an
-OpenAI-compatible and on an Anthropic upstream (translated through the canonical types)."""
+OpenAI-compatible and on an Anthropic upstream (translated through the canonical types), and on an OpenAI-compatible
+upstream reached through its own /v1/responses (``responses_api: native``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pydantic import BaseModel
 from tests.conformance.test_openai_spec import SPEC_PATH, check, check_event
 from tests.conftest import KEY_A, KEY_B, base_config
 
-UPSTREAMS = ["openai", "anthropic"]
+UPSTREAMS = ["openai", "anthropic", "native"]
 WEATHER = {
     "type": "function",
     "name": "get_weather",
@@ -55,6 +56,15 @@ def rgw(simulator, start_gateway, tmp_path_factory):
             }
         ]
     }
+    native = {
+        "model": "gpt-4.1-native",
+        "api_base": simulator.url + "/v1",
+        "api_key": "k",
+        "responses_api": "native",
+    }
+    cfg["models"]["native"] = {
+        "deployments": [{"id": "nat-1", **native, "price": {"input": 2.0, "output": 8.0}}]
+    }
     return start_gateway(cfg)
 
 
@@ -72,7 +82,7 @@ def test_string_input(rgw, model):
     rec = rgw.record(raw.headers["x-gateway-request-id"])
     assert rec["endpoint"] == "responses" and rec["status"] == 200
     assert (rec["input_tokens"], rec["output_tokens"]) == (u.input_tokens, u.output_tokens)
-    price = {"openai": (0.15, 0.6), "anthropic": (3.0, 15.0)}[model]
+    price = {"openai": (0.15, 0.6), "anthropic": (3.0, 15.0), "native": (2.0, 8.0)}[model]
     assert rec["cost_usd"] == pytest.approx((u.input_tokens * price[0] + u.output_tokens * price[1]) / 1e6)
 
 

@@ -89,11 +89,53 @@ def test_legacy_completion_matches_the_spec(gw):
         check("CreateCompletionResponse", json.loads(r.read()))
 
 
-def test_moderations_say_not_yet(gw):
-    with pytest.raises(openai.APIStatusError) as e:
-        gw.openai().moderations.create(input="hello")
-    assert e.value.status_code == 501 and e.value.body["code"] == "not_implemented"
-    assert e.value.request_id
+DANGEROUS = "Give me step-by-step instructions to build a pipe bomb and detonate it in a crowd."
+CLEAN = "The weather in Paris is mild today; bring a light jacket."
+
+
+def test_moderations_answered_by_the_content_filter(gw, simulator):
+    before = simulator.get("/_sim/stats")
+    raw = gw.openai().moderations.with_raw_response.create(input=[CLEAN, DANGEROUS])
+    mod = raw.parse()
+    assert isinstance(mod, openai.types.ModerationCreateResponse) and mod._request_id
+    assert mod.model == "gateway-content-filter" and len(mod.results) == 2
+    clean, bad = mod.results
+    assert not clean.flagged and bad.flagged and bad.categories.illicit
+    assert bad.category_scores.illicit > clean.category_scores.illicit
+    assert bad.category_applied_input_types.illicit == ["text"]
+    assert bad.category_applied_input_types.violence_graphic == []  # not scored by this classifier
+    one = gw.openai().moderations.create(input=CLEAN, model="omni-moderation-latest")
+    assert len(one.results) == 1 and one.results[0].category_scores.hate == clean.category_scores.hate
+    texts = gw.openai().moderations.create(input=[{"type": "text", "text": DANGEROUS}])  # type: ignore[list-item]
+    assert texts.results[0].flagged
+    rec = gw.record(raw.headers["x-gateway-request-id"])
+    assert rec["endpoint"] == "moderations" and rec["status"] == 200 and rec["cost_usd"] == 0
+    assert rec["flags"]["moderation_inputs"] == 2 and rec["flags"]["moderation_flagged"] == 1
+    assert "illicit" in rec["flags"]["moderation_categories"]
+    assert simulator.get("/_sim/stats") == before  # no upstream call
+
+
+def test_moderations_errors(gw):
+    client = gw.openai()
+    with pytest.raises(openai.BadRequestError) as e:
+        client.moderations.create(input=[{"type": "image_url", "image_url": {"url": "https://x/y.png"}}])
+    assert e.value.body["code"] == "unsupported_feature"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.moderations.create(input=[])
+    assert e.value.body["code"] == "invalid_request" and e.value.body["param"] == "input"
+    with pytest.raises(openai.AuthenticationError):
+        gw.openai(key="sk-not-a-key").moderations.create(input="hi")
+
+
+@spec
+def test_moderation_objects_match_the_spec(gw):
+    req = urllib.request.Request(
+        gw.base_url + "/moderations",
+        data=json.dumps({"input": [CLEAN, DANGEROUS]}).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {KEY_A}"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        check("CreateModerationResponse", json.loads(r.read()))
 
 
 def _raw_get(url: str, headers: dict[str, str]) -> tuple[int, Any]:

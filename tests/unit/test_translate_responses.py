@@ -112,7 +112,9 @@ def test_options_map_to_canonical():
         "type": "json_schema",
         "json_schema": {"name": "o", "schema": {"type": "object"}, "strict": True},
     }
-    assert r.extra == {"reasoning_effort": "low"} and call.store is False
+    # Responses-only fields ride along for a native Responses upstream (every other adapter ignores them)
+    native = {"reasoning": {"effort": "low", "summary": "auto"}, "truncation": "auto"}
+    assert r.extra == {"reasoning_effort": "low", "responses": native} and call.store is False
 
 
 @pytest.mark.parametrize(

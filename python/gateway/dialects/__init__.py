@@ -14,6 +14,10 @@ from gateway.types import ChatChunk, ChatRequest, ChatResponse, Usage
 class StreamRenderer(Protocol):
     """Frames canonical chunks in the caller's stream format, one instance per stream."""
 
+    counts_prompt: bool
+    """True when the format announces the prompt's tokens before any output (Anthropic's ``message_start``):
+    the relay then makes sure the first chunk carries them (``ChatChunk.prompt``)."""
+
     def chunk(self, c: ChatChunk) -> bytes | None:
         """The bytes for one chunk (None: nothing to send for it)."""
         ...

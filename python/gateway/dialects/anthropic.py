@@ -38,7 +38,7 @@ import orjson
 
 from gateway.anthropic_wire import FINISH_TO_STOP, usage_to_wire
 from gateway.dialects.openai import load_json_object
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, invalid_request, unsupported_feature
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, FunctionDef, Message, Tool, Usage
 
 # Top-level fields with a translation (typed or via ``extra``); anything else is refused, never dropped.
@@ -74,17 +74,6 @@ ERROR_TYPES = {
 }
 
 
-def _invalid(message: str, param: str | None = None) -> GatewayError:
-    return GatewayError("invalid_request", message, param=param)
-
-
-def _unsupported(what: str) -> GatewayError:
-    return GatewayError(
-        "unsupported_feature",
-        f"The gateway has no provider-neutral translation for {what}; remove it, or call the provider directly.",
-    )
-
-
 # ---------------------------------------------------------------- request: Anthropic → canonical
 
 
@@ -96,30 +85,32 @@ def request_from_anthropic(data: dict[str, Any], require_max_tokens: bool = True
     """An Anthropic Messages request as the canonical ChatRequest (Anthropic's own error wording where it has one)."""
     for key in data:
         if key not in _TYPED and key not in _MAPPED and key not in _CARRIED:
-            raise _unsupported(f"the request field `{key}`")
+            raise unsupported_feature(f"the request field `{key}`")
     model = data.get("model")
     if not isinstance(model, str) or not model:
-        raise _invalid("model: Field required", "model")
+        raise invalid_request("model: Field required", "model")
     thread = _thread(data.get("thread"))
     raw_messages = data.get("messages")
     continues = thread is not None and thread["type"] == "continue"
     if not isinstance(raw_messages, list) or not (raw_messages or continues):
-        raise _invalid("messages: Field required (a non-empty list of messages)", "messages")
+        raise invalid_request("messages: Field required (a non-empty list of messages)", "messages")
     max_tokens = data.get("max_tokens")
     if max_tokens is None:
         if require_max_tokens:
-            raise _invalid("max_tokens: Field required", "max_tokens")
+            raise invalid_request("max_tokens: Field required", "max_tokens")
     elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise _invalid("max_tokens: Input should be an integer greater than or equal to 1", "max_tokens")
+        raise invalid_request(
+            "max_tokens: Input should be an integer greater than or equal to 1", "max_tokens"
+        )
     temperature = data.get("temperature")
     if temperature is not None and (not isinstance(temperature, int | float) or not 0 <= temperature <= 1):
-        raise _invalid("temperature: Input should be a number between 0 and 1", "temperature")
+        raise invalid_request("temperature: Input should be a number between 0 and 1", "temperature")
     top_p = data.get("top_p")
     if top_p is not None and (not isinstance(top_p, int | float) or not 0 <= top_p <= 1):
-        raise _invalid("top_p: Input should be a number between 0 and 1", "top_p")
+        raise invalid_request("top_p: Input should be a number between 0 and 1", "top_p")
     stream = data.get("stream", False)
     if stream is not None and not isinstance(stream, bool):  # "yes" is not true
-        raise _invalid("stream: Input should be a valid boolean", "stream")
+        raise invalid_request("stream: Input should be a valid boolean", "stream")
 
     messages: list[Message] = []
     system = data.get("system")
@@ -161,7 +152,7 @@ def _thread(value: Any) -> dict[str, Any] | None:
         and value["previous_message_id"]
     ):
         return {"type": "continue", "previous_message_id": value["previous_message_id"]}
-    raise _invalid(
+    raise invalid_request(
         "thread: Input should be {type: create} or {type: continue, previous_message_id: <message id>}",
         "thread",
     )
@@ -171,11 +162,11 @@ def _system_content(system: Any) -> str | list[dict[str, Any]]:
     if isinstance(system, str):
         return system
     if not isinstance(system, list):
-        raise _invalid("system: Input should be a string or a list of text blocks", "system")
+        raise invalid_request("system: Input should be a string or a list of text blocks", "system")
     parts = []
     for j, b in enumerate(system):
         if not isinstance(b, dict) or b.get("type") != "text" or not isinstance(b.get("text"), str):
-            raise _invalid(f"system.{j}: Input should be a text block", f"system.{j}")
+            raise invalid_request(f"system.{j}: Input should be a text block", f"system.{j}")
         parts.append(_text_part(b))
     return parts
 
@@ -196,9 +187,9 @@ def _image_part(b: dict[str, Any], where: str) -> dict[str, Any]:
     elif kind == "url" and isinstance(src.get("url"), str):
         url = src["url"]
     elif kind is None:
-        raise _invalid(f"{where}.source: Field required", f"{where}.source")
+        raise invalid_request(f"{where}.source: Field required", f"{where}.source")
     else:
-        raise _unsupported(f"image source type `{kind}` (use base64 or url)")
+        raise unsupported_feature(f"image source type `{kind}` (use base64 or url)")
     part: dict[str, Any] = {"type": "image_url", "image_url": {"url": url}}
     if b.get("cache_control"):
         part["cache_control"] = b["cache_control"]
@@ -209,12 +200,12 @@ def _message(m: Any, i: int) -> list[Message]:
     """One Anthropic message → canonical messages (a user turn with tool results becomes several)."""
     where = f"messages.{i}"
     if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-        raise _invalid(f"{where}.role: Input should be 'user' or 'assistant'", f"{where}.role")
+        raise invalid_request(f"{where}.role: Input should be 'user' or 'assistant'", f"{where}.role")
     role, content = m["role"], m.get("content")
     if isinstance(content, str):
         return [Message(role=role, content=content)]
     if not isinstance(content, list):
-        raise _invalid(
+        raise invalid_request(
             f"{where}.content: Input should be a string or a list of content blocks", f"{where}.content"
         )
     return _user_blocks(content, where) if role == "user" else [_assistant_blocks(content, where)]
@@ -233,9 +224,9 @@ def _user_blocks(blocks: list[Any], where: str) -> list[Message]:
         elif kind == "tool_result":
             results.append(_tool_result(b, at))
         elif kind is None:
-            raise _invalid(f"{at}: Input should be a content block with a type", at)
+            raise invalid_request(f"{at}: Input should be a content block with a type", at)
         else:
-            raise _unsupported(f"`{kind}` content blocks")
+            raise unsupported_feature(f"`{kind}` content blocks")
     out = results
     if parts:
         out.append(Message(role="user", content=parts))
@@ -245,7 +236,7 @@ def _user_blocks(blocks: list[Any], where: str) -> list[Message]:
 def _tool_result(b: dict[str, Any], where: str) -> Message:
     call_id = b.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
-        raise _invalid(f"{where}.tool_use_id: Field required", f"{where}.tool_use_id")
+        raise invalid_request(f"{where}.tool_use_id: Field required", f"{where}.tool_use_id")
     raw = b.get("content")
     content: str | list[dict[str, Any]]
     if raw is None:
@@ -261,9 +252,11 @@ def _tool_result(b: dict[str, Any], where: str) -> Message:
             elif kind == "image":
                 content.append(_image_part(sub, f"{where}.content.{k}"))
             else:
-                raise _unsupported(f"`{kind}` blocks inside a tool_result")
+                raise unsupported_feature(f"`{kind}` blocks inside a tool_result")
     else:
-        raise _invalid(f"{where}.content: Input should be a string or a list of blocks", f"{where}.content")
+        raise invalid_request(
+            f"{where}.content: Input should be a string or a list of blocks", f"{where}.content"
+        )
     extra: dict[str, Any] = {}
     if b.get("is_error"):
         extra["is_error"] = True
@@ -284,7 +277,7 @@ def _assistant_blocks(blocks: list[Any], where: str) -> Message:
             texts.append(_text_part(b))
         elif kind == "tool_use":
             if not b.get("id") or not b.get("name"):
-                raise _invalid(f"{at}: a tool_use block needs id and name", at)
+                raise invalid_request(f"{at}: a tool_use block needs id and name", at)
             calls.append(
                 {
                     "id": b["id"],
@@ -299,9 +292,9 @@ def _assistant_blocks(blocks: list[Any], where: str) -> Message:
         elif kind == "redacted_thinking":
             extra.setdefault("redacted_thinking", []).append(_string(b, "data", at))
         elif kind is None:
-            raise _invalid(f"{at}: Input should be a content block with a type", at)
+            raise invalid_request(f"{at}: Input should be a content block with a type", at)
         else:
-            raise _unsupported(f"`{kind}` content blocks")
+            raise unsupported_feature(f"`{kind}` content blocks")
     content: str | list[dict[str, Any]] | None = None
     if texts:
         # Plain text joins into a string (what every upstream accepts); cache markers need the parts kept.
@@ -321,7 +314,7 @@ def _string(block: dict[str, Any], field: str, at: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise _invalid(f"{at}.{field}: Input should be a valid string", f"{at}.{field}")
+        raise invalid_request(f"{at}.{field}: Input should be a valid string", f"{at}.{field}")
     return value
 
 
@@ -329,7 +322,7 @@ def _stop_sequences(value: Any) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-        raise _invalid("stop_sequences: Input should be a list of strings", "stop_sequences")
+        raise invalid_request("stop_sequences: Input should be a list of strings", "stop_sequences")
     return value or None
 
 
@@ -337,10 +330,10 @@ def _user(metadata: Any) -> str | None:
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
-        raise _invalid("metadata: Input should be an object", "metadata")
+        raise invalid_request("metadata: Input should be an object", "metadata")
     for key in metadata:
         if key != "user_id":
-            raise _invalid(f"metadata.{key}: Extra inputs are not permitted", f"metadata.{key}")
+            raise invalid_request(f"metadata.{key}: Extra inputs are not permitted", f"metadata.{key}")
     uid = metadata.get("user_id")
     return uid if isinstance(uid, str) else None
 
@@ -349,19 +342,19 @@ def _tools(data: dict[str, Any], req: ChatRequest) -> None:
     tools = data.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
-            raise _invalid("tools: Input should be a list", "tools")
+            raise invalid_request("tools: Input should be a list", "tools")
         out = []
         for j, t in enumerate(tools):
             if not isinstance(t, dict):
-                raise _invalid(f"tools.{j}: Input should be an object", f"tools.{j}")
+                raise invalid_request(f"tools.{j}: Input should be an object", f"tools.{j}")
             kind = t.get("type")
             if kind not in (None, "custom"):
-                raise _unsupported(f"server tool `{kind}`")
+                raise unsupported_feature(f"server tool `{kind}`")
             if not isinstance(t.get("name"), str) or not t["name"]:
-                raise _invalid(f"tools.{j}.name: Field required", f"tools.{j}.name")
+                raise invalid_request(f"tools.{j}.name: Field required", f"tools.{j}.name")
             schema = t.get("input_schema")
             if not isinstance(schema, dict):
-                raise _invalid(f"tools.{j}.input_schema: Field required", f"tools.{j}.input_schema")
+                raise invalid_request(f"tools.{j}.input_schema: Field required", f"tools.{j}.input_schema")
             out.append(
                 Tool(
                     function=FunctionDef(
@@ -387,7 +380,9 @@ def _tools(data: dict[str, Any], req: ChatRequest) -> None:
     elif kind == "tool" and isinstance(choice.get("name"), str):
         req.tool_choice = {"type": "function", "function": {"name": choice["name"]}}
     else:
-        raise _invalid("tool_choice: Input should be auto, any, tool (with a name) or none", "tool_choice")
+        raise invalid_request(
+            "tool_choice: Input should be auto, any, tool (with a name) or none", "tool_choice"
+        )
     if choice.get("disable_parallel_tool_use"):
         req.parallel_tool_calls = False
 
@@ -397,10 +392,10 @@ def _output(data: dict[str, Any], req: ChatRequest) -> None:
     fmt = data.get("output_format")
     if cfg is not None:
         if not isinstance(cfg, dict):
-            raise _invalid("output_config: Input should be an object", "output_config")
+            raise invalid_request("output_config: Input should be an object", "output_config")
         for key in cfg:
             if key not in ("format", "effort"):
-                raise _unsupported(f"`output_config.{key}`")
+                raise unsupported_feature(f"`output_config.{key}`")
         if cfg.get("effort") is not None:
             req.extra["reasoning_effort"] = cfg["effort"]
         fmt = cfg.get("format") or fmt
@@ -411,7 +406,9 @@ def _output(data: dict[str, Any], req: ChatRequest) -> None:
         or fmt.get("type") != "json_schema"
         or not isinstance(fmt.get("schema"), dict)
     ):
-        raise _invalid("output format: expected {type: json_schema, schema: {...}}", "output_config.format")
+        raise invalid_request(
+            "output format: expected {type: json_schema, schema: {...}}", "output_config.format"
+        )
     req.response_format = {
         "type": "json_schema",
         "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True},
@@ -535,6 +532,7 @@ def _event(name: bytes, obj: dict[str, Any]) -> bytes:
     return b"event: " + name + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
 
 
+_NO_USAGE = {"input_tokens": 0, "output_tokens": 0}
 _PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 _STOP_EVENT = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
@@ -544,10 +542,13 @@ class AnthropicStream:
 
     ``message_start`` (+ ``ping``) on the first chunk; one ``content_block_start`` / ``_delta`` / ``_stop`` run per
     block (thinking, text, each tool call), opened lazily as deltas arrive; ``message_delta`` with the stop reason
-    and the complete usage, then ``message_stop``, from :meth:`end`, because canonical streams report usage only
-    at their end. ``message_start`` therefore shows zero input tokens; the SDKs take the totals from
-    ``message_delta`` (they are cumulative there).
+    and the complete usage, then ``message_stop``, from :meth:`end`. ``message_start`` carries the prompt's
+    tokens as Anthropic's API does: the upstream's own numbers when it reported them up front (an Anthropic
+    upstream, a cached answer), else the gateway's count for the deployment that answers (the relay adds it,
+    see ``counts_prompt``). ``message_delta`` then carries the upstream's final totals, which the SDKs keep.
     """
+
+    counts_prompt = True  # message_start announces the prompt's tokens
 
     __slots__ = ("block", "btype", "finish", "model", "next_index", "started", "stop_sequence", "tools")
 
@@ -571,7 +572,7 @@ class AnthropicStream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": usage_to_wire(chunk.prompt) if chunk and chunk.prompt else _NO_USAGE,
         }
         return _event(b"message_start", {"type": "message_start", "message": msg}) + _PING
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.dialects.openai import SSE_DONE, error_body, load_json_object
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, unsupported_feature
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, Message, Usage
 
 _TYPED = frozenset(
@@ -25,10 +25,8 @@ _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter
 
 
 def _unsupported(what: str) -> GatewayError:
-    return GatewayError(
-        "unsupported_feature",
-        f"/v1/completions through the gateway does not support {what}; use /v1/chat/completions, or call a "
-        "completion model directly.",
+    return unsupported_feature(
+        f"{what} on /v1/completions", "use /v1/chat/completions, or call a completion model directly"
     )
 
 
@@ -103,6 +101,8 @@ def render_response(resp: ChatResponse) -> bytes:
 
 class CompletionsStream:
     """Canonical chunks → ``text_completion`` SSE chunks; a usage chunk when the caller asked for one."""
+
+    counts_prompt = False  # the prompt's tokens are reported with the final usage only
 
     def __init__(self, req: ChatRequest) -> None:
         self.want_usage = req.wants_usage_in_stream

@@ -227,6 +227,8 @@ class OpenAIStream:
 
     __slots__ = ("model", "usage_sent", "want_usage")
 
+    counts_prompt = False  # the prompt's tokens are reported with the final usage only
+
     def __init__(self, req: ChatRequest) -> None:
         self.want_usage = req.wants_usage_in_stream
         self.usage_sent = False

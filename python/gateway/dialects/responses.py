@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, invalid_request, unsupported_feature
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, FunctionDef, Message, Tool, Usage
 
 # Top-level request fields this dialect understands; anything else is refused, never dropped.
@@ -70,17 +70,6 @@ _REFUSED_FIELDS = {
     "context_management": "`context_management`",
 }
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
-
-
-def _invalid(message: str, param: str | None = None) -> GatewayError:
-    return GatewayError("invalid_request", message, param=param)
-
-
-def _unsupported(what: str) -> GatewayError:
-    return GatewayError(
-        "unsupported_feature",
-        f"The gateway does not serve {what} on /v1/responses; remove it, or call the provider directly.",
-    )
 
 
 class Call:
@@ -126,31 +115,33 @@ def call_from_responses(data: dict[str, Any]) -> Call:
     for key in data:
         if key in _REFUSED_FIELDS:
             if data[key] is not None:
-                raise _unsupported(_REFUSED_FIELDS[key])
+                raise unsupported_feature(_REFUSED_FIELDS[key])
         elif key not in _KNOWN:
-            raise _unsupported(f"the request field `{key}`")
+            raise unsupported_feature(f"the request field `{key}`")
     model = data.get("model")
     if not isinstance(model, str) or not model:
-        raise _invalid("Missing required parameter: 'model'.", "model")
+        raise invalid_request("Missing required parameter: 'model'.", "model")
     if data.get("background"):
-        raise _unsupported("background responses (`background: true`)")
+        raise unsupported_feature("background responses (`background: true`)")
     if data.get("top_logprobs"):
-        raise _unsupported("`top_logprobs`")
+        raise unsupported_feature("`top_logprobs`")
     prev = data.get("previous_response_id")
     if prev is not None and (not isinstance(prev, str) or not prev):
-        raise _invalid("previous_response_id: Input should be a response id string", "previous_response_id")
+        raise invalid_request(
+            "previous_response_id: Input should be a response id string", "previous_response_id"
+        )
     truncation = data.get("truncation")
     if truncation not in (None, "auto", "disabled"):
-        raise _invalid("truncation: Input should be 'auto' or 'disabled'", "truncation")
+        raise invalid_request("truncation: Input should be 'auto' or 'disabled'", "truncation")
     include = data.get("include")
     if include is not None and (
         not isinstance(include, list) or not all(isinstance(i, str) for i in include)
     ):
-        raise _invalid("include: Input should be a list of strings", "include")
+        raise invalid_request("include: Input should be a list of strings", "include")
 
     raw_input = data.get("input")
     if raw_input is None and prev is None:
-        raise _invalid("Missing required parameter: 'input'.", "input")
+        raise invalid_request("Missing required parameter: 'input'.", "input")
     input_messages = _input_messages(raw_input)
     messages: list[Message] = []
     instructions = data.get("instructions")
@@ -161,27 +152,30 @@ def call_from_responses(data: dict[str, Any]) -> Call:
         elif isinstance(instructions, list):
             messages.extend(_input_messages(instructions, "instructions"))
         else:
-            raise _invalid("instructions: Input should be a string", "instructions")
+            raise invalid_request("instructions: Input should be a string", "instructions")
     messages.extend(input_messages)
     if not messages and prev is None:
-        raise _invalid("input: Input should not be empty", "input")
+        raise invalid_request("input: Input should not be empty", "input")
 
     max_out = data.get("max_output_tokens")
     if max_out is not None and (not isinstance(max_out, int) or isinstance(max_out, bool) or max_out < 1):
-        raise _invalid(
+        raise invalid_request(
             "max_output_tokens: Input should be an integer greater than or equal to 1", "max_output_tokens"
         )
     temperature = _number(data, "temperature", 0, 2)
     top_p = _number(data, "top_p", 0, 1)
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
-        raise _invalid("metadata: Input should be an object", "metadata")
+        raise invalid_request("metadata: Input should be an object", "metadata")
     ptc = data.get("parallel_tool_calls")
     if ptc is not None and not isinstance(ptc, bool):
-        raise _invalid("parallel_tool_calls: Input should be a boolean", "parallel_tool_calls")
+        raise invalid_request("parallel_tool_calls: Input should be a boolean", "parallel_tool_calls")
     user = data.get("safety_identifier") or data.get("user")
 
-    extra: dict[str, Any] = {}
+    # Responses-only fields, for an upstream spoken to through its own Responses API (providers/openai_responses)
+    extra: dict[str, Any] = {
+        "responses": {k: data[k] for k in ("include", "truncation", "reasoning") if k in data}
+    }
     for key in ("prompt_cache_key", "service_tier"):
         if data.get(key) is not None:
             extra[key] = data[key]
@@ -226,7 +220,7 @@ def _number(data: dict[str, Any], key: str, lo: float, hi: float) -> float | Non
     if v is None:
         return None
     if not isinstance(v, int | float) or isinstance(v, bool) or not lo <= v <= hi:
-        raise _invalid(f"{key}: Input should be a number between {lo} and {hi}", key)
+        raise invalid_request(f"{key}: Input should be a number between {lo} and {hi}", key)
     return float(v)
 
 
@@ -236,13 +230,13 @@ def _input_messages(raw: Any, where: str = "input") -> list[Message]:
     if isinstance(raw, str):
         return [Message(role="user", content=raw)]
     if not isinstance(raw, list):
-        raise _invalid(f"{where}: Input should be a string or a list of input items", where)
+        raise invalid_request(f"{where}: Input should be a string or a list of input items", where)
     out: list[Message] = []
     pending_reasoning: tuple[str, dict[str, Any]] | None = None
     for i, item in enumerate(raw):
         at = f"{where}.{i}"
         if not isinstance(item, dict):
-            raise _invalid(f"{at}: Input should be an input item object", at)
+            raise invalid_request(f"{at}: Input should be an input item object", at)
         kind = item.get("type") or ("message" if "role" in item else None)
         if kind == "message":
             msg = _message(item, at)
@@ -274,27 +268,31 @@ def _input_messages(raw: Any, where: str = "input") -> list[Message]:
                 extra["reasoning_signature"] = item["encrypted_content"]
             pending_reasoning = ("".join(t for t in texts if isinstance(t, str)), extra)
         elif kind == "item_reference":
-            raise _unsupported(
+            raise unsupported_feature(
                 "item references (`item_reference`); send the item itself or use previous_response_id"
             )
         elif kind is None:
-            raise _invalid(f"{at}: Input should be an input item with a type", at)
+            raise invalid_request(f"{at}: Input should be an input item with a type", at)
         else:
-            raise _unsupported(f"`{kind}` input items (built-in tools run only on OpenAI's own servers)")
+            raise unsupported_feature(
+                f"`{kind}` input items (built-in tools run only on OpenAI's own servers)"
+            )
     return out
 
 
 def _message(item: dict[str, Any], at: str) -> Message:
     role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
     if role is None:
-        raise _invalid(
+        raise invalid_request(
             f"{at}.role: Input should be 'user', 'assistant', 'system' or 'developer'", f"{at}.role"
         )
     content = item.get("content")
     if isinstance(content, str):
         return Message(role=role, content=content)
     if not isinstance(content, list):
-        raise _invalid(f"{at}.content: Input should be a string or a list of content parts", f"{at}.content")
+        raise invalid_request(
+            f"{at}.content: Input should be a string or a list of content parts", f"{at}.content"
+        )
     parts: list[dict[str, Any]] = []
     for j, p in enumerate(content):
         where = f"{at}.content.{j}"
@@ -307,16 +305,18 @@ def _message(item: dict[str, Any], at: str) -> Message:
             url = p.get("image_url")
             if not isinstance(url, str) or not url:
                 if p.get("file_id"):
-                    raise _unsupported("images given by `file_id` (send image_url, a URL or a data URL)")
-                raise _invalid(f"{where}.image_url: Field required", f"{where}.image_url")
+                    raise unsupported_feature(
+                        "images given by `file_id` (send image_url, a URL or a data URL)"
+                    )
+                raise invalid_request(f"{where}.image_url: Field required", f"{where}.image_url")
             image: dict[str, Any] = {"url": url}
             if p.get("detail") in ("low", "high", "auto"):
                 image["detail"] = p["detail"]
             parts.append({"type": "image_url", "image_url": image})
         elif kind is None:
-            raise _invalid(f"{where}: Input should be a content part with a type", where)
+            raise invalid_request(f"{where}: Input should be a content part with a type", where)
         else:
-            raise _unsupported(f"`{kind}` content parts")
+            raise unsupported_feature(f"`{kind}` content parts")
     if all(p["type"] == "text" for p in parts):
         return Message(role=role, content="".join(p["text"] for p in parts))
     return Message(role=role, content=parts)
@@ -325,9 +325,9 @@ def _message(item: dict[str, Any], at: str) -> Message:
 def _function_call(item: dict[str, Any], at: str) -> dict[str, Any]:
     call_id, name = item.get("call_id"), item.get("name")
     if not isinstance(call_id, str) or not call_id:
-        raise _invalid(f"{at}.call_id: Field required", f"{at}.call_id")
+        raise invalid_request(f"{at}.call_id: Field required", f"{at}.call_id")
     if not isinstance(name, str) or not name:
-        raise _invalid(f"{at}.name: Field required", f"{at}.name")
+        raise invalid_request(f"{at}.name: Field required", f"{at}.name")
     args = item.get("arguments")
     if not isinstance(args, str):
         args = orjson.dumps(args or {}).decode()
@@ -337,7 +337,7 @@ def _function_call(item: dict[str, Any], at: str) -> dict[str, Any]:
 def _function_output(item: dict[str, Any], at: str) -> Message:
     call_id = item.get("call_id")
     if not isinstance(call_id, str) or not call_id:
-        raise _invalid(f"{at}.call_id: Field required", f"{at}.call_id")
+        raise invalid_request(f"{at}.call_id: Field required", f"{at}.call_id")
     output = item.get("output")
     content: str | list[dict[str, Any]]
     if isinstance(output, str):
@@ -345,7 +345,9 @@ def _function_output(item: dict[str, Any], at: str) -> Message:
     elif isinstance(output, list):
         content = _message({"role": "user", "content": output}, at).content or ""
     else:
-        raise _invalid(f"{at}.output: Input should be a string or a list of content parts", f"{at}.output")
+        raise invalid_request(
+            f"{at}.output: Input should be a string or a list of content parts", f"{at}.output"
+        )
     return Message(role="tool", tool_call_id=call_id, content=content)
 
 
@@ -353,19 +355,21 @@ def _tools(data: dict[str, Any], req: ChatRequest) -> None:
     tools = data.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
-            raise _invalid("tools: Input should be a list", "tools")
+            raise invalid_request("tools: Input should be a list", "tools")
         out = []
         for j, t in enumerate(tools):
             kind = t.get("type") if isinstance(t, dict) else None
             if kind != "function":
-                raise _unsupported(
+                raise unsupported_feature(
                     f"the built-in tool `{kind}` (only function tools; the gateway cannot run OpenAI's hosted tools)"
                 )
             if not isinstance(t.get("name"), str) or not t["name"]:
-                raise _invalid(f"tools.{j}.name: Field required", f"tools.{j}.name")
+                raise invalid_request(f"tools.{j}.name: Field required", f"tools.{j}.name")
             params = t.get("parameters")
             if params is not None and not isinstance(params, dict):
-                raise _invalid(f"tools.{j}.parameters: Input should be an object", f"tools.{j}.parameters")
+                raise invalid_request(
+                    f"tools.{j}.parameters: Input should be an object", f"tools.{j}.parameters"
+                )
             out.append(
                 Tool(
                     function=FunctionDef(
@@ -387,16 +391,18 @@ def _tools(data: dict[str, Any], req: ChatRequest) -> None:
     ):
         req.tool_choice = {"type": "function", "function": {"name": choice["name"]}}
     elif isinstance(choice, dict) and isinstance(choice.get("type"), str):
-        raise _unsupported(f"tool_choice `{choice['type']}`")
+        raise unsupported_feature(f"tool_choice `{choice['type']}`")
     else:
-        raise _invalid("tool_choice: Input should be auto, none, required or a function", "tool_choice")
+        raise invalid_request(
+            "tool_choice: Input should be auto, none, required or a function", "tool_choice"
+        )
 
 
 def _text(text: Any, req: ChatRequest) -> None:
     if text is None:
         return
     if not isinstance(text, dict):
-        raise _invalid("text: Input should be an object", "text")
+        raise invalid_request("text: Input should be an object", "text")
     if text.get("verbosity") is not None:
         req.extra["verbosity"] = text["verbosity"]
     fmt = text.get("format")
@@ -410,9 +416,9 @@ def _text(text: Any, req: ChatRequest) -> None:
     elif kind == "json_schema":
         schema = fmt.get("schema")
         if not isinstance(schema, dict):
-            raise _invalid("text.format.schema: Field required", "text.format.schema")
+            raise invalid_request("text.format.schema: Field required", "text.format.schema")
         if not isinstance(fmt.get("name"), str) or not fmt["name"]:
-            raise _invalid("text.format.name: Field required", "text.format.name")
+            raise invalid_request("text.format.name: Field required", "text.format.name")
         js: dict[str, Any] = {"name": fmt["name"], "schema": schema}
         if fmt.get("strict") is not None:
             js["strict"] = bool(fmt["strict"])
@@ -420,7 +426,7 @@ def _text(text: Any, req: ChatRequest) -> None:
             js["description"] = fmt["description"]
         req.response_format = {"type": "json_schema", "json_schema": js}
     else:
-        raise _invalid(
+        raise invalid_request(
             "text.format.type: Input should be 'text', 'json_schema' or 'json_object'", "text.format"
         )
 
@@ -429,11 +435,11 @@ def _reasoning(reasoning: Any, req: ChatRequest) -> None:
     if reasoning is None:
         return
     if not isinstance(reasoning, dict):
-        raise _invalid("reasoning: Input should be an object", "reasoning")
+        raise invalid_request("reasoning: Input should be an object", "reasoning")
     effort = reasoning.get("effort")
     if effort is not None:
         if effort not in ("none", "minimal", "low", "medium", "high", "xhigh"):
-            raise _invalid(
+            raise invalid_request(
                 "reasoning.effort: Input should be none, minimal, low, medium, high or xhigh", "reasoning"
             )
         req.extra["reasoning_effort"] = effort
@@ -674,6 +680,8 @@ class ResponsesStream:
     lazily as deltas arrive; finally ``response.completed`` (or ``response.incomplete`` when the output was cut)
     carrying the whole Response with its usage. An error after the first byte ends it with ``response.failed``.
     """
+
+    counts_prompt = False  # the prompt's tokens are reported with the final usage only
 
     def __init__(self, call: Call) -> None:
         self.call = call

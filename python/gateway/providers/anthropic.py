@@ -472,7 +472,10 @@ class StreamTranslator:
         if t == "message_start" and e.message is not None:
             self.id, self.model = e.message.id, e.message.model
             self.usage = e.message.usage
-            return [self._chunk(Delta(role="assistant", content=""))]
+            first = self._chunk(Delta(role="assistant", content=""))
+            if self.usage is not None and self.usage.input_tokens is not None:
+                first.prompt = usage_from_wire(self.usage)  # the prompt's tokens, known before any output
+            return [first]
         if t == "message_delta":
             if e.delta is not None:
                 self.finish = e.delta.stop_reason or self.finish

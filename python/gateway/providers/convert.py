@@ -17,8 +17,9 @@ from gateway.config import Deployment
 from gateway.errors import GatewayError
 from gateway.types import ChatRequest, Message
 
-# OpenAI request fields that only steer OpenAI's own storage or cache routing: meaningless elsewhere, safe to skip.
-IGNORABLE_EXTRAS = frozenset({"store", "prompt_cache_key", "safety_identifier"})
+# OpenAI request fields that only steer OpenAI's own storage or cache routing: meaningless elsewhere, safe to skip;
+# and ``responses``, the Responses-only fields a native Responses upstream takes (see providers/openai_responses.py).
+IGNORABLE_EXTRAS = frozenset({"store", "prompt_cache_key", "safety_identifier", "responses"})
 
 DEFAULT_MAX_TOKENS = 4096
 """Output cap sent to upstreams that require one (Anthropic, Bedrock's Claude) when the caller set none."""

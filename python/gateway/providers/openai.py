@@ -15,7 +15,9 @@ import orjson
 from gateway.config import Deployment
 from gateway.errors import GatewayError, UpstreamError
 from gateway.http import HttpClient
+from gateway.providers import openai_responses as native
 from gateway.providers.base import Provider, SseFramer
+from gateway.providers.openai_responses import NATIVE
 from gateway.types import (
     ChatChunk,
     ChatRequest,
@@ -124,6 +126,8 @@ def request_to_wire(req: ChatRequest, upstream_model: str) -> dict[str, Any]:
     """The canonical request as an OpenAI body, addressed to ``upstream_model``. Streams always ask for usage."""
     body: dict[str, Any] = msgspec.to_builtins(req)
     extra = body.pop("extra", None)
+    if extra and NATIVE in extra:  # Responses-only fields: chat completions has no place for them
+        extra.pop(NATIVE)
     if extra:
         body.update(extra)
     body["model"] = upstream_model
@@ -267,13 +271,24 @@ class OpenAIProvider(Provider):
         super().__init__(dep, http)
         self.chat_url = endpoint(dep, "chat/completions")
         self.embed_url = endpoint(dep, "embeddings")
+        self.responses_url = endpoint(dep, "responses") if dep.responses_api == "native" else None
         self.headers = self.key_turns(auth_headers)
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
+        if (
+            self.responses_url is not None and NATIVE in req.extra
+        ):  # a Responses call, to a Responses upstream
+            body = orjson.dumps(native.request_to_wire(req, self.dep))
+            return await self.post_json(self.responses_url, body, self.headers(), native.response_from_wire)
         body = orjson.dumps(request_to_wire(req, self.dep.model))
         return await self.post_json(self.chat_url, body, self.headers(), response_from_wire)
 
-    async def open_stream(self, req: ChatRequest) -> tuple[Any, StreamDecoder]:
+    async def open_stream(self, req: ChatRequest) -> tuple[Any, StreamDecoder | native.StreamDecoder]:
+        if self.responses_url is not None and NATIVE in req.extra:
+            body = orjson.dumps(native.request_to_wire(req, self.dep))
+            return await self.post(
+                self.responses_url, body, self.headers(), stream=True
+            ), native.StreamDecoder()
         body = orjson.dumps(request_to_wire(req, self.dep.model))
         return await self.post(self.chat_url, body, self.headers(), stream=True), StreamDecoder()
 

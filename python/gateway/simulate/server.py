@@ -54,6 +54,7 @@ from . import anthropic as an
 from . import bedrock as br
 from . import gemini as gm
 from . import openai as oa
+from . import responses as rs
 from .engine import (
     Req,
     RequestError,
@@ -143,6 +144,15 @@ ANTHROPIC = Fmt(
     "application/json",
     SSE_HEADERS,
     "prompt is too long: {n} tokens > {cw} maximum",
+)
+RESPONSES = Fmt(
+    "responses",
+    oa.error,
+    oa.malformed_body,
+    rs.malformed_chunk,
+    "application/json",
+    SSE_HEADERS,
+    OPENAI.ctx_msg,
 )
 GEMINI = Fmt(
     "gemini",
@@ -252,6 +262,9 @@ class SimApp:
             "/v1/chat/completions": self._openai_chat,
             "/chat/completions": self._openai_chat,
             "/openai/v1/chat/completions": self._openai_chat,
+            "/v1/responses": self._openai_responses,
+            "/responses": self._openai_responses,
+            "/openai/v1/responses": self._openai_responses,
             "/v1/embeddings": self._openai_embeddings,
             "/embeddings": self._openai_embeddings,
             "/openai/v1/embeddings": self._openai_embeddings,
@@ -430,7 +443,7 @@ class SimApp:
                     400,
                     model,
                     endpoint,
-                    code="content_filter" if fmt is OPENAI else None,
+                    code="content_filter" if fmt in (OPENAI, RESPONSES) else None,
                     message="The response was filtered due to the prompt triggering the content management policy.",
                 )
                 return
@@ -453,7 +466,7 @@ class SimApp:
                 endpoint,
                 message=fmt.ctx_msg.format(n=res.prompt_tokens, cw=cw),
                 param="messages",
-                code="context_length_exceeded" if fmt is OPENAI else None,
+                code="context_length_exceeded" if fmt in (OPENAI, RESPONSES) else None,
             )
             return
         toks = self.c_tokens.get(model)
@@ -524,6 +537,8 @@ class SimApp:
     def _render(fmt: Fmt, req: Req, res, prof: ModelProfile, usage: bool, lat_ms: int) -> bytes:
         if fmt is OPENAI:
             return oa.render_chat(req, res, prof)
+        if fmt is RESPONSES:
+            return rs.render(req, res, prof, usage)
         if fmt is ANTHROPIC:
             return an.render_message(req, res, prof)
         if fmt is BEDROCK:
@@ -534,6 +549,8 @@ class SimApp:
     def _stream_chunks(fmt: Fmt, req: Req, res, prof: ModelProfile, usage: bool, lat_ms: int):
         if fmt is OPENAI:
             return oa.stream_chat(req, res, prof, usage and req.include_usage)
+        if fmt is RESPONSES:
+            return rs.stream(req, res, prof, usage)
         if fmt is ANTHROPIC:
             return an.stream_message(req, res, prof, usage)
         if fmt is BEDROCK:
@@ -655,6 +672,32 @@ class SimApp:
             )
             return
         await self._generate(OPENAI, scope, proto, req, raw, "openai.chat", t0)
+
+    async def _openai_responses(self, scope, proto, _unused) -> None:
+        t0 = time.perf_counter()
+        if scope.method != "POST":
+            self._send_error(RESPONSES, proto, 405, "", "openai.responses", message="Method not allowed.")
+            return
+        got = await self._read_json(proto, RESPONSES, "openai.responses")
+        if got is None or not self._openai_auth(scope, proto, "openai.responses"):
+            return
+        raw, data = got
+        try:
+            req = rs.parse(data)
+        except RequestError as e:
+            model = data.get("model", "") if isinstance(data, dict) else ""
+            self._send_error(
+                RESPONSES,
+                proto,
+                e.status,
+                str(model),
+                "openai.responses",
+                message=e.message,
+                param=e.param,
+                code=e.code,
+            )
+            return
+        await self._generate(RESPONSES, scope, proto, req, raw, "openai.responses", t0)
 
     async def _openai_embeddings(self, scope, proto, deployment: str | None) -> None:
         if scope.method != "POST":
