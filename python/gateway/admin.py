@@ -24,6 +24,8 @@ Bearer``). Answers are JSON; errors have the OpenAI error shape with a stable ``
                                              retry-budget refusals; deployments cooling down (seconds left)
                                              and this worker's circuits
     DELETE /admin/cooldowns[/{deployment}]   forget cooldowns and open circuits (every replica, within ~1 s)
+    GET    /admin/quality[/{group}]          per category of each ``quality`` group: the deployment serving it,
+                                             its bar, and every deployment's quality estimate (mean, lower bound)
 
 Scopes: tenant, team, key, user, tag, agent, agent_run (limits also: model). ``id`` ``*`` is the default for
 every id of the scope. Ids a caller chooses (user, tag, agent, agent run) are per tenant: name them as
@@ -157,6 +159,7 @@ ROUTES = {  # head -> methods it answers (anything else on a known path is a 405
     "cooldowns": ("DELETE",),
     "cache": ("GET", "POST"),
     "reload": ("POST",),
+    "quality": ("GET",),
 }
 
 
@@ -210,6 +213,13 @@ async def route(
         return 200, await _cache(gw).store.stats()
     if parts == ["reload"]:
         return 202, reload_config()
+    if head == "quality" and len(parts) <= 2:
+        loop = gw.router.loop
+        groups = sorted(gw.router.quality) if len(parts) == 1 else [parts[1]]
+        if loop is None or any(g not in gw.router.quality for g in groups):
+            raise GatewayError("not_found", "No model group with the quality strategy by that name.")
+        await loop.sync()
+        return 200, {g: loop.snapshot(g) for g in groups}
     raise GatewayError(
         "not_found",
         f"No admin route for {method} {path[:MAX_PATH]}; see the Admin API section of the README.",

@@ -1,4 +1,4 @@
-"""``gateway serve | demo | simulate | keys | admin | report | check-config``."""
+"""``gateway serve | demo | simulate | keys | admin | bench | report | check-config``."""
 
 from __future__ import annotations
 
@@ -220,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.admin_cli import main as admin
 
         return admin(argv[1:])
+    if argv and argv[0] == "bench":
+        from gateway.quality.cli import main as bench
+
+        return bench(argv[1:])
     ap = argparse.ArgumentParser(prog="gateway", description="The AI gateway.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the gateway (Granian, RSGI)")
@@ -247,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     kr = ks.add_parser("revoke")
     kr.add_argument("key_id")
     sub.add_parser("admin", help="call the admin API of a running gateway (see `gateway admin --help`)")
+    sub.add_parser("bench", help="benchmark model groups on task suites (see `gateway bench --help`)")
     r = sub.add_parser("report", help="the daily (tier 2) or weekly (tier 3) report, as Markdown and CSV")
     r.add_argument("kind", choices=["daily", "weekly"])
     r.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "examples/demo.yaml"))

@@ -97,11 +97,36 @@ class Degrade(msgspec.Struct, forbid_unknown_fields=True):
     group: str | None = None  # for downgrade
 
 
+class QualityRouting(msgspec.Struct, forbid_unknown_fields=True):
+    """The ``quality`` strategy: per request category, the deployment the routing table names (``gateway bench``
+    proposes it: the cheapest model whose quality's lower bound meets the category's threshold)."""
+
+    table: str | None = (
+        None  # a routing table file (``routing.yaml`` of a bench run); read at start and reload
+    )
+    categories: dict[str, str] = {}  # inline rows (category → deployment id, upstream model or bench model)
+    default: str | None = None  # category-less and unknown categories (default: the priciest deployment)
+    classifier: str | None = None  # a category classifier (``gateway bench train-classifier``) for requests
+    min_confidence: Annotated[float, Meta(ge=0, le=1)] = 0.5  # below it the request is category-less
+    canary_percent: Annotated[float, Meta(ge=0, le=100)] = (
+        0.0  # of a category's callers, to its row's candidate
+    )
+    # share of a category's requests sent to a cheaper deployment to keep measuring it (at most 5%)
+    explore: Annotated[float, Meta(ge=0, le=0.05)] = 0.0
+    # the closed loop: feedback and automatic signals update Beta posteriors per category x deployment; a
+    # deployment whose lower bound falls below its row's threshold is demoted (alert + audit)
+    feedback: bool = True
+    prior_weight: Annotated[float, Meta(ge=0, le=10_000)] = 20.0  # bench items a prior counts as, at most
+
+
 class ModelGroup(msgspec.Struct, forbid_unknown_fields=True):
     """What the caller asks for (``model``): a name mapped to one or more deployments."""
 
     deployments: list[Deployment]
-    strategy: Literal["weighted", "priority", "least_latency", "lowest_cost", "least_busy"] = "weighted"
+    strategy: Literal["weighted", "priority", "least_latency", "lowest_cost", "least_busy", "quality"] = (
+        "weighted"
+    )
+    quality: QualityRouting | None = None  # the ``quality`` strategy's table, classifier and canary
     fallbacks: list[str] = []
     context_fallback: str | None = None  # a group with a larger context window
     content_policy_fallback: str | None = None  # a group to try when a provider refuses on content policy
@@ -189,6 +214,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     # and so is any beta on a model group served by another provider (it could not be honoured there). Betas the
     # gateway serves itself (message threads, structured outputs) are always accepted and never forwarded.
     anthropic_betas: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_ANTHROPIC_BETAS))
+    # read the caller's task category (``x-gateway-category`` / ``metadata.category``) into every record; groups
+    # with the ``quality`` strategy always do (they route by it)
+    categories: bool = True
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -616,6 +644,10 @@ def _check(cfg: Config) -> None:
             )
         if group.pin is not None and group.pin not in {d.model for d in group.deployments}:
             raise ConfigError(f"$.models.{name}.pin: no deployment serves upstream model {group.pin!r}")
+        if group.strategy == "quality" and group.quality is None:
+            group.quality = QualityRouting()
+        if group.quality is not None:
+            _check_quality(group.quality, f"$.models.{name}.quality")
     for i, key in enumerate(cfg.keys):
         for m in key.models:
             if m not in cfg.models and not any(m in g.aliases for g in cfg.models.values()):
@@ -624,6 +656,21 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"$.keys[{i}].profile: unknown profile {key.profile!r}")
     _check_contracts(cfg)
     _check_compliance(cfg)
+
+
+def _check_quality(q: QualityRouting, path: str) -> None:
+    """The routing table and classifier files must be readable (a bad file is found at load, not per request)."""
+    for field in ("table", "classifier"):
+        f = getattr(q, field)
+        if f is not None and not Path(f).is_file():
+            raise ConfigError(f"{path}.{field}: no such file {f!r}")
+    if q.table is not None:
+        from gateway.quality.table import TableError, read_table
+
+        try:
+            read_table(q.table)
+        except TableError as e:
+            raise ConfigError(f"{path}.table: {e}") from None
 
 
 COMPLIANCE_SCOPES = ("key", "tag", "team", "tenant", "model")

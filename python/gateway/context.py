@@ -91,6 +91,7 @@ class Record(msgspec.Struct):
     overhead_ms: float = 0.0
     ttfb_ms: float | None = None
     route: str | None = None
+    category: str | None = None  # the request's task category (given by the caller or inferred)
     cache: str = "off"  # hit | semantic-hit | miss | bypass | off
     cache_similarity: float | None = None  # semantic hits: the neighbour's cosine similarity
     cache_saved_usd: float = 0.0  # hits: what the original call cost
@@ -151,6 +152,7 @@ class RequestContext:
         "cache",
         "cache_saved_usd",
         "cache_similarity",
+        "category",
         "cost",
         "deployment",
         "dialect",
@@ -233,6 +235,9 @@ class RequestContext:
         self.headers: Any = None  # the request's headers (RSGI), for stages that read per-request options
         self.approval: str | None = None  # ``x-gateway-approval``: a one-time approval token for the budget
         self.session: str | None = None  # ``x-gateway-session``: the caller's conversation id (PII vault)
+        # the task category (``x-gateway-category`` / ``metadata.category``, or the quality group's classifier when
+        # confident): what the ``quality`` strategy routes by, and a label of the record
+        self.category: str | None = None
         self.body_bytes = 0  # the request body's size: an upper bound of its prompt tokens
         self.token_counts: dict[tuple[str, bool], int] = {}  # prompt tokens per (encoding, exact), once
         self.scopes: list[Scope] | None = None  # who the request is, as budget/limit scopes (``scopes_of``)
@@ -319,6 +324,7 @@ class RequestContext:
             overhead_ms=round(max(0.0, total - upstream), 3),
             ttfb_ms=round(self.ttfb / 1e6, 3) if self.ttfb is not None else None,
             route=self.route,
+            category=self.category,
             cache=self.cache,
             cache_similarity=self.cache_similarity,
             cache_saved_usd=self.cache_saved_usd,

@@ -143,6 +143,26 @@ async def count_tokens(
     proto.response_bytes(200, enrich_headers(ctx, JSON), orjson.dumps({"input_tokens": n}))
 
 
+async def feedback(
+    gw: Gateway, ctx: RequestContext, rsgi_scope: RsgiScope, proto: HTTPProtocol, dialect: Dialect
+) -> None:
+    """``POST /v1/feedback``: the caller rates an answer it got (``gateway/quality/feedback.py``)."""
+    from gateway.quality import feedback as fb
+
+    gw.authenticate(ctx, rsgi_scope)
+    rating = fb.parse(await gw.read_body(rsgi_scope, proto))
+    key_id = ctx.principal.key_id if ctx.principal is not None else None
+    rec = await fb.find_record(gw.cfg.store.sqlite_path, rating.request_id, key_id)
+    served, category = rec.get("model_served"), rec.get("category")
+    event = await gw.router.feedback(served, category, rating.value())
+    ctx.flags["feedback"] = {"request_id": rating.request_id, "score": rating.value(), "label": rating.label}
+    if event is not None:
+        ctx.flags["quality_change"] = event  # a demotion is an audit event: this record keeps it
+    body = {"ok": True, "request_id": rating.request_id, "category": category, "deployment": served}
+    body["applied"] = event is not None or gw.router.rates(served, category)
+    proto.response_bytes(200, enrich_headers(ctx, JSON), orjson.dumps(body))
+
+
 async def admin_api(
     gw: Gateway, ctx: RequestContext, rsgi_scope: RsgiScope, proto: HTTPProtocol, dialect: Dialect
 ) -> None:
@@ -161,6 +181,7 @@ ROUTES: dict[tuple[str, str], tuple[str, Dialect, Handler]] = {
     ("POST", "/moderations"): ("moderations", _OPENAI, moderations),
     ("POST", "/v1/messages"): ("chat", _ANTHROPIC, chat),
     ("POST", "/v1/messages/count_tokens"): ("count_tokens", _ANTHROPIC, count_tokens),
+    ("POST", "/v1/feedback"): ("feedback", _OPENAI, feedback),
 }
 ADMIN: tuple[str, Dialect, Handler] = ("admin", AdminDialect, admin_api)
 

@@ -22,6 +22,9 @@ from gateway.context import UPSTREAM_TRACEPARENT, Acceptance, Attempt, GroupAcce
 from gateway.errors import GatewayError, UpstreamError
 from gateway.http import HttpClient
 from gateway.providers import make_provider
+from gateway.quality.loop import QualityLoop
+from gateway.quality.signals import prompt_hash, quality_event, refused
+from gateway.quality.table import QualityPolicy
 from gateway.routing.metering import MeteredStream, aclose_quietly, charge_attempt, estimate_prompt
 from gateway.routing.quota import within_quota
 from gateway.routing.select import Caller, eligible, fits_context, order, reachable_groups
@@ -92,6 +95,13 @@ class Router:
         self._pending: set[asyncio.Future[Any]] = set()  # fire-and-forget state writes (kept referenced)
         rp = cfg.retries
         self.retries = {name: RetryBudget(rp.budget_ratio, rp.budget_min, rp.window_s) for name in cfg.models}
+        # The ``quality`` strategy's routing tables (a bench's proposal), per group that uses it.
+        self.quality: dict[str, QualityPolicy] = {}
+        for name, g in cfg.models.items():
+            if g.strategy == "quality":
+                prices = {t.dep.id: t.unit_cost for t in self.targets[name]}
+                self.quality[name] = QualityPolicy(g, cfg.models, prices)
+        self.loop = QualityLoop(self.quality, state, on_change=quality_event(cfg)) if self.quality else None
         # Groups with one deployment and nothing to decide: the hot path skips planning for them.
         self.plain = {
             name
@@ -196,7 +206,9 @@ class Router:
             healthy = [t for t in fitting if t.dep.id not in seen and t.health.available(now)]
             if not healthy:
                 continue
-            ordered, reason = order(g, healthy, self.rng, ctx.stream, now)
+            ordered, reason = order(
+                g, healthy, self.rng, ctx.stream, now, self.quality.get(name), ctx.category, caller.sticky
+            )
             for j, t in enumerate(ordered):
                 if t.dep.id in seen:
                     continue
@@ -406,6 +418,8 @@ class Router:
         ids = list(by_id)
         while True:
             await asyncio.sleep(every_s)
+            if self.loop is not None:  # the quality posteriors other replicas have updated
+                await self.loop.sync()
             now_wall, now = time.time(), time.monotonic()
             shared = await state.cooldowns(ids)
             for dep, until in shared.items():
@@ -458,8 +472,12 @@ class Router:
         With ``accept``, an answer it rejects is asked for again: of the same deployment ``accept.retries``
         times, then (``accept.fallback``) of the group's other deployments; ``accept.failure`` when none passes."""
         resp = await self._complete(ctx, group, req, only, exclude)
+        if ctx.group in self.quality and self.loop is not None:
+            self._signals(ctx, req, resp)
         if accept is None or accept.check(ctx, ctx.deployment or "", resp):
             return resp
+        if ctx.group in self.quality and self.loop is not None:
+            self.signal(ctx.group or "", ctx.category, ctx.deployment or "", 0.0, "schema")
         tried = set(exclude)
         for attempt in range(accept.retries + (len(self.targets[group]) if accept.fallback else 0)):
             same = attempt < accept.retries
@@ -472,6 +490,51 @@ class Router:
             if accept.check(ctx, ctx.deployment or "", resp):
                 return resp
         raise accept.failure(ctx)
+
+    def _quality_group(self, deployment: str | None) -> str | None:
+        for name in self.quality:
+            if any(t.dep.id == deployment for t in self.targets[name]):
+                return name
+        return None
+
+    def rates(self, deployment: str | None, category: str | None) -> bool:
+        """Whether feedback on an answer from ``deployment`` in ``category`` updates a quality estimate."""
+        g = self._quality_group(deployment)
+        return g is not None and category is not None and category in self.quality[g].rows
+
+    async def feedback(
+        self, deployment: str | None, category: str | None, score: float
+    ) -> dict[str, Any] | None:
+        """A caller's rating of an answer: updates the estimate of the deployment that served it, in its
+        category, in the ``quality`` group it belongs to; returns the demotion it caused, if any."""
+        g = self._quality_group(deployment)
+        if g is None or self.loop is None or deployment is None:
+            return None
+        return await self.loop.observe(g, category, deployment, score, "feedback")
+
+    def signal(self, group: str, category: str | None, deployment: str, score: float, source: str) -> None:
+        """An automatic quality signal, applied off the request (its state write is not awaited)."""
+        assert self.loop is not None
+        fut = asyncio.ensure_future(self.loop.observe(group, category, deployment, score, source))
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+
+    def _signals(self, ctx: RequestContext, req: ChatRequest, resp: ChatResponse) -> None:
+        """What an answer of a ``quality`` group tells without the caller saying anything: a refusal counts
+        against the deployment; so does the caller asking the same prompt again soon after (for the earlier
+        answer). A schema-validation failure is counted where the router hears of it (``accept``)."""
+        loop, group, dep = self.loop, ctx.group or "", ctx.deployment or ""
+        assert loop is not None
+        if refused(resp):
+            self.signal(group, ctx.category, dep, 0.0, "refusal")
+        key = ctx.principal.key_id if ctx.principal is not None else ""
+        h = prompt_hash(req)
+        earlier = loop.retried(key, h)
+        if earlier is not None:
+            self.signal(*earlier, 0.0, "caller_retry")
+            ctx.flags["quality_retry_of"] = earlier[2]
+        if ctx.category is not None:
+            loop.remember(key, h, group, ctx.category, dep)
 
     async def _complete(
         self,

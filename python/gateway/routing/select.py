@@ -12,10 +12,10 @@ import hashlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.config import ModelGroup
-from gateway.routing.strategies import STRATEGIES, least_latency
+from gateway.routing.strategies import STRATEGIES, least_latency, quality_order
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +58,26 @@ def fits_context(t: Any, prompt_tokens: int) -> bool:
     return window is None or prompt_tokens <= window
 
 
+class QualityChooser(Protocol):
+    def choose(self, category: str | None, canary_bucket: float) -> tuple[str, str]: ...
+
+
 def order(
-    group: ModelGroup, healthy: list[Any], rng: random.Random, stream: bool, now: float
+    group: ModelGroup,
+    healthy: list[Any],
+    rng: random.Random,
+    stream: bool,
+    now: float,
+    quality: QualityChooser | None = None,
+    category: str | None = None,
+    sticky: str = "",
 ) -> tuple[list[Any], str]:
+    if quality is not None:  # the ``quality`` strategy: the routing table's deployment for the category
+        first, why = quality.choose(category, canary_bucket(sticky, category or "") if category else 100.0)
+        ordered = quality_order(healthy, first, lambda t: t.dep.id)
+        if ordered[0].dep.id != first:
+            why += f"; {first} unavailable here → {ordered[0].dep.id}"
+        return ordered, why
     if group.strategy == "least_latency":
         return least_latency(
             healthy, rng, lambda t: t.health.latency_ms(stream), lambda t: now - t.health.last_attempt

@@ -87,6 +87,13 @@ def least_latency(
     return [first, *(c for c in by_latency if c is not first)], reason
 
 
+def quality_order(cands: Sequence[T], first: str, dep_id: Callable[[T], str]) -> list[T]:
+    """The ``quality`` strategy's order: the deployment its routing table chose first, then the rest priciest
+    first (when the chosen one is down, the stronger model is the safer failover)."""
+    chosen = [c for c in cands if dep_id(c) == first]
+    return chosen + sorted((c for c in cands if dep_id(c) != first), key=lambda c: -c.unit_cost)
+
+
 STRATEGIES: dict[str, Callable[..., tuple[list, str]]] = {
     "weighted": weighted,
     "priority": priority,

@@ -13,6 +13,7 @@ A profile file (YAML or JSON) looks like::
     models:                   # name or fnmatch glob -> patch (applied in file order, exact names last)
       "gpt-4o*": {ttft_ms: 150, tokens_per_s: 80}
       claude-3-5-sonnet: {rate_429: 0.1, retry_after_s: 2, quality: {code: 0.9, math: 0.8}}
+    answers: items.jsonl      # recorded per-item answers (answers.py): known prompts answered right or wrong
 
 Every model key is optional; see :data:`DEFAULTS`. ``error_rate: {"429": 0.1, timeout: 0.01}`` is an
 alias for ``rate_429`` / ``rate_timeout``; any ``rate_<status>`` (e.g. ``rate_529``) injects that status.
@@ -25,6 +26,8 @@ import json
 import random
 from pathlib import Path
 from typing import Any
+
+from .answers import Answers
 
 DEFAULTS: dict[str, Any] = {
     # latency
@@ -74,7 +77,7 @@ _INT_KEYS = {
     "drop_after_chunks",
 }
 _FAULT_KINDS_NAMED = ("timeout", "drop", "malformed", "stall")
-TOP_LEVEL_KEYS = {"seed", "auth", "api_keys", "bedrock", "default", "models"}
+TOP_LEVEL_KEYS = {"seed", "auth", "api_keys", "bedrock", "default", "models", "answers"}
 
 
 class ProfileError(ValueError):
@@ -185,7 +188,7 @@ class ModelProfile:
 class Profiles:
     """Profile set: file entries + runtime patches, resolved (and cached) per model name."""
 
-    def __init__(self, config: dict[str, Any] | None = None):
+    def __init__(self, config: dict[str, Any] | None = None, base_dir: Path | None = None):
         config = config or {}
         unknown = set(config) - TOP_LEVEL_KEYS
         if unknown:
@@ -203,6 +206,14 @@ class Profiles:
             raise ProfileError("bedrock: expected a mapping")
         self.bedrock_secret: str | None = bedrock.get("verify_secret_key")
         self.bedrock_access_key: str | None = bedrock.get("access_key_id")
+        # recorded per-item answers (answers.py): known evaluation prompts answered right or wrong as recorded
+        self.answers: Answers | None = None
+        if config.get("answers"):
+            path = Path(str(config["answers"]))
+            try:
+                self.answers = Answers.load(path if path.is_absolute() else (base_dir or Path()) / path)
+            except (OSError, ValueError) as e:
+                raise ProfileError(f"answers: {e}") from None
         base = dict(DEFAULTS)
         base.update(_normalize_patch(config.get("default"), "default"))
         models = config.get("models") or {}
@@ -318,4 +329,4 @@ def load_profile_file(path: str | Path | None) -> Profiles:
         data = {}
     if not isinstance(data, dict):
         raise ProfileError(f"{p}: the profile must be a mapping")
-    return Profiles(data)
+    return Profiles(data, p.parent)

@@ -403,6 +403,11 @@ class SimApp:
         d = parse_directives(req.last_user, model) if "[[sim" in req.last_user else None
         d = header_directives(scope.headers, model, d)
         prof = self.profiles.get(model)
+        answers = self.profiles.answers
+        if answers is not None and not (d and ("output" in d or "json" in d)):
+            text = answers.answer(model, req.last_user, prof.quality, self.profiles.seed)
+            if text is not None:
+                d = {**(d or {}), "output": text}
         self._remember(model, scope, raw)
         if req.stream:
             self.c_stream[model] = self.c_stream.get(model, 0) + 1

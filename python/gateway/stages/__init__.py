@@ -18,6 +18,10 @@ def build_stages(cfg: Config, gw: Gateway) -> list[Stage]:
 
     # first: a continued thread's history is in the request before any other stage looks at it
     stages: list[Stage] = [ThreadStage(gw.conversations)]
+    if any(g.strategy == "quality" for g in cfg.models.values()) or cfg.server.categories:
+        from gateway.stages.category import CategoryStage
+
+        stages.append(CategoryStage(cfg))  # the task category: what the quality strategy routes by
     st = cfg.stages
     if st.limits.enabled:
         from gateway.stages.limits import LimitsStage

@@ -176,6 +176,16 @@ class LocalState:
             self.maps = {k: v for k, v in self.maps.items() if v[1] >= now}
         self.maps[key] = (dict(mapping), time.monotonic() + ttl_s)
 
+    async def incr_map(self, key: str, increments: dict[str, float], ttl_s: float) -> dict[str, float]:
+        """Add to numeric fields of a map; returns the whole map after the addition (as floats)."""
+        hit = self.maps.get(key)
+        now = time.monotonic()
+        fields = dict(hit[0]) if hit is not None and hit[1] >= now else {}
+        for f, v in increments.items():
+            fields[f] = str(float(fields.get(f, 0.0)) + v)
+        self.maps[key] = (fields, now + ttl_s)
+        return {f: float(v) for f, v in fields.items()}
+
     @property
     def degraded(self) -> bool:
         return False

@@ -514,6 +514,20 @@ class RedisState:
             self._fallback()
             await self.local.put_map(key, mapping, ttl_s)
 
+    async def incr_map(self, key: str, increments: dict[str, float], ttl_s: float) -> dict[str, float]:
+        """Add to numeric fields of a shared map (HINCRBYFLOAT: atomic across replicas); returns the whole map."""
+        name = self.k("{map:" + key + "}")
+        p = self.client.pipeline(transaction=not self.cluster)
+        for f, v in increments.items():
+            p.hincrbyfloat(name, f, v)
+        p.expire(name, max(1, int(ttl_s)))
+        p.hgetall(name)
+        out = await self._ask(p.execute)
+        if isinstance(out, _Unanswered):
+            self._fallback()
+            return await self.local.incr_map(key, increments, ttl_s)
+        return {k.decode(): float(v) for k, v in out[-1].items()}
+
     async def close(self) -> None:
         if not self._down_since:
             await self.sync()

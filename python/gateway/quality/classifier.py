@@ -1,0 +1,128 @@
+"""The request-category classifier: a linear (softmax) model over the hashed text features the Rust core already
+computes for the compliance scanners (word unigrams, bigrams, byte 4-grams), trained from the suites' inputs.
+
+Inference is one feature pass in Rust and a gather-and-sum over a small weight matrix in NumPy (tens of
+microseconds for a typical prompt); only the first ``MAX_CHARS`` of the prompt are looked at, so a long prompt
+costs no more than a short one. The confidence is the softmax probability of the top category: below the
+group's ``min_confidence`` a request is treated as category-less (it goes to the default, strong model).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateway import _core
+
+BITS = 15
+MAX_CHARS = 2000
+
+
+def features(text: str, bits: int = BITS) -> list[int]:
+    return _core.hash_features(_core.normalize(text[:MAX_CHARS], False), bits)
+
+
+class Classifier:
+    """Categories from text: ``predict(text) -> (category, confidence)``."""
+
+    __slots__ = ("b", "bits", "labels", "w")
+
+    def __init__(self, labels: list[str], w: np.ndarray, b: np.ndarray, bits: int = BITS) -> None:
+        self.labels = labels
+        self.w = np.ascontiguousarray(w, dtype=np.float32)  # (2**bits, K)
+        self.b = np.asarray(b, dtype=np.float32)
+        self.bits = bits
+
+    def probs(self, text: str) -> np.ndarray:
+        """The probability of every category (``labels`` order)."""
+        idx = features(text, self.bits)
+        z = (self.w[idx].sum(axis=0) / np.float32(np.sqrt(len(idx))) if idx else 0) + self.b
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    def predict(self, text: str) -> tuple[str, float]:
+        p = self.probs(text)
+        k = int(np.argmax(p))
+        return self.labels[k], float(p[k])
+
+    def predict_grouped(self, text: str, groups: np.ndarray, n_groups: int) -> tuple[str, float]:
+        """The most probable category of the most probable *group* of categories (``groups[k]`` is category k's
+        group, e.g. the model its routing-table row names), and that group's probability: categories the
+        classifier cannot tell apart but that route alike still yield a confident route."""
+        p = self.probs(text)
+        mass = np.bincount(groups, weights=p, minlength=n_groups)
+        g = int(np.argmax(mass))
+        k = int(np.argmax(np.where(groups == g, p, -1.0)))
+        return self.labels[k], float(mass[g])
+
+    def save(self, path: str | Path) -> None:
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf, w=self.w.astype(np.float16), b=self.b, labels=np.array(self.labels), bits=self.bits
+        )
+        Path(path).write_bytes(buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Classifier:
+        with np.load(path, allow_pickle=False) as z:
+            return cls([str(x) for x in z["labels"]], z["w"].astype(np.float32), z["b"], int(z["bits"]))
+
+
+def train(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    bits: int = BITS,
+    epochs: int = 12,
+    lr: float = 20.0,
+    l2: float = 1e-5,
+    batch: int = 128,
+    seed: int = 0,
+) -> Classifier:
+    """Softmax regression by mini-batch SGD over sparse hashed features (no dense design matrix)."""
+    cats = sorted(set(labels))
+    index = {c: i for i, c in enumerate(cats)}
+    y = np.array([index[c] for c in labels])
+    feats = [np.array(features(t, bits), dtype=np.int64) for t in texts]
+    scale = np.array([1 / np.sqrt(max(1, len(f))) for f in feats], dtype=np.float32)
+    k, d = len(cats), 1 << bits
+    w = np.zeros((d, k), dtype=np.float32)
+    b = np.zeros(k, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    n = len(texts)
+    for epoch in range(epochs):
+        step = lr / (1 + epoch * 0.5)
+        order = rng.permutation(n)
+        for s in range(0, n, batch):
+            ids = order[s : s + batch]
+            z = np.stack([w[feats[i]].sum(axis=0) * scale[i] for i in ids]) + b
+            z -= z.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            p[np.arange(len(ids)), y[ids]] -= 1.0  # gradient of the loss wrt the logits
+            g = p / len(ids)
+            b -= step * g.sum(axis=0)
+            for row, i in enumerate(ids):
+                np.add.at(w, feats[i], -step * g[row] * scale[i])
+            if l2:
+                w *= 1 - step * l2
+    return Classifier(cats, w, b, bits)
+
+
+def route_groups(labels: Sequence[str], q: Any) -> tuple[np.ndarray, int]:
+    """Each category's route group for :meth:`Classifier.predict_grouped`: categories whose routing-table rows
+    name the same model form one group; categories without a row form one more (the default's)."""
+    from gateway.quality.table import read_table
+
+    rows: dict[str, str] = {}
+    if q.table:
+        for cat, row in (read_table(q.table).get("categories") or {}).items():
+            rows[str(cat)] = str(row.get("model") if isinstance(row, dict) else row)
+    rows.update(q.categories)
+    names = sorted(set(rows.values()))
+    index = {m: i for i, m in enumerate(names)}
+    groups = np.array([index.get(rows.get(c, ""), len(names)) for c in labels], dtype=np.int64)
+    return groups, len(names) + 1
