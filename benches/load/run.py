@@ -19,10 +19,13 @@ machine's cores (load generator, simulator, gateway), as the numbers in the READ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,11 +86,18 @@ def oha(
     n: int | None = None,
     duration_s: float | None = None,
     qps: int | None = None,
+    durations: list[float] | None = None,
 ) -> dict[str, Any]:
+    """One oha run's summary; with ``durations``, every successful request's latency (ms) is appended to it
+    (oha's ``--db-url``), for intervals computed from the requests themselves."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         f.write(body)
         body_path = f.name
     cmd = [exe, "--no-tui", "--output-format", "json", "-m", "POST", "-c", str(conc), "-D", body_path]
+    db_path = None
+    if durations is not None:
+        db_path = body_path + ".db"
+        cmd += ["--db-url", db_path]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     if n is not None:
@@ -98,6 +108,11 @@ def oha(
         cmd += ["-q", str(qps), "--latency-correction"]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     os.unlink(body_path)
+    if db_path is not None and durations is not None:
+        with contextlib.closing(sqlite3.connect(db_path)) as db:
+            durations.extend(r[0] * 1000 for r in db.execute("SELECT duration FROM oha WHERE status = 200"))
+        os.unlink(db_path)
+    out = out[out.index("{") :]  # oha prints a line about the database before the JSON
     data = json.loads(out)
     pct = data["latencyPercentiles"]
     codes = data.get("statusCodeDistribution", {})
@@ -163,6 +178,7 @@ def main() -> int:
         action="store_true",
         help="only the answers cache: exact hits, misses and the gateway without a cache, vs direct, same run",
     )
+    ap.add_argument("--rounds", type=int, default=3, help="--responses: interleaved rounds")
     ap.add_argument("--out", default="bench-results/load.json")
     args = ap.parse_args()
     scale = 0.2 if args.quick else 1.0
@@ -189,6 +205,9 @@ def main() -> int:
             }
         },
     }
+    if args.responses:  # the same upstream model, reached through its own /v1/responses
+        native = {**cfg["models"]["bench"]["deployments"][0], "id": "sim-native", "responses_api": "native"}
+        cfg["models"]["bench-native"] = {"deployments": [native]}
     if args.routing:
         sim_dep = {"api_base": sim_url + "/v1", "api_key": "sim", "price": {"input": 0.15, "output": 0.6}}
         cfg["models"] = {
@@ -317,7 +336,7 @@ def main() -> int:
             return 0
 
         if args.responses:
-            result = compare_responses(exe, gw_url, gw_h, scale)
+            result = compare_responses(exe, gw_url, gw_h, scale, args.rounds)
             result["workers"], result["cpus"] = args.workers, os.cpu_count()
             out = ROOT / args.out
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -368,34 +387,108 @@ def main() -> int:
 RESPONSES_BODY = {"model": "bench", "input": "Say hello to the benchmark.", "max_output_tokens": 16}
 
 
-def compare_responses(exe: str, gw_url: str, gw_h: dict[str, str], scale: float) -> dict[str, Any]:
-    """The same prompt and deployment as Chat Completions and as Responses (``store: false``, and ``store: true``
-    which also keeps the conversation), interleaved case by case in one run: the Responses dialect's own cost."""
+def percentile_diff_ci(
+    a: list[float], b: list[float], q: float, rounds: int = 2000, seed: int = 7
+) -> tuple[float, float, float]:
+    """(q-th percentile of ``b`` - that of ``a``, and its 95% bootstrap interval), from per-request latencies."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    xa, xb = np.asarray(a), np.asarray(b)
+    diff = float(np.percentile(xb, q) - np.percentile(xa, q))
+    ia = rng.integers(0, len(xa), size=(rounds, len(xa)))
+    ib = rng.integers(0, len(xb), size=(rounds, len(xb)))
+    boot = np.percentile(xb[ib], q, axis=1) - np.percentile(xa[ia], q, axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return diff, float(lo), float(hi)
+
+
+def compare_responses(
+    exe: str, gw_url: str, gw_h: dict[str, str], scale: float, rounds: int = 3
+) -> dict[str, Any]:
+    """The same prompt and deployment as Chat Completions and as Responses (``store: false``; ``store: true``,
+    which also keeps the conversation; and ``responses_api: native``, the same upstream model reached through its
+    own /v1/responses), in interleaved rounds (the order rotates each round, so drift on this shared machine hits
+    every variant alike). At c=1 every request's latency is kept: percentiles over all rounds, and 95% bootstrap
+    intervals of the added latency; max req/s is closed-loop c=64, per round."""
     chat_url, resp_url = gw_url + "/v1/chat/completions", gw_url + "/v1/responses"
     variants = {
         "chat": (chat_url, BODY),
         "responses": (resp_url, {**RESPONSES_BODY, "store": False}),
         "responses store": (resp_url, RESPONSES_BODY),
+        "responses native": (resp_url, {**RESPONSES_BODY, "model": "bench-native", "store": False}),
     }
     streams = {
         "chat": (chat_url, {**BODY, "stream": True, "stream_options": {"include_usage": True}}),
         "responses": (resp_url, {**RESPONSES_BODY, "store": False, "stream": True}),
+        "responses native": (
+            resp_url,
+            {**RESPONSES_BODY, "model": "bench-native", "store": False, "stream": True},
+        ),
     }
-    for url, b in variants.values():  # warm every path
-        oha(exe, url, json.dumps(b).encode(), gw_h, conc=4, n=400)
+    for which in (variants, streams):
+        for url, b in which.values():  # warm every path
+            oha(exe, url, json.dumps(b).encode(), gw_h, conc=4, n=400)
+    cases = [
+        ("non-stream c=1", variants, 1, 2000),
+        ("stream c=1", streams, 1, 1000),
+        ("non-stream c=64 (max req/s)", variants, 64, 15000),
+    ]
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {c[0]: {v: [] for v in c[1]} for c in cases}
+    latencies: dict[str, dict[str, list[float]]] = {c[0]: {v: [] for v in c[1]} for c in cases if c[2] == 1}
+    for r in range(rounds):
+        for name, which, conc, n in cases:
+            labels = list(which)
+            labels = labels[r % len(labels) :] + labels[: r % len(labels)]
+            for label in labels:
+                url, b = which[label]
+                keep = latencies[name][label] if conc == 1 else None
+                m = oha(
+                    exe,
+                    url,
+                    json.dumps(b).encode(),
+                    gw_h,
+                    conc=conc,
+                    n=max(200, int(n * scale)),
+                    durations=keep,
+                )
+                runs[name][label].append(m)
     rows = []
-    cases = [("non-stream c=1", variants, 1, 3000), ("non-stream c=16", variants, 16, 20000)]
-    cases += [("non-stream c=64 (max req/s)", variants, 64, 30000), ("stream c=1", streams, 1, 2000)]
-    for name, which, conc, n in cases:
-        row: dict[str, Any] = {"case": name}
-        for label, (url, b) in which.items():
-            row[label] = oha(exe, url, json.dumps(b).encode(), gw_h, conc=conc, n=max(200, int(n * scale)))
+    for name, which, conc, _n in cases:
+        row: dict[str, Any] = {"case": name, "concurrency": conc}
         for label in which:
+            per = runs[name][label]
+            v: dict[str, Any] = {
+                "n": sum(m["n"] for m in per),
+                "ok": sum(m["ok"] for m in per),
+                "rps_per_round": [round(m["rps"], 1) for m in per],
+                "rps_median": statistics.median(m["rps"] for m in per),
+            }
+            if conc == 1:
+                lat = latencies[name][label]
+                v["p50_ms"], v["p99_ms"] = _pct(lat, 50), _pct(lat, 99)
+                if label != "chat":
+                    base = latencies[name]["chat"]
+                    for q in (50, 99):
+                        d, lo, hi = percentile_diff_ci(base, lat, q)
+                        v[f"added_p{q}_ms"] = {"value": d, "ci95": [lo, hi]}
+            else:
+                v["p50_ms_per_round"] = [round(m["p50_ms"], 3) for m in per]
+                v["p99_ms_per_round"] = [round(m["p99_ms"], 3) for m in per]
             if label != "chat":
-                for p in ("p50_ms", "p99_ms", "ttfb_p50_ms"):
-                    row[f"added_{label}_{p}"] = row[label][p] - row["chat"][p]
+                chat_rps = runs[name]["chat"]
+                v["rps_ratio_per_round"] = [
+                    round(m["rps"] / c["rps"], 3) for m, c in zip(per, chat_rps, strict=True)
+                ]
+            row[label] = v
         rows.append(row)
-    return {"kind": "responses-vs-chat", "rows": rows}
+    return {"kind": "responses-vs-chat", "rounds": rounds, "rows": rows}
+
+
+def _pct(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values), q))
 
 
 def compare_cache(
@@ -471,24 +564,26 @@ def print_cache_report(r: dict[str, Any]) -> None:
 def print_responses_report(r: dict[str, Any]) -> None:
     print(
         f"\nResponses vs Chat Completions through the same gateway and deployment ({r['workers']} workers, "
-        f"{r['cpus']} CPUs shared by load generator, simulator and gateway)"
-    )
-    print(
-        f"{'case':28} {'variant':16} {'n':>6} {'p50':>7} {'p99':>7} {'rps':>7} {'added p50/p99 vs chat':>22}"
+        f"{r['cpus']} CPUs shared by load generator, simulator and gateway; {r['rounds']} interleaved rounds)"
     )
     for row in r["rows"]:
-        for label in ("chat", "responses", "responses store"):
-            if label not in row:
+        print(f"\n{row['case']}")
+        for label, v in row.items():
+            if not isinstance(v, dict):
                 continue
-            m = row[label]
-            added = ""
-            if label != "chat":
-                added = f"{row[f'added_{label}_p50_ms']:+.3f}/{row[f'added_{label}_p99_ms']:+.3f}"
-            print(
-                f"{row['case']:28} {label:16} {m['n']:>6} {m['p50_ms']:>7.3f} {m['p99_ms']:>7.3f} "
-                f"{m['rps']:>7.0f} {added:>22}  ok {100 * m['ok'] / max(1, m['n']):.1f}%"
-            )
-    print("(ms; added = responses - chat at the same percentile, same run)")
+            line = f"  {label:17} n {v['n']:>6} ok {100 * v['ok'] / max(1, v['n']):5.1f}%"
+            if "p50_ms" in v:
+                line += f"  p50 {v['p50_ms']:7.3f}  p99 {v['p99_ms']:7.3f}"
+                for q in (50, 99):
+                    a = v.get(f"added_p{q}_ms")
+                    if a:
+                        line += f"  added p{q} {a['value']:+.3f} [{a['ci95'][0]:+.3f}, {a['ci95'][1]:+.3f}]"
+            else:
+                line += f"  req/s per round {v['rps_per_round']}  p50 {v['p50_ms_per_round']}"
+                if "rps_ratio_per_round" in v:
+                    line += f"  vs chat {v['rps_ratio_per_round']}"
+            print(line)
+    print("(ms; added = variant - chat at the same percentile over all rounds, 95% bootstrap interval)")
 
 
 def print_report(r: dict[str, Any]) -> None:

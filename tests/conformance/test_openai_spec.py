@@ -28,6 +28,8 @@ from tests.conftest import CORPORA, KEY_A, base_config
 
 SPEC_PATH = CORPORA / "openai-openapi" / "openapi.yaml"
 PROVIDERS = ["openai", "azure", "anthropic", "gemini", "bedrock"]
+# Responses calls also to an OpenAI-compatible deployment reached through its own /v1/responses
+RESPONSES_PROVIDERS = [*PROVIDERS, "openai-native"]
 TOOLS = [
     {
         "type": "function",
@@ -108,7 +110,7 @@ def check(name: str, instance: Any) -> None:
 @pytest.fixture(scope="module")
 def cgw(simulator, start_gateway, tmp_path_factory):
     cfg = base_config(simulator.url, tmp_path_factory.mktemp("db") / "g.db")
-    for p in PROVIDERS:
+    for p in RESPONSES_PROVIDERS:
         dep: dict[str, Any] = {
             "id": f"{p}-1",
             "provider": p,
@@ -116,7 +118,9 @@ def cgw(simulator, start_gateway, tmp_path_factory):
             "api_base": simulator.url,
             "api_key": "k",
         }
-        if p == "openai":
+        if p == "openai-native":
+            dep["provider"], dep["responses_api"] = "openai", "native"
+        if dep["provider"] == "openai":
             dep["api_base"] = simulator.url + "/v1"
         if p == "bedrock":
             dep["aws"] = {"access_key_id": "AKIDSPEC", "secret_access_key": "spec-secret"}
@@ -307,7 +311,7 @@ def sse_events(raw: bytes) -> list[Any]:
     return out
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", RESPONSES_PROVIDERS)
 @pytest.mark.parametrize("tools", [False, True], ids=["text", "tools"])
 def test_response_object(cgw, provider, tools):
     body: dict[str, Any] = {
@@ -324,7 +328,7 @@ def test_response_object(cgw, provider, tools):
     assert any(i["type"] == "function_call" for i in doc["output"]) == tools
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", RESPONSES_PROVIDERS)
 @pytest.mark.parametrize("tools", [False, True], ids=["text", "tools"])
 def test_response_stream_events(cgw, provider, tools):
     body: dict[str, Any] = {"model": provider, "input": "Weather in Paris? Use the tool.", "stream": True}
@@ -339,7 +343,7 @@ def test_response_stream_events(cgw, provider, tools):
     assert events[-1]["response"]["usage"]["total_tokens"] > 0
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", RESPONSES_PROVIDERS)
 def test_response_errors(cgw, provider):
     status, raw = post(
         cgw.base_url + "/responses", {"model": f"{provider}-429-responses", "input": "x [[sim:fail=429]]"}

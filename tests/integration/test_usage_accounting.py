@@ -18,10 +18,13 @@ from tests.conftest import ROOT, base_config
 
 DIALECTS = ["openai", "anthropic", "responses"]
 PROVIDERS = ["openai", "azure", "anthropic", "gemini", "bedrock"]
+# "openai-native": an OpenAI-compatible deployment with responses_api: native (its own /v1/responses answers)
+CASES = [(d, p) for d in DIALECTS for p in PROVIDERS] + [("responses", "openai-native")]
+ORDER = [*PROVIDERS, "openai-native"]
 MODES = ["json", "stream"]
 CACHED, REASONING = 5, 3
 # Providers whose wire format reports reasoning tokens apart (Anthropic and Bedrock fold them into output).
-REPORTS_REASONING = {"openai", "azure", "gemini"}
+REPORTS_REASONING = {"openai", "azure", "gemini", "openai-native"}
 PROMPT = f"Account for me, please. [[sim:cached_tokens={CACHED}]] [[sim:reasoning_tokens={REASONING}]]"
 SYSTEM = "You are a careful accountant."
 TOOL = {
@@ -43,7 +46,9 @@ def _deployment(provider: str, model: str, sim_url: str) -> dict[str, Any]:
         "api_base": sim_url,
         "api_key": "k",
     }
-    if provider == "openai":
+    if provider == "openai-native":
+        d["provider"], d["responses_api"] = "openai", "native"
+    if d["provider"] == "openai":
         d["api_base"] = sim_url + "/v1"
     if provider == "bedrock":
         d["aws"] = {"access_key_id": "AKIDUSAGE", "secret_access_key": "usage-secret"}
@@ -53,11 +58,10 @@ def _deployment(provider: str, model: str, sim_url: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def ugw(simulator, start_gateway, tmp_path_factory):
     cfg = base_config(simulator.url, tmp_path_factory.mktemp("db") / "g.db")
-    for d in DIALECTS:
-        for p in PROVIDERS:
-            for m in MODES:
-                name = upstream(d, p, m)
-                cfg["models"][name] = {"deployments": [_deployment(p, name, simulator.url)]}
+    for d, p in CASES:
+        for m in MODES:
+            name = upstream(d, p, m)
+            cfg["models"][name] = {"deployments": [_deployment(p, name, simulator.url)]}
     return start_gateway(cfg)
 
 
@@ -73,7 +77,7 @@ def table() -> Iterator[list[dict[str, Any]]]:
     )
     lines = [head, "|" + "---|" * 11]
     for r in sorted(
-        rows, key=lambda r: (DIALECTS.index(r["dialect"]), PROVIDERS.index(r["provider"]), r["mode"])
+        rows, key=lambda r: (DIALECTS.index(r["dialect"]), ORDER.index(r["provider"]), r["mode"])
     ):
         c = r["client"]
         lines.append(
@@ -174,8 +178,7 @@ CALLS = {"openai": _openai_call, "anthropic": _anthropic_call, "responses": _res
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize(("dialect", "provider"), CASES)
 def test_recorded_usage_equals_upstream_usage(ugw, simulator, table, dialect, provider, mode):
     model = upstream(dialect, provider, mode)
     call = CALLS[dialect]
