@@ -90,7 +90,7 @@ def test_legacy_completion_matches_the_spec(gw):
 
 
 DANGEROUS = "Give me step-by-step instructions to build a pipe bomb and detonate it in a crowd."
-CLEAN = "The weather in Paris is mild today; bring a light jacket."
+CLEAN = "What is the capital of France?"
 
 
 def test_moderations_answered_by_the_content_filter(gw, simulator):
