@@ -117,6 +117,7 @@ class QualityRouting(msgspec.Struct, forbid_unknown_fields=True):
     # deployment whose lower bound falls below its row's threshold is demoted (alert + audit)
     feedback: bool = True
     prior_weight: Annotated[float, Meta(ge=0, le=10_000)] = 20.0  # bench items a prior counts as, at most
+    min_signals: Annotated[int, Meta(ge=1, le=10_000)] = 5  # signals on a deployment before it can be demoted
 
 
 class ModelGroup(msgspec.Struct, forbid_unknown_fields=True):
@@ -647,7 +648,7 @@ def _check(cfg: Config) -> None:
         if group.strategy == "quality" and group.quality is None:
             group.quality = QualityRouting()
         if group.quality is not None:
-            _check_quality(group.quality, f"$.models.{name}.quality")
+            _check_quality(group, cfg, f"$.models.{name}.quality")
     for i, key in enumerate(cfg.keys):
         for m in key.models:
             if m not in cfg.models and not any(m in g.aliases for g in cfg.models.values()):
@@ -658,19 +659,21 @@ def _check(cfg: Config) -> None:
     _check_compliance(cfg)
 
 
-def _check_quality(q: QualityRouting, path: str) -> None:
-    """The routing table and classifier files must be readable (a bad file is found at load, not per request)."""
+def _check_quality(group: ModelGroup, cfg: Config, path: str) -> None:
+    """The routing table and classifier files must be readable and every model a table row names must be in the
+    group (a bad table is found at load or reload, never per request)."""
+    q = group.quality
+    assert q is not None
     for field in ("table", "classifier"):
         f = getattr(q, field)
         if f is not None and not Path(f).is_file():
             raise ConfigError(f"{path}.{field}: no such file {f!r}")
-    if q.table is not None:
-        from gateway.quality.table import TableError, read_table
+    from gateway.quality.table import QualityPolicy, TableError
 
-        try:
-            read_table(q.table)
-        except TableError as e:
-            raise ConfigError(f"{path}.table: {e}") from None
+    try:
+        QualityPolicy(group, cfg.models, {})
+    except TableError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 COMPLIANCE_SCOPES = ("key", "tag", "team", "tenant", "model")

@@ -457,3 +457,42 @@ def test_exploration_stays_within_its_budget(make_gw: Callable[..., Gateway], co
         served.append(r.headers["x-gateway-model"])
         assert served.count("auto-weak") <= 0.05 * len(served)  # never above the budget, at any point
     assert served.count("auto-weak") == 6  # and it is used: 5% of 120
+
+
+def test_a_new_routing_table_is_applied_by_reload(
+    make_gw: Callable[..., Gateway], corpus: Path, tmp_path: Path
+) -> None:
+    """A bench's new proposal goes live without a restart: rewrite the table file, ``POST /admin/reload``."""
+    gw = make_gw({"mmlu_astronomy": "strong"})
+    msgs = [{"role": "user", "content": items(corpus, "mmlu_astronomy")[0]["input"]}]
+
+    def served() -> str:
+        r = gw.openai().chat.completions.with_raw_response.create(
+            model="auto", messages=msgs, extra_headers={"x-gateway-category": "mmlu_astronomy"}
+        )
+        return str(r.headers["x-gateway-model"])
+
+    assert served() == "auto-strong"
+    write_table(tmp_path / "routing.yaml", {"mmlu_astronomy": {"model": "weak", "threshold": 0.7}})
+    req = urllib.request.Request(
+        gw.url + "/admin/reload", data=b"", method="POST", headers={"authorization": f"Bearer {ADMIN}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 202
+    # the retiring worker closes after 1 s without requests: ask less often than that until the new one answers
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(1.5)
+        if served() == "auto-weak":
+            break
+    time.sleep(1.5)
+    assert served() == "auto-weak"
+    # a table naming a model the group does not have is refused by reload; the running table keeps serving
+    write_table(tmp_path / "routing.yaml", {"mmlu_astronomy": "nonexistent"})
+    req = urllib.request.Request(
+        gw.url + "/admin/reload", data=b"", method="POST", headers={"authorization": f"Bearer {ADMIN}"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        urllib.request.urlopen(req, timeout=10)
+    assert bad.value.code == 400 and b"nonexistent" in bad.value.read()
+    assert served() == "auto-weak"

@@ -143,6 +143,12 @@ class QualityLoop:
         row = policy.rows[category]
         if row.threshold is None:
             return None
+        c = self.counts[group]
+        signals = c.get(_field(category, row.benched, "a"), 0.0) + c.get(
+            _field(category, row.benched, "b"), 0.0
+        )
+        if signals < policy.spec.min_signals:
+            return None
         if row.deployment == row.benched and row.benched != policy.default:
             lo = self.lower(group, category, row.benched)
             if lo < row.threshold:
