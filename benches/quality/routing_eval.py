@@ -49,6 +49,7 @@ from gateway.quality.suites import load_suites  # noqa: E402
 CORPUS = ROOT.parent / "shared" / "corpora" / "routellm"
 PY = sys.executable
 KEY = "gw-routing-eval-key-0000000000000000000"
+KEY_INFERRED = "gw-routing-eval-key-inferred-0000000000"  # another caller: its asks are not retries of KEY's
 STRONG, WEAK = "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1"
 
 
@@ -84,7 +85,10 @@ def config(
     return {
         "server": {"host": "127.0.0.1", "workers": 2},
         "store": {"sqlite_path": str(db), "record_flush_ms": 200},
-        "keys": [{"key": KEY, "name": "eval", "tenant": "eval"}],
+        "keys": [
+            {"key": KEY, "name": "eval", "tenant": "eval"},
+            {"key": KEY_INFERRED, "name": "eval-inferred", "tenant": "eval"},
+        ],
         "models": models,
     }
 
@@ -104,7 +108,7 @@ async def serve_items(
 ) -> list[dict[str, Any]]:
     sem = asyncio.Semaphore(conc)
     out: list[dict[str, Any]] = []
-    async with Client(url, KEY) as client:
+    async with Client(url, KEY if given else KEY_INFERRED) as client:
         assert client.session is not None
 
         async def one(it: Any) -> None:
@@ -165,6 +169,7 @@ def main() -> int:
     ap.add_argument("--min-confidence", type=float, default=0.5)
     ap.add_argument("--json", default=str(ROOT / "benches" / "quality" / "routing_eval_results.json"))
     ap.add_argument("--workdir", help="keep the run here (default: a temporary directory)")
+    ap.add_argument("--reuse", action="store_true", help="keep the workdir's trained classifier")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="routing-eval-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -203,11 +208,15 @@ def main() -> int:
         )  # fmt: skip
         bench_s = time.time() - t0
         clf = subprocess.run(
+            ["true"] if (work / "classifier.npz").exists() and args.reuse else
             [PY, "-m", "gateway", "bench", "train-classifier", str(corpus / "suites"), "--split", "bench",
              "--out", str(work / "classifier.npz")],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
-        print(clf.stdout)
+        if clf.stdout:
+            (work / "classifier.txt").write_text(clf.stdout)
+        clf_report = (work / "classifier.txt").read_text() if (work / "classifier.txt").exists() else ""
+        print(clf_report)
         stop(gw)
         procs.remove(gw)
         gw, url = start_gateway(
@@ -243,7 +252,7 @@ def main() -> int:
         "categories_to_weak": sum(r["model"] == "weak" for r in table["categories"].values()),
         "categories": len(table["categories"]),
         "classifier": {
-            "stdout": clf.stdout.strip().splitlines(),
+            "stdout": clf_report.strip().splitlines(),
             "held_inferred_any": sum(r["inferred"] is not None for r in inferred),
             "held_inferred_correct": clf_hits,
             "min_confidence": args.min_confidence,

@@ -496,3 +496,33 @@ def test_a_new_routing_table_is_applied_by_reload(
         urllib.request.urlopen(req, timeout=10)
     assert bad.value.code == 400 and b"nonexistent" in bad.value.read()
     assert served() == "auto-weak"
+
+
+@pytest.mark.heavy
+def test_bench_report_renders_in_chromium(gw: Gateway, corpus: Path, tmp_path: Path) -> None:
+    """The HTML report as a user opens it: headless Chromium draws its plots from the file alone (no network)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.integration.test_dashboard import chromium
+
+    out = tmp_path / "run"
+    r = subprocess.run(
+        [PY, "-m", "gateway", "bench", "run", str(corpus / "small"), "--models", "strong,weak", "--url", gw.url,
+         "--key", KEY_A, "--out", str(out), "--quiet", "--target-kept", "0.9", "--default", "strong"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    browser = chromium()
+    try:
+        browser.get((out / "report.html").as_uri())
+        dots = browser.find_elements(By.CSS_SELECTOR, "svg circle")
+        assert len(dots) >= len(CATS) * 2  # a dot per category x model, and the cost/quality points
+        rows = browser.find_elements(
+            By.XPATH, "//h2[text()='Proposed routing table']/following-sibling::table[1]//tr"
+        )
+        assert len(rows) == len(CATS) + 1
+        assert browser.get_screenshot_as_png()[:4] == b"\x89PNG"
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        browser.quit()
