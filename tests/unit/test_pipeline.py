@@ -152,3 +152,5 @@ def test_a_short_circuit_answer_streams_as_chunks():
     assert "".join(d.content or "" for d in deltas) == "whole answer"
     assert deltas[-1].finish_reason == "stop"
     assert chunks[-1].usage == r.usage and all(c.usage is None for c in chunks[:-1])
+    # the prompt's part of the usage is known up front (what Anthropic's message_start announces)
+    assert chunks[0].prompt == Usage(input_tokens=3) and all(c.prompt is None for c in chunks[1:])

@@ -743,3 +743,38 @@ def test_tool_cache_control_and_context_management_reach_an_anthropic_upstream_o
     del req.extra["context_management"]
     body = oai_prov.request_to_wire(req, "gpt-x")
     assert "cache_control" not in body["tools"][0]["function"]
+
+
+def test_message_start_carries_the_prompt_usage_of_the_first_chunk():
+    """An Anthropic upstream's message_start usage survives translation (provider → canonical → dialect), cache
+    reads and writes apart, as Anthropic reports them; without one message_start shows zeros."""
+    t = prov.StreamTranslator()
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-x",
+            "content": [],
+            "usage": {
+                "input_tokens": 12,
+                "output_tokens": 1,
+                "cache_read_input_tokens": 30,
+                "cache_creation_input_tokens": 5,
+            },
+        },
+    }
+    first = t.feed(orjson.dumps(start))
+    assert first[0].prompt == Usage(input_tokens=47, output_tokens=1, cached_tokens=30, cache_creation_tokens=5)
+    req = parse({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
+    name, data = events(dialect.AnthropicStream(req).chunk(first[0]) or b"")[0]
+    assert name == "message_start"
+    assert data["message"]["usage"] == {
+        "input_tokens": 12,
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 5,
+        "cache_read_input_tokens": 30,
+    }
+    _, bare = events(dialect.AnthropicStream(req).chunk(_chunk(Delta(role="assistant", content=""))) or b"")[0]
+    assert bare["message"]["usage"] == {"input_tokens": 0, "output_tokens": 0}

@@ -1,5 +1,6 @@
-"""Provider simulator: a real HTTP server (Granian RSGI) speaking the OpenAI, Azure OpenAI, Anthropic, Gemini
-and Bedrock Converse wire formats with deterministic output and configurable latency/faults per model.
+"""Provider simulator: a real HTTP server (Granian RSGI) speaking the OpenAI (chat completions, Responses without
+stored state, embeddings), Azure OpenAI, Anthropic, Gemini and Bedrock Converse wire formats with deterministic
+output and configurable latency/faults per model.
 
 Behaviour comes from a profile file (``--profile FILE``, YAML/JSON; see ``profiles.py`` and
 ``examples/simulator.yaml``): top-level ``seed``, ``auth``, ``api_keys``, ``bedrock.{verify_secret_key,
