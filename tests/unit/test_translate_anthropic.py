@@ -766,7 +766,9 @@ def test_message_start_carries_the_prompt_usage_of_the_first_chunk():
         },
     }
     first = t.feed(orjson.dumps(start))
-    assert first[0].prompt == Usage(input_tokens=47, output_tokens=1, cached_tokens=30, cache_creation_tokens=5)
+    assert first[0].prompt == Usage(
+        input_tokens=47, output_tokens=1, cached_tokens=30, cache_creation_tokens=5
+    )
     req = parse({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
     name, data = events(dialect.AnthropicStream(req).chunk(first[0]) or b"")[0]
     assert name == "message_start"
@@ -776,5 +778,6 @@ def test_message_start_carries_the_prompt_usage_of_the_first_chunk():
         "cache_creation_input_tokens": 5,
         "cache_read_input_tokens": 30,
     }
-    _, bare = events(dialect.AnthropicStream(req).chunk(_chunk(Delta(role="assistant", content=""))) or b"")[0]
+    plain = dialect.AnthropicStream(req).chunk(_chunk(Delta(role="assistant", content=""))) or b""
+    _, bare = events(plain)[0]
     assert bare["message"]["usage"] == {"input_tokens": 0, "output_tokens": 0}
