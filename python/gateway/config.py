@@ -487,6 +487,9 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True):
     )
     max_label_values: int = 50
     dir: str | None = None  # where workers share their counters; default: beside the store, per port
+    port: int | None = (
+        None  # also serve GET /metrics on this port (all workers' sum), e.g. for a private network
+    )
 
 
 class TracingConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -528,6 +531,8 @@ class AlertsConfig(msgspec.Struct, forbid_unknown_fields=True):
     z: float = 4.0  # robust z-score a spike must also reach
     cooldown_s: float = 300.0  # one incident, one alert: the same alert is not raised again within this
     webhooks: list[AlertWebhook] = []
+    # with state.redis_url: detect on every replica's traffic, one leader delivers (observability/fleet.py)
+    shared: bool = True
 
 
 class DashboardConfig(msgspec.Struct, forbid_unknown_fields=True):

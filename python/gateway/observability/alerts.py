@@ -183,6 +183,20 @@ class Detector:
         if len(over) < 2000:
             over.append(r.get("overhead_ms") or 0.0)
 
+    def load(self, b: int, rows: dict[tuple[str, str], list[float]], overhead: list[float]) -> None:
+        """Bucket ``b`` of every series replaced by ``rows`` (a fleet's sums, see fleet.py)."""
+        for s in self.series.values():
+            old = s.buckets.pop(b, None)
+            if old:
+                for i, v in enumerate(old):
+                    s.sums[i] -= v
+        for (signal, subject), values in rows.items():
+            self._s(signal, subject, b).add(b, *values)
+        if overhead:
+            self.overhead[b] = overhead[:2000]
+        else:
+            self.overhead.pop(b, None)
+
     # ------------------------------------------------------------ judging
 
     def evaluate(self, now: float) -> list[Alert]:
@@ -410,7 +424,9 @@ class AlertRunner:
     """Reads new records from the store every ``every_s``, runs the detector, delivers its alerts.
 
     Runs in one worker only (the one holding ``<store>.alerts.lock``), so an incident is detected on the sum of
-    every worker's traffic and delivered once."""
+    every worker's traffic and delivered once. With ``state.redis_url`` (and ``alerts.shared``), the runners of
+    every replica add their traffic to the fleet's sums in Redis and one of them judges and delivers
+    (:mod:`gateway.observability.fleet`)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -421,6 +437,14 @@ class AlertRunner:
         self._lock_file: Any = None
         self.thread: threading.Thread | None = None
         self.seq = 0
+        self.fleet: Any = None
+        self.collect: Detector | None = None  # this replica's contributions not yet in the fleet's sums
+        self._redis_warned = 0.0
+        if self.cfg.shared and config.state.redis_url:
+            from gateway.observability.fleet import Fleet
+
+            self.fleet = Fleet(config)
+            self.collect = Detector(self.cfg, config)
 
     def start(self) -> None:
         """Every worker starts one; only the one holding the lock detects (another takes over if it dies)."""
@@ -469,15 +493,44 @@ class AlertRunner:
             " ORDER BY seq",
             (self.seq,),
         ).fetchall()
+        sink = self.detector if self.collect is None else self.collect
         for row in rows:
             self.seq = row[0]
             rec = dict(zip(COLUMNS, row[1:], strict=True))
             if rec["flags"]:
                 rec["flags"] = orjson.loads(rec["flags"])
-            self.detector.add(rec)
+            sink.add(rec)
+        if self.fleet is not None:
+            return self._fleet_tick(conn, now)
         events = self.detector.evaluate(now)
         for a in events:
             self.deliver(conn, a)
+        return events
+
+    def _fleet_tick(self, conn: sqlite3.Connection, now: float) -> list[Alert]:
+        """Add this replica's traffic to the fleet's sums; the leader judges them and delivers."""
+        import redis
+
+        fleet, events = self.fleet, []
+        try:
+            assert self.collect is not None
+            if self.collect.series or self.collect.overhead:
+                fleet.push(self.collect.series, self.collect.overhead)
+                self.collect = Detector(self.cfg, self.config)
+            if fleet.lead():
+                if fleet.loaded_to is None:  # (again) the leader: start from the fleet's state
+                    self.detector = Detector(self.cfg, self.config)
+                fleet.load(self.detector, int((now - self.cfg.lag_s) // self.detector.bs) - 1)
+                events = self.detector.evaluate(now)
+                for a in events:
+                    fleet.record(a)
+                    self.deliver(conn, a)
+                fleet.refresh(self.detector)
+            fleet.mirror(conn, lambda c, body: store_alert(c, msgspec.convert(body, Alert)))
+        except redis.RedisError as e:
+            if now - self._redis_warned > 60:
+                self._redis_warned = now
+                log.warning("fleet alerts: Redis is unreachable (%s); this replica's traffic waits for it", e)
         return events
 
     def deliver(self, conn: sqlite3.Connection, a: Alert) -> None:
