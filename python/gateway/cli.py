@@ -35,7 +35,13 @@ def serve(config: str, host: str | None, port: int | None, workers: int | None) 
         return 2
     from gateway.observability.metrics import prepare_dir
 
-    prepare_dir(cfg, port or cfg.server.port)  # the workers' shared metrics, fresh for this server
+    metrics_dir = prepare_dir(
+        cfg, port or cfg.server.port
+    )  # the workers' shared metrics, fresh for this server
+    if metrics_dir and cfg.observability.metrics.port:
+        from gateway.observability.metrics import serve_port
+
+        serve_port(cfg, metrics_dir, host or cfg.server.host)
     SqliteStore(cfg.store.sqlite_path).close()  # create the schema once, before the workers race for it
     n = workers or cfg.server.workers
     warn_if_per_worker(cfg, n)

@@ -8,6 +8,7 @@ import math
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -66,7 +67,9 @@ def scalar(url: str, q: str, at: float | None = None) -> float | None:
 @pytest.fixture(scope="module")
 def stack(simulator, start_gateway, tmp_path_factory) -> Iterator[tuple[Any, str]]:
     cfg = base_config(simulator.url, tmp_path_factory.mktemp("db") / "g.db")
+    cfg["observability"] = {"metrics": {"port": free_port()}}
     gw = start_gateway(cfg, workers=2)
+    gw.metrics_port = cfg["observability"]["metrics"]["port"]
     proc, url = start_prometheus(tmp_path_factory.mktemp("prom"), gw.url.removeprefix("http://"))
     yield gw, url
     stop(proc)
@@ -83,12 +86,42 @@ def wait_for(url: str, q: str, want: float, timeout_s: float = 30) -> float | No
     return got
 
 
+def scrape_times(url: str, q: str, at: float, span_s: int = 120) -> list[int]:
+    """The timestamps (ms) of the scrapes of the series ``q`` selects over the last ``span_s`` seconds."""
+    res = promql(url, f"{q}[{span_s}s]", at)
+    return sorted({round(float(t) * 1000) for r in res for t, _v in r["values"]})
+
+
+def exact_window(times: list[int], before_ms: int, after_ms: int) -> tuple[int, int]:
+    """Two scrape timestamps, one at or before ``before_ms`` and one at or after ``after_ms``, ``last - first``
+    apart: a power of two seconds if the scrapes allow it (dividing by it is exact in floating point)."""
+    firsts = [t for t in times if t <= before_ms]
+    lasts = [t for t in times if t >= after_ms]
+    assert firsts and lasts, (before_ms, after_ms, times)
+    have = set(lasts)
+    for w in (2**k * 1000 for k in range(1, 8)):
+        for f in reversed(firsts):
+            if f + w in have:
+                return f, f + w
+    return firsts[-1], lasts[0]
+
+
 def test_one_scrape_sums_every_worker_exactly(stack):
+    """PromQL ``sum(rate(...))`` over a window whose edges are scrapes (so Prometheus extrapolates nothing):
+    times the window, it is the number of requests sent, exactly."""
     gw, prom = stack
     a, b = gw.openai(KEY_A), gw.openai(KEY_B)
-    a.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "warm up"}])
-    assert wait_for(prom, 'sum(gateway_requests_total{endpoint="chat"})', 1) == 1
-    time.sleep(2)  # a few scrapes with the series at 1 before the traffic starts
+    # one request of every kind the traffic below sends, so every series it grows exists before it starts
+    # (rate() cannot see the first value of a series that appears mid-window)
+    for client in (a, b):
+        for model in ("gpt-4o", "gpt-4o-mini"):
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "warm up"}])
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    warm = 6
+    sel = 'gateway_requests_total{endpoint="chat"}'
+    assert wait_for(prom, f"sum({sel})", warm) == warm
+    time.sleep(2.5)  # a few scrapes with every series at its warm-up value before the traffic starts
     before = time.time()
 
     def one(i: int) -> tuple[int, str]:
@@ -104,21 +137,30 @@ def test_one_scrape_sums_every_worker_exactly(stack):
     n = 200
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(one, range(n)))
-    missing = sum(1 for s, _ in results if s == 404)
-    ok_a = 1 + sum(1 for s, t in results if s == 200 and t == "tenant-a")  # + the warm-up
-    ok_b = sum(1 for s, t in results if s == 200 and t == "tenant-b")
-    gw.records(wait_for=n + 1)
-    total = wait_for(prom, 'sum(gateway_requests_total{endpoint="chat"})', n + 1)
-    assert total == n + 1  # every worker's requests, in one scrape of one target
-    time.sleep(2)
+    missing = 2 + sum(1 for s, _ in results if s == 404)
+    ok_a = 2 + sum(1 for s, t in results if s == 200 and t == "tenant-a")  # + the warm-up
+    ok_b = 2 + sum(1 for s, t in results if s == 200 and t == "tenant-b")
+    gw.records(wait_for=n + warm)
+    total = wait_for(prom, f"sum({sel})", n + warm)
+    assert total == n + warm  # every worker's requests, in one scrape of one target
+    done = time.time()
+    time.sleep(2.5)  # a few scrapes at the final values
     now = time.time()
-    window = f"{math.ceil(now - before) + 1}s"
-    # the counter's growth over the traffic, without the extrapolation increase() applies at window edges
-    grown = scalar(
-        prom,
-        f'sum(gateway_requests_total{{endpoint="chat"}}) - sum(gateway_requests_total{{endpoint="chat"}} offset {window})',
+    # the window's edges: a scrape before the first request of the traffic and one after the total was seen
+    first, last = exact_window(scrape_times(prom, sel, now), int(before * 1000) - 1, int(done * 1000) + 1)
+    w_ms = last - first
+    at = last / 1000
+    assert scalar(prom, f"sum({sel})", first / 1000) == warm and scalar(prom, f"sum({sel})", at) == n + warm
+    rate = scalar(prom, f"sum(rate({sel}[{w_ms}ms]))", at)
+    assert rate is not None
+    print(
+        f"\nsum(rate({sel}[{w_ms}ms])) at {at} = {rate!r}; x {w_ms / 1000} s = {rate * w_ms / 1000!r}; sent {n}"
     )
-    assert grown == n
+    if w_ms % 1000 == 0 and (w_ms // 1000).bit_count() == 1:
+        assert rate * (w_ms / 1000) == n  # exactly: the window is a power of two seconds
+    else:  # a window the scrape timestamps allowed: only the division's rounding remains
+        assert abs(rate * (w_ms / 1000) - n) <= 1e-9 * n
+    assert scalar(prom, f"sum(increase({sel}[{w_ms}ms]))", at) == n  # no extrapolation at either edge
     assert (
         scalar(prom, 'sum(gateway_requests_total{endpoint="chat",status="404",error_code="model_not_found"})')
         == missing
@@ -128,12 +170,9 @@ def test_one_scrape_sums_every_worker_exactly(stack):
         for r in promql(prom, 'sum by (tenant) (gateway_requests_total{endpoint="chat",status="200"})')
     }
     assert per_tenant == {"tenant-a": ok_a, "tenant-b": ok_b}
-    # rate() over the traffic window, times the window, comes back to the count (up to edge extrapolation)
-    rate = scalar(prom, f'sum(rate(gateway_requests_total{{endpoint="chat"}}[{window}]))')
-    assert rate is not None and rate > 0
     assert scalar(prom, "sum(gateway_workers)") == 2  # both workers publish into the one scrape
     ops = scalar(prom, 'sum(gen_ai_client_operation_duration_seconds_count{gen_ai_operation_name="chat"})')
-    assert ops == n + 1
+    assert ops == n + warm
     tokens = promql(prom, "sum by (gen_ai_token_type) (gen_ai_client_token_usage_count)")
     assert {r["metric"]["gen_ai_token_type"] for r in tokens} == {"input", "output"}
 
@@ -190,3 +229,51 @@ def test_the_grafana_dashboard_queries_run_on_these_metrics(stack):
         assert used <= names, (e, used - names)
         answered += bool(promql(prom, e.replace("$__rate_interval", "2m")))
     assert answered >= len(exprs) // 2
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        tuple(sorted(x.labels.items())): x.value
+        for fam in text_string_to_metric_families(text)
+        for x in fam.samples
+        if x.name == name
+    }
+
+
+def test_the_metrics_port_and_the_category_label(stack):
+    """``observability.metrics.port`` serves the same sums as ``/metrics``; a request's category (its first tag
+    until routing sets one) labels ``gateway_request_duration_seconds``."""
+    gw, _prom = stack
+    client = gw.openai(KEY_A)
+    before = len(gw.records())
+    for i in range(3):
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": f"summarize {i}"}],
+            extra_headers={"x-gateway-tags": "summarize,team-x"},
+        )
+    gw.records(wait_for=before + 3)
+    port_url = f"http://127.0.0.1:{gw.metrics_port}/metrics"
+
+    def both() -> tuple[str, str]:
+        with urllib.request.urlopen(port_url, timeout=10) as r:
+            side = r.read().decode()
+        with urllib.request.urlopen(gw.url + "/metrics", timeout=10) as r:
+            main = r.read().decode()
+        return side, main
+
+    deadline = time.monotonic() + 15
+    while True:
+        side, main = both()
+        total = sum(samples(side, "gateway_requests_total").values())
+        if total == before + 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert total == before + 3 == sum(samples(main, "gateway_requests_total").values())
+    counts = samples(side, "gateway_request_duration_seconds_count")
+    assert counts[(("category", "summarize"),)] == 3
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(port_url.replace("/metrics", "/dashboard"), timeout=10)
+    assert e.value.code == 404

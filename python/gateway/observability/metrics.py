@@ -109,6 +109,13 @@ TTFT = _spec(
     GENAI,
     TTFT_S,
 )
+CATEGORY_DURATION = _spec(
+    "gateway_request_duration_seconds",
+    "histogram",
+    "Model requests' duration as the caller sees it, per request category (bounded like the caller labels).",
+    ("category",),
+    DURATION_S,
+)
 OVERHEAD = _spec(
     "gateway_overhead_seconds",
     "histogram",
@@ -257,6 +264,15 @@ PROVIDER_NAMES = {
 OPERATIONS = {"chat": "chat", "messages": "chat", "embeddings": "embeddings"}
 _FAILED = re.compile(r"(\w+) from (\S+?)(?:,|$)")
 
+# A request's category: the record's ``category`` when routing set one, else its first tag (x-gateway-tags,
+# metadata.tags). The same rule in SQL, for the dashboard and the reports that read the record store.
+CATEGORY_SQL = "COALESCE(json_extract(b, '$.category'), json_extract(b, '$.tags[0]'), '(none)')"
+
+
+def category_of(r: Record) -> str | None:
+    """The request category of a record (see ``CATEGORY_SQL``)."""
+    return getattr(r, "category", None) or (r.tags[0] if r.tags else None)
+
 
 def reject_reason(code: str) -> str | None:
     """The rejection family of an error code, None for upstream failures (they are not the gateway saying no)."""
@@ -396,7 +412,7 @@ class GatewayMetrics:
         key = (
             r.endpoint, r.status, r.error_code, r.tenant, r.team, r.key_id, r.model_requested, r.upstream_model,
             r.model_served, r.provider, r.route, r.stream, r.agent, tuple(r.tags) if r.tags else None, r.cache,
-            bool(r.attempts), bool(r.cost_usd),
+            bool(r.attempts), bool(r.cost_usd), getattr(r, "category", None),
         )  # fmt: skip
         plan = self._plans.get(key)
         if plan is None:
@@ -444,6 +460,9 @@ class GatewayMetrics:
         base = (op, provider, model, b("response_model", r.upstream_model))
         error = code if r.status >= 400 else ""
         hists.append((*t.row(OP_DURATION, (*base, error)), "latency_ms", 0.001))
+        hists.append(
+            (*t.row(CATEGORY_DURATION, (b("category", category_of(r)) or "none",)), "latency_ms", 0.001)
+        )
         if r.status < 400:
             hists.append((*t.row(TOKEN_USAGE, (*base, "input")), "input_tokens", 1.0))
             if op == "chat":
@@ -684,6 +703,45 @@ def prepare_dir(cfg: Config, port: int) -> str | None:
     Path(d).mkdir(parents=True, exist_ok=True)
     os.environ[ENV_DIR] = d
     return d
+
+
+def serve_port(cfg: Config, directory: str, host: str) -> Any:
+    """``observability.metrics.port``: ``GET /metrics`` on a port of its own, answered by ``gateway serve``'s
+    supervising process from the workers' shared snapshots (a thread; the workers' event loops never see these
+    scrapes). Honours ``require_admin_key``. Returns the HTTP server (``shutdown()`` stops it)."""
+    import http.server
+    import threading
+
+    from gateway.observability.http import PROM_TYPE, may_read
+
+    port = cfg.observability.metrics.port
+    metrics = GatewayMetrics(cfg.observability.metrics, directory)
+    metrics.worker = f"{socket.gethostname()}-{os.getpid()}-supervisor"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] != "/metrics":
+                return self._answer(404, b'{"error": "only GET /metrics is served on this port"}')
+            if cfg.observability.metrics.require_admin_key and not may_read(cfg, self.headers):
+                return self._answer(
+                    401, b'{"error": "GET /metrics needs the admin key or the dashboard key"}'
+                )
+            self._answer(200, metrics.render(), PROM_TYPE)
+
+        def _answer(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("content-type", ctype)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, port or 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-port", daemon=True).start()
+    return server
 
 
 def for_worker(cfg: Config) -> GatewayMetrics | None:

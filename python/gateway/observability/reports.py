@@ -8,7 +8,8 @@ Daily: per-caller cost trend (the day against the average day of the week before
 cache hit rate per category, routing distribution per model group, token consumption per model per category.
 Weekly: cost attribution by team and by feature (tag), quality per category (errors, schema failures, fallbacks),
 models under evaluation, and the compliance audit summary (PII intercepts by type, policy rejections by code,
-content-filter activations). The category of a request is its first tag until routing categories exist.
+content-filter activations). A request's category is its record's ``category`` (set by routing), else its
+first tag.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from typing import Any
 
 import orjson
 
+from gateway.observability.metrics import CATEGORY_SQL
+
 Section = tuple[str, str, list[str], list[list[Any]], str]  # (slug, title, columns, rows, note)
 BODY = "(SELECT *, CAST(body AS TEXT) AS b FROM records WHERE ts >= ? AND ts < ?)"
 BILLABLE = "json_extract(b, '$.endpoint') IN ('chat', 'embeddings')"
-CATEGORY = "COALESCE(json_extract(b, '$.tags[0]'), '(none)')"
+CATEGORY = CATEGORY_SQL
 
 
 def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[list[Any]]:

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from gateway.observability.metrics import CATEGORY_SQL
+
 HERE = Path(__file__).parent
 ASSETS = {
     "/dashboard": ("index.html", "text/html; charset=utf-8"),
@@ -108,7 +110,7 @@ def summary(conn: sqlite3.Connection, span: str, now: float, budgets: list[dict[
     every = max(1, (total[0] or 0) // SAMPLE)
     rows = conn.execute(
         "SELECT json_extract(b, '$.model_requested'), json_extract(b, '$.provider'),"
-        " COALESCE(json_extract(b, '$.tags[0]'), '(none)'), json_extract(b, '$.latency_ms'),"
+        f" {CATEGORY_SQL}, json_extract(b, '$.latency_ms'),"
         " json_extract(b, '$.overhead_ms'), json_extract(b, '$.ttfb_ms'), json_extract(b, '$.upstream_ms'), status"
         f" FROM {BODY} WHERE {CHAT} AND seq % ? = 0",
         (*args, every),
