@@ -243,18 +243,19 @@ def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
 
 
 def test_the_metrics_port_and_the_category_label(stack):
-    """``observability.metrics.port`` serves the same sums as ``/metrics``; a request's category (its first tag
-    until routing sets one) labels ``gateway_request_duration_seconds``."""
+    """``observability.metrics.port`` serves the same sums as ``/metrics``; a request's category (the record's,
+    else its first tag) labels ``gateway_request_duration_seconds``."""
     gw, _prom = stack
     client = gw.openai(KEY_A)
     before = len(gw.records())
-    for i in range(3):
+    for i in range(4):  # three by their category, one by its first tag
+        headers = {"x-gateway-category": "summarize"} if i < 3 else {"x-gateway-tags": "translate,team-x"}
         client.chat.completions.create(
             model="gpt-4o-mini",
             messages=[{"role": "user", "content": f"summarize {i}"}],
-            extra_headers={"x-gateway-tags": "summarize,team-x"},
+            extra_headers=headers,
         )
-    gw.records(wait_for=before + 3)
+    gw.records(wait_for=before + 4)
     port_url = f"http://127.0.0.1:{gw.metrics_port}/metrics"
 
     def both() -> tuple[str, str]:
@@ -268,12 +269,12 @@ def test_the_metrics_port_and_the_category_label(stack):
     while True:
         side, main = both()
         total = sum(samples(side, "gateway_requests_total").values())
-        if total == before + 3 or time.monotonic() > deadline:
+        if total == before + 4 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert total == before + 3 == sum(samples(main, "gateway_requests_total").values())
+    assert total == before + 4 == sum(samples(main, "gateway_requests_total").values())
     counts = samples(side, "gateway_request_duration_seconds_count")
-    assert counts[(("category", "summarize"),)] == 3
+    assert counts[(("category", "summarize"),)] == 3 and counts[(("category", "translate"),)] == 1
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(port_url.replace("/metrics", "/dashboard"), timeout=10)
     assert e.value.code == 404

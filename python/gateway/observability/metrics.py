@@ -264,14 +264,14 @@ PROVIDER_NAMES = {
 OPERATIONS = {"chat": "chat", "messages": "chat", "embeddings": "embeddings"}
 _FAILED = re.compile(r"(\w+) from (\S+?)(?:,|$)")
 
-# A request's category: the record's ``category`` when routing set one, else its first tag (x-gateway-tags,
-# metadata.tags). The same rule in SQL, for the dashboard and the reports that read the record store.
+# A request's category: the record's ``category`` (x-gateway-category, metadata.category or the quality group's
+# classifier), else its first tag (x-gateway-tags, metadata.tags). The same rule in SQL, for the dashboard and the reports that read the record store.
 CATEGORY_SQL = "COALESCE(json_extract(b, '$.category'), json_extract(b, '$.tags[0]'), '(none)')"
 
 
 def category_of(r: Record) -> str | None:
     """The request category of a record (see ``CATEGORY_SQL``)."""
-    return getattr(r, "category", None) or (r.tags[0] if r.tags else None)
+    return r.category or (r.tags[0] if r.tags else None)
 
 
 def reject_reason(code: str) -> str | None:
@@ -412,7 +412,7 @@ class GatewayMetrics:
         key = (
             r.endpoint, r.status, r.error_code, r.tenant, r.team, r.key_id, r.model_requested, r.upstream_model,
             r.model_served, r.provider, r.route, r.stream, r.agent, tuple(r.tags) if r.tags else None, r.cache,
-            bool(r.attempts), bool(r.cost_usd), getattr(r, "category", None),
+            bool(r.attempts), bool(r.cost_usd), r.category,
         )  # fmt: skip
         plan = self._plans.get(key)
         if plan is None:
