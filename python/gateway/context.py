@@ -183,6 +183,7 @@ class RequestContext:
         "stream",
         "tags",
         "target",
+        "thrifty",
         "token_counts",
         "trace",
         "ttfb",
@@ -238,6 +239,9 @@ class RequestContext:
         # the task category (``x-gateway-category`` / ``metadata.category``, or the quality group's classifier when
         # confident): what the ``quality`` strategy routes by, and a label of the record
         self.category: str | None = None
+        # the caller's spend is on course to exhaust a budget before its period ends (the budget stage says so):
+        # the ``quality`` strategy then picks the cheapest deployment that still meets the category's bar
+        self.thrifty = False
         self.body_bytes = 0  # the request body's size: an upper bound of its prompt tokens
         self.token_counts: dict[tuple[str, bool], int] = {}  # prompt tokens per (encoding, exact), once
         self.scopes: list[Scope] | None = None  # who the request is, as budget/limit scopes (``scopes_of``)

@@ -45,7 +45,7 @@ def _finish(out: Path, suites_path: str, args: argparse.Namespace) -> int:
     (out / "summary.json").write_bytes(
         orjson.dumps([c for c in cells], option=orjson.OPT_INDENT_2, default=_enc)
     )
-    (out / "routing.yaml").write_text(yaml.safe_dump(routing_yaml(routes, default), sort_keys=False))
+    (out / "routing.yaml").write_text(yaml.safe_dump(routing_yaml(routes, default, cells), sort_keys=False))
     (out / "report.html").write_text(html_report(cells, routes, f"gateway bench: {out.name}"))
     if args.store:
         from gateway.quality.store import save_cells

@@ -54,9 +54,17 @@ class QualityLoop:
         self.state = state
         self.counts: dict[str, dict[str, float]] = {g: {} for g in policies}  # observed alpha/beta per field
         self.on_change = on_change  # called with each demotion/restoration event (alert delivery)
-        self.recent: dict[
-            tuple[str, str], tuple[float, str, str, str]
-        ] = {}  # (key, prompt) → (ts, g, cat, dep)
+        # (key id, prompt hash) -> (when, group, category, deployment) of recent answers (caller-retry signal)
+        self.recent: dict[tuple[str, str], tuple[float, str, str, str]] = {}
+        for group, policy in policies.items():
+            policy.estimate = self._mean_for(group)
+
+    def _mean_for(self, group: str) -> Any:
+        def mean(category: str, deployment: str) -> float:
+            a, b = self.posterior(group, category, deployment)
+            return a / (a + b)
+
+        return mean
 
     # ------------------------------------------------------------ estimates
 
@@ -64,9 +72,10 @@ class QualityLoop:
         policy = self.policies[group]
         row = policy.rows.get(category)
         a = b = 1.0
-        if row is not None and row.quality is not None and deployment == row.benched:
-            w = min(float(row.n), policy.spec.prior_weight)
-            a, b = 1.0 + row.quality * w, 1.0 + (1 - row.quality) * w
+        prior = row.priors.get(deployment) if row is not None else None
+        if prior is not None:
+            w = min(float(prior[1]), policy.spec.prior_weight)
+            a, b = 1.0 + prior[0] * w, 1.0 + (1 - prior[0]) * w
         c = self.counts[group]
         return a + c.get(_field(category, deployment, "a"), 0.0), b + c.get(
             _field(category, deployment, "b"), 0.0

@@ -154,8 +154,12 @@ def propose_budget(
     return out
 
 
-def routing_yaml(routes: Sequence[Route], default: str | None) -> dict[str, Any]:
-    """The routing table as the ``quality`` strategy reads it (``routing: {table: FILE}``)."""
+def routing_yaml(routes: Sequence[Route], default: str | None, cells: Sequence[Cell] = ()) -> dict[str, Any]:
+    """The routing table as the ``quality`` strategy reads it (``quality: {table: FILE}``). Each row also keeps
+    every model's bench result there (``models``): the priors of the closed loop's estimates."""
+    measured: dict[str, dict[str, Any]] = defaultdict(dict)
+    for c in cells:
+        measured[c.category][c.model] = {"quality": round(c.quality, 4), "n": c.n}
     return {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "default": default,
@@ -166,6 +170,7 @@ def routing_yaml(routes: Sequence[Route], default: str | None) -> dict[str, Any]
                 "quality": round(r.quality, 4),
                 "lo": round(r.lo, 4),
                 "n": r.n,
+                **({"models": measured[r.category]} if measured.get(r.category) else {}),
             }
             for r in routes
         },

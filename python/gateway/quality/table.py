@@ -8,7 +8,7 @@ the strong model). A row's ``candidate`` gets ``canary_percent`` of the category
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class Row:
         "deployment",
         "explored",
         "n",
+        "priors",
         "quality",
         "reason",
         "seen",
@@ -54,6 +55,8 @@ class Row:
         self.n = n
         self.seen = 0  # requests of this category routed here (this worker): the exploration budget's base
         self.explored = 0
+        # deployment -> (bench quality, bench items): every measured model's prior (the chosen one's included)
+        self.priors: dict[str, tuple[float, int]] = {} if quality is None else {deployment: (quality, n)}
 
 
 def read_table(path: str | Path) -> dict[str, Any]:
@@ -103,7 +106,7 @@ class QualityPolicy:
             cand = resolve(str(r["candidate"]), f"table {q.table}: {cat}") if r.get("candidate") else None
             t = r.get("threshold")
             q_ = r.get("quality")
-            rows[str(cat)] = Row(
+            row_ = rows[str(cat)] = Row(
                 dep,
                 None if t is None else float(t),
                 cand,
@@ -111,6 +114,10 @@ class QualityPolicy:
                 None if q_ is None else float(q_),
                 int(r.get("n") or 0),
             )
+            for name, m in (r.get("models") or {}).items():
+                if isinstance(m, dict) and m.get("quality") is not None:
+                    d = resolve(str(name), f"table {q.table}: {cat}.models")
+                    row_.priors[d] = (float(m["quality"]), int(m.get("n") or 0))
         for cat, name in q.categories.items():
             rows[cat] = Row(resolve(name, f"quality.categories.{cat}"), None, None, "config")
         self.rows = rows
@@ -118,6 +125,7 @@ class QualityPolicy:
         self.by_price = sorted(deps, key=lambda d: prices.get(d.id, 0.0))
         self.prices = dict(prices)
         self.explore = q.explore
+        self.estimate: Callable[[str, str], float] | None = None  # (category, deployment) → mean (the loop's)
 
     def demote(self, category: str, to: str, why: str) -> None:
         row = self.rows[category]
@@ -126,13 +134,27 @@ class QualityPolicy:
     def known(self, category: str | None) -> bool:
         return category is not None and category in self.rows
 
-    def choose(self, category: str | None, canary_bucket: float) -> tuple[str, str]:
-        """(deployment id, why) for a category (None: category-less)."""
+    def choose(self, category: str | None, canary_bucket: float, thrifty: bool = False) -> tuple[str, str]:
+        """(deployment id, why) for a category (None: category-less). ``thrifty`` (the caller's spend is on
+        course to exhaust its budget before the period ends): the cheapest deployment whose estimated quality
+        still meets the category's bar, on its mean rather than its lower bound."""
         row = self.rows.get(category) if category is not None else None
         if row is None:
             why = "no category" if category is None else f"category {category} not in table"
             return self.default, f"quality {why} → default {self.default}"
         row.seen += 1
+        if thrifty and row.threshold is not None and self.estimate is not None:
+            assert category is not None
+            for d in self.by_price:
+                if d.id == row.deployment or self.prices.get(d.id, 0.0) >= self.prices.get(
+                    row.deployment, 0.0
+                ):
+                    break
+                mean = self.estimate(category, d.id)
+                if mean >= row.threshold:
+                    return d.id, (
+                        f"quality category={category} spend-aware: {d.id} mean {mean:.3f} >= {row.threshold:.3f}"
+                    )
         if row.candidate is not None and canary_bucket < self.spec.canary_percent:
             return (
                 row.candidate,

@@ -207,7 +207,15 @@ class Router:
             if not healthy:
                 continue
             ordered, reason = order(
-                g, healthy, self.rng, ctx.stream, now, self.quality.get(name), ctx.category, caller.sticky
+                g,
+                healthy,
+                self.rng,
+                ctx.stream,
+                now,
+                self.quality.get(name),
+                ctx.category,
+                caller.sticky,
+                ctx.thrifty,
             )
             for j, t in enumerate(ordered):
                 if t.dep.id in seen:

@@ -59,7 +59,9 @@ def fits_context(t: Any, prompt_tokens: int) -> bool:
 
 
 class QualityChooser(Protocol):
-    def choose(self, category: str | None, canary_bucket: float) -> tuple[str, str]: ...
+    def choose(
+        self, category: str | None, canary_bucket: float, thrifty: bool = False
+    ) -> tuple[str, str]: ...
 
 
 def order(
@@ -71,9 +73,11 @@ def order(
     quality: QualityChooser | None = None,
     category: str | None = None,
     sticky: str = "",
+    thrifty: bool = False,
 ) -> tuple[list[Any], str]:
     if quality is not None:  # the ``quality`` strategy: the routing table's deployment for the category
-        first, why = quality.choose(category, canary_bucket(sticky, category or "") if category else 100.0)
+        bucket = canary_bucket(sticky, category or "") if category else 100.0
+        first, why = quality.choose(category, bucket, thrifty)
         ordered = quality_order(healthy, first, lambda t: t.dep.id)
         if ordered[0].dep.id != first:
             why += f"; {first} unavailable here → {ordered[0].dep.id}"

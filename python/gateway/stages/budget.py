@@ -94,6 +94,22 @@ def period_end(rule: BudgetRule, now: float) -> float | None:
     return datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=UTC).timestamp()
 
 
+def projected_usd(rule: BudgetRule, spent_usd: float, now: float) -> float | None:
+    """Spend at the end of the current day/month period if it goes on at this period's rate so far (None for
+    lifetime budgets, rolling windows, and the first minute of a period: too early to tell a rate)."""
+    end = period_end(rule, now)
+    if end is None:
+        return None
+    d = datetime.fromtimestamp(now, UTC)
+    start = (
+        datetime(d.year, d.month, d.day, tzinfo=UTC)
+        if rule.period == "day"
+        else datetime(d.year, d.month, 1, tzinfo=UTC)
+    ).timestamp()
+    elapsed = now - start
+    return spent_usd * (end - start) / elapsed if elapsed >= 60 else None
+
+
 def describe_period(rule: BudgetRule) -> str:
     if rule.window_s:
         return f"rolling {rule.window_s} s"
@@ -191,6 +207,24 @@ class BudgetStage(Stage):
         left = min(c.limit - s for c, s in zip(charges, res.spent, strict=True))
         ctx.response_headers["x-gateway-budget-remaining-usd"] = f"{max(0, left) / NANO:.6f}"
         self.soft_limits(ctx, scopes, charges, res.spent)
+        self.pace(ctx, scopes, res.spent, now)
+
+    @staticmethod
+    def pace(
+        ctx: RequestContext, scopes: list[tuple[Scope, BudgetRule]], spent: list[int], now: float
+    ) -> None:
+        """Spend on course to exhaust a budget before its period ends: the request is marked ``thrifty`` (a
+        ``quality`` group then serves it with the cheapest deployment that still meets its category's bar)."""
+        for (scope, rule), s in zip(scopes, spent, strict=True):
+            projected = projected_usd(rule, s / NANO, now)
+            if projected is not None and projected > rule.usd:
+                ctx.thrifty = True
+                ctx.flags["budget_pace"] = {
+                    "scope": scope.label,
+                    "projected_usd": round(projected, 4),
+                    "usd": rule.usd,
+                }
+                return
 
     def soft_limits(
         self,

@@ -1,0 +1,97 @@
+"""The quality strategy's policy and loop as pure objects: table rows, exploration budget, demotion, and the
+spend-aware choice; the budget stage's projection that turns it on."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from gateway.config import BudgetRule, parse_config
+from gateway.quality.loop import QualityLoop, beta_lower
+from gateway.quality.table import QualityPolicy
+from gateway.stages.budget import projected_usd
+
+
+def policy(tmp_path: Path, rows: dict, **quality: object) -> QualityPolicy:
+    table = tmp_path / "t.yaml"
+    table.write_text(yaml.safe_dump({"categories": rows}))
+    cfg = parse_config(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "auto": {
+                        "strategy": "quality",
+                        "quality": {"table": str(table), **quality},
+                        "deployments": [
+                            {"id": "big", "model": "big-1", "price": {"input": 10, "output": 30}},
+                            {"id": "small", "model": "small-1", "price": {"input": 0.5, "output": 1}},
+                        ],
+                    }
+                }
+            }
+        )
+    )
+    return QualityPolicy(cfg.models["auto"], cfg.models, {"big": 40.0, "small": 1.5})
+
+
+def test_rows_default_and_unknown(tmp_path: Path) -> None:
+    p = policy(tmp_path, {"math": {"model": "small-1", "threshold": 0.8}})
+    assert p.default == "big"  # the priciest deployment
+    assert p.choose("math", 50.0)[0] == "small"
+    assert p.choose(None, 50.0)[0] == "big" and p.choose("poetry", 50.0)[0] == "big"
+
+
+def test_exploration_never_exceeds_its_share(tmp_path: Path) -> None:
+    p = policy(tmp_path, {"law": {"model": "big", "threshold": 0.8}}, explore=0.05)
+    picks = [p.choose("law", 50.0)[0] for _ in range(1000)]
+    for i in range(1, 1001):
+        assert picks[:i].count("small") <= 0.05 * i
+    assert picks.count("small") == 50
+
+
+def test_spend_aware_picks_the_cheapest_that_meets_the_bar_on_its_mean(tmp_path: Path) -> None:
+    rows = {
+        "law": {"model": "big", "threshold": 0.8, "models": {"big": {"quality": 0.9, "n": 50}, "small": {"quality": 0.84, "n": 50}}},
+        "math": {"model": "big", "threshold": 0.8, "models": {"big": {"quality": 0.9, "n": 50}, "small": {"quality": 0.6, "n": 50}}},
+    }  # fmt: skip
+    p = policy(tmp_path, rows)
+    QualityLoop({"auto": p}, None)  # wires the estimates
+    assert p.choose("law", 50.0)[0] == "big"  # normally: the table's row
+    dep, why = p.choose("law", 50.0, thrifty=True)
+    assert dep == "small" and "spend-aware" in why  # small's mean (prior 0.84 over 20 items) meets 0.8
+    assert p.choose("math", 50.0, thrifty=True)[0] == "big"  # small does not meet math's bar
+    assert p.choose(None, 50.0, thrifty=True)[0] == "big"  # no category: no evidence to go cheaper on
+
+
+def test_demotion_after_min_signals_and_restoration(tmp_path: Path) -> None:
+    p = policy(
+        tmp_path, {"math": {"model": "small", "threshold": 0.7, "quality": 0.9, "n": 100}}, min_signals=3
+    )
+    events: list[dict] = []
+    loop = QualityLoop({"auto": p}, None, on_change=events.append)
+
+    async def run() -> None:
+        for _ in range(2):
+            assert await loop.observe("auto", "math", "small", 0.0, "feedback") is None
+        n = 2
+        while p.rows["math"].deployment == "small":
+            await loop.observe("auto", "math", "small", 0.0, "feedback")
+            n += 1
+        assert p.choose("math", 50.0)[0] == "big" and events[-1]["event"] == "demoted" and n <= 10
+        while p.rows["math"].deployment == "big":  # exploration's answers come back good
+            await loop.observe("auto", "math", "small", 1.0, "feedback")
+        assert events[-1]["event"] == "restored"
+
+    asyncio.run(run())
+    assert beta_lower(90, 10) < 0.9 < beta_lower(900, 10) + 0.1
+
+
+def test_projected_spend() -> None:
+    rule = BudgetRule(usd=10.0, period="day")
+    noon = datetime(2026, 3, 10, 12, tzinfo=UTC).timestamp()
+    assert projected_usd(rule, 6.0, noon) == 12.0  # half the day gone, 6 spent: on course for 12 > 10
+    assert projected_usd(rule, 6.0, datetime(2026, 3, 10, 0, 0, 30, tzinfo=UTC).timestamp()) is None
+    assert projected_usd(BudgetRule(usd=10.0, period="lifetime"), 6.0, noon) is None
