@@ -176,8 +176,13 @@ def test_bench_run_resume_report_routing_table(gw: Gateway, corpus: Path, tmp_pa
     assert conn.execute("SELECT count(*) FROM bench_results").fetchone()[0] == len(CATS) * 2
     conn.close()
     # the bench's calls are ordinary traffic: recorded, tagged and categorised
-    recs = [x for x in gw.records(wait_for=len(lines)) if x.get("tags") and "bench" in x["tags"]]
-    assert len(recs) >= len(lines)
+    deadline = time.monotonic() + 10
+    while True:
+        recs = [x for x in gw.records() if x.get("tags") and "bench" in x["tags"]]
+        if len(recs) >= len(lines) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(recs) >= len(lines) and {x["category"] for x in recs} == set(CATS)
     # rerunning does nothing new
     again = subprocess.run([*cmd, "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
@@ -421,11 +426,15 @@ def test_feedback_demotes_a_failing_model_with_an_alert(
     print(f"demoted after {demoted_after} thumbs-down")
     assert demoted_after is not None and demoted_after <= 10
     # the alert and the audit trail
-    recs = [
-        r
-        for r in gw.records(wait_for=1)
-        if r["endpoint"] == "feedback" and (r.get("flags") or {}).get("quality_change")
-    ]
+    deadline = time.monotonic() + 10
+    recs: list[dict[str, Any]] = []
+    while not recs and time.monotonic() < deadline:
+        time.sleep(0.1)
+        recs = [
+            r
+            for r in gw.records()
+            if r["endpoint"] == "feedback" and (r.get("flags") or {}).get("quality_change")
+        ]
     assert recs and recs[0]["flags"]["quality_change"]["event"] == "demoted"
     assert recs[0]["flags"]["quality_change"]["from"] == "auto-weak"
     alerts = []
