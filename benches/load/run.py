@@ -178,7 +178,12 @@ def main() -> int:
         action="store_true",
         help="only the answers cache: exact hits, misses and the gateway without a cache, vs direct, same run",
     )
-    ap.add_argument("--rounds", type=int, default=3, help="--responses: interleaved rounds")
+    ap.add_argument(
+        "--observability",
+        action="store_true",
+        help="only observability: metrics off vs on vs tracing at 100%% (3 gateways), direct as the floor, same run",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="--responses, --observability: interleaved rounds")
     ap.add_argument("--out", default="bench-results/load.json")
     args = ap.parse_args()
     scale = 0.2 if args.quick else 1.0
@@ -332,6 +337,42 @@ def main() -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=2))
             print_cache_report(result)
+            print(f"\nwritten to {out}")
+            return 0
+
+        if args.observability:
+            from benches.load import observability
+
+            def start(c: dict[str, Any], where: Path) -> tuple[str, subprocess.Popen[Any]]:
+                (where / "bench.yaml").write_text(yaml.safe_dump(c))
+                p = subprocess.Popen(
+                    [PY, "-m", "gateway", "serve", "--config", str(where / "bench.yaml")],
+                    cwd=where,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                procs.append(p)
+                url = f"http://127.0.0.1:{c['server']['port']}"
+                wait(url + "/readyz", p)
+                return url, p
+
+            urls, _, close = observability.start_variants(cfg, work, start, free_port)
+            try:
+
+                def load(
+                    url: str, h: dict[str, str], conc: int, n: int, keep: list[float] | None
+                ) -> dict[str, Any]:
+                    return oha(exe, url, body, h, conc=conc, n=n, durations=keep)
+
+                n1, n64 = max(200, int(3000 * scale)), max(1000, int(20000 * scale))
+                result = observability.compare(load, (d_url, direct_h), urls, gw_h, args.rounds, n1, n64)
+            finally:
+                close()
+            result["workers"], result["cpus"] = args.workers, os.cpu_count()
+            out = ROOT / args.out
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2))
+            observability.print_report(result)
             print(f"\nwritten to {out}")
             return 0
 

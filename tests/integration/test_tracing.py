@@ -165,3 +165,25 @@ def test_every_request_gets_its_own_trace_and_streams_a_first_token_span(tgw):
     children = [s for _svc, s in Receiver.spans if s.parent_span_id == streamed[0].span_id]
     assert "first token" in {s.name for s in children}
     assert any(ct.startswith("application/x-protobuf") for ct in Receiver.content_types)
+
+
+def test_the_tracer_counts_what_it_handed_to_the_exporter(tgw):
+    """Every worker's sampled requests are counted as sent to its exporter process, none dropped."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + 15
+    while True:
+        with urllib.request.urlopen(tgw.url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        got = {
+            s.labels["outcome"]: s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+            if s.name == "gateway_traced_requests_total"
+        }
+        if got.get("sent", 0) >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert got.get("sent", 0) >= 5 and got.get("dropped", 0) == 0

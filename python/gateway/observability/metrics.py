@@ -200,6 +200,12 @@ RECORDS = _spec("gateway_records_written", "counter", "Request records written t
 SPILLED = _spec(
     "gateway_records_spilled", "counter", "Request records the store refused, kept in the spill file.", ()
 )
+TRACES = _spec(
+    "gateway_traced_requests",
+    "counter",
+    "Sampled requests handed to the trace exporter (outcome=sent) or dropped because it fell behind (dropped).",
+    ("outcome",),
+)
 BACKLOG = _spec(
     "gateway_record_backlog", "gauge", "Request records waiting for the writer thread.", (), merge="sum"
 )
@@ -533,6 +539,10 @@ class GatewayMetrics:
                 if k != "queue_depth":
                     self.tables.cell(CONTRACT, (k,))[0] = float(v)
             g[STATE_DOWN] = {(): 1.0 if getattr(gw.state, "degraded", False) else 0.0}
+            tracer = getattr(getattr(gw, "obs", None), "tracer", None)
+            if tracer is not None:
+                self.tables.cell(TRACES, ("sent",))[0] = float(tracer.sent)
+                self.tables.cell(TRACES, ("dropped",))[0] = float(tracer.dropped)
             now = time.monotonic()
             circuit: dict[tuple[str, ...], float] = {}
             cool: dict[tuple[str, ...], float] = {}
