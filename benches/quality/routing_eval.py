@@ -71,7 +71,12 @@ def config(
         "api_key": "k",
         "price": {"input": 0.6, "output": 0.6},
     }
-    models: dict[str, Any] = {"strong": {"deployments": [strong]}, "weak": {"deployments": [weak]}}
+    judge = {"id": "judge-1", "model": "gpt-4-judge", "api_base": v1, "api_key": "k"}  # MT-Bench's judge
+    models: dict[str, Any] = {
+        "strong": {"deployments": [strong]},
+        "weak": {"deployments": [weak]},
+        "judge": {"deployments": [judge]},
+    }
     if table is not None:
         models["auto"] = {
             "strategy": "quality",

@@ -43,13 +43,17 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
         text=True,
         check=True,
     )
-    assert "categories: 58" in r.stdout
+    assert "categories: 66" in r.stdout  # 57 MMLU subjects, GSM8K, 8 MT-Bench categories
     small = out / "small"
     small.mkdir()
     for cat in CATS:
         shutil.copy(out / "suites" / f"{cat}.yaml", small)
         lines = (out / "suites" / f"{cat}.jsonl").read_text().splitlines()
         (small / f"{cat}.jsonl").write_text("\n".join(lines[:PER_CAT]) + "\n")
+    judged = out / "judged"  # an MT-Bench category: graded by the judge metric
+    judged.mkdir()
+    for ext in ("yaml", "jsonl"):
+        shutil.copy(out / "suites" / f"mtbench_writing.{ext}", judged)
     return out
 
 
@@ -95,6 +99,9 @@ def bench_config(sim: str, db: Path) -> dict[str, Any]:
                     }
                 ]
             },
+            "judge": {
+                "deployments": [{"id": "judge-1", "model": "gpt-4-judge", "api_base": v1, "api_key": "k"}]
+            },
         },
     }
 
@@ -113,7 +120,7 @@ def recorded(corpus: Path) -> dict[tuple[str, str], bool]:
     answers = {}
     for line in (corpus / "answers.jsonl").read_bytes().splitlines():
         row = orjson.loads(line)
-        answers[row["key"]] = row["correct"]
+        answers[row["key"]] = row.get("correct")
     out = {}
     for cat in CATS:
         for line in (corpus / "small" / f"{cat}.jsonl").read_bytes().splitlines():
@@ -187,6 +194,35 @@ def test_bench_run_resume_report_routing_table(gw: Gateway, corpus: Path, tmp_pa
     again = subprocess.run([*cmd, "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
     assert len((out / "results.jsonl").read_bytes().splitlines()) == len(lines)
+
+
+def test_judge_metric_scores_as_the_recorded_judgements(gw: Gateway, corpus: Path, tmp_path: Path) -> None:
+    """MT-Bench answers judged by a judge model group with a rubric: the simulated judge gives GPT-4's recorded
+    1-10 rating of each recorded answer, so the bench's scores are those ratings / 10."""
+    from gateway.quality.routellm import load_items
+
+    want = {
+        (m, it["prompt"]): v
+        for it in load_items(ROUTELLM)
+        if it["category"] == "mtbench_writing"
+        for m, v in it["correct"].items()
+    }
+    out = tmp_path / "run"
+    r = subprocess.run(
+        [PY, "-m", "gateway", "bench", "run", str(corpus / "judged"), "--models", "strong,weak", "--url", gw.url,
+         "--key", KEY_A, "--out", str(out), "--quiet", "--relative", "0.9"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    items_by_id = {
+        x["id"]: x["input"]
+        for x in map(orjson.loads, (corpus / "judged" / "mtbench_writing.jsonl").read_bytes().splitlines())
+    }
+    rows = [orjson.loads(x) for x in (out / "results.jsonl").read_bytes().splitlines()]
+    assert len(rows) == 2 * len(items_by_id) >= 14
+    model = {"strong": STRONG, "weak": WEAK}
+    for row in rows:
+        assert row["score"] == pytest.approx(want[(model[row["model"]], items_by_id[row["item"]])]), row
 
 
 def test_bench_refuses_bad_suite(tmp_path: Path) -> None:

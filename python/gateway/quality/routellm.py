@@ -1,7 +1,9 @@
 """Suites and simulator answers from RouteLLM's per-item data (``shared/corpora/routellm``).
 
 RouteLLM recorded, per item, whether GPT-4 (gpt-4-1106-preview, the strong model) and Mixtral-8x7B-Instruct (the
-weak one) answered correctly: MMLU by subject (57 categories) and GSM8K (one). This writes:
+weak one) answered correctly: MMLU by subject (57 categories) and GSM8K (one); and for MT-Bench (8 categories of
+10 questions) both models' answers with GPT-4's 1-10 judgement of each (first turns are used: ``mtbench_*``
+suites with the ``judge`` metric, judged by a ``judge`` model group). This writes:
 
 - ``suites/<category>.yaml`` + ``.jsonl``: the items, each in split ``bench`` or ``held`` (a hash of the prompt:
   half of each category each), with metric ``choice`` (MMLU) or ``numeric`` (GSM8K);
@@ -112,7 +114,59 @@ def load_items(corpus: Path) -> list[dict[str, Any]]:
                     "text": texts,
                 }
             )
+    items += _mt_bench(evals / "mt_bench", skip)
     return items
+
+
+JUDGE_MODEL = "gpt-4-judge"
+_ANSWER = re.compile(r"\[The Start of Assistant's Answer\]\n(.*?)\n\[The End of Assistant's Answer\]", re.S)
+
+
+def _mt_bench(d: Path, skip: set[str]) -> list[dict[str, Any]]:
+    """MT-Bench's first turns (8 categories of 10 questions): each model answers with its recorded answer, and a
+    judge (``JUDGE_MODEL``) rates it with GPT-4's recorded 1-10 score for that answer (the ``judge`` metric)."""
+    from gateway.quality.metrics import judge_messages
+
+    if not (d / "question.jsonl").exists():
+        return []
+    questions = {}
+    for line in (d / "question.jsonl").read_bytes().splitlines():
+        if line.strip():
+            q = orjson.loads(line)
+            questions[q["question_id"]] = q
+    graded: dict[int, dict[str, tuple[str, float]]] = {}
+    for line in (d / "judgements.jsonl").read_bytes().splitlines():
+        if not line.strip():
+            continue
+        j = orjson.loads(line)
+        model = {"gpt-4-1106-preview": STRONG, "mistralai/Mixtral-8x7B-Instruct-v0.1": WEAK}.get(j["model"])
+        m = _ANSWER.search(j["user_prompt"])
+        if j.get("turn") != 1 or model is None or m is None or j.get("score", -1) < 0:
+            continue
+        graded.setdefault(j["question_id"], {})[model] = (m.group(1).strip(), float(j["score"]))
+    metric = {"type": "judge", "group": "judge"}
+    out = []
+    for qid, by in sorted(graded.items()):
+        q = questions.get(qid)
+        if q is None or len(by) < 2 or prompt_key(q["turns"][0]) in skip:
+            continue
+        prompt = q["turns"][0]
+        judged = {
+            prompt_key(judge_messages(metric, prompt, text, None)[0]["content"]): f"Rating: [[{score:g}]]"
+            for text, score in by.values()
+        }
+        out.append(
+            {
+                "category": f"mtbench_{q['category']}",
+                "prompt": prompt,
+                "expected": None,
+                "metric": metric,
+                "by_model": {m: text for m, (text, _) in by.items()},
+                "judged": judged,
+                "correct": {m: score / 10 for m, (_, score) in by.items()},
+            }
+        )
+    return out
 
 
 def write_corpus(corpus: Path, out: Path) -> dict[str, int]:
@@ -137,6 +191,14 @@ def write_corpus(corpus: Path, out: Path) -> dict[str, int]:
                         }
                     )
                 )
+                if "by_model" in it:  # graded: the models' answers, and the judge's rating of each
+                    ans.write(orjson.dumps({"key": key, "category": cat, "by_model": it["by_model"]}) + b"\n")
+                    for jkey, rating in it["judged"].items():
+                        ans.write(
+                            orjson.dumps({"key": jkey, "category": "judge", "by_model": {"*": rating}})
+                            + b"\n"
+                        )
+                    continue
                 ans.write(
                     orjson.dumps(
                         {
@@ -154,7 +216,7 @@ def write_corpus(corpus: Path, out: Path) -> dict[str, int]:
             suite = {
                 "category": cat,
                 "metric": rows[0]["metric"],
-                "max_tokens": 512,
+                "max_tokens": 2048 if "by_model" in rows[0] else 512,
                 "items_file": f"{cat}.jsonl",
             }
             (suites / f"{cat}.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
@@ -165,6 +227,7 @@ def write_corpus(corpus: Path, out: Path) -> dict[str, int]:
         "models": {
             STRONG: {"latency_ms": 40, "latency_jitter_ms": 10},
             WEAK: {"latency_ms": 20, "latency_jitter_ms": 5},
+            JUDGE_MODEL: {"latency_ms": 40, "latency_jitter_ms": 10},
         },
     }
     (out / "simulator.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))

@@ -5,7 +5,9 @@ A profile's ``answers: FILE`` (JSONL) lists items, one a line::
     {"key": "<prompt key>", "category": "mmlu_astronomy", "right": "Answer: B", "wrong": "Answer: C",
      "correct": {"gpt-4-1106-preview": true, "mixtral-8x7b-instruct": false}, "text": {"gpt-4-...": "..."}}
 
-``key`` is :func:`prompt_key` of the item's last user message. When a request's last user message is a known
+A graded item (MT-Bench) has ``by_model`` instead: each model's recorded answer, verbatim (``"*"``: any model's,
+e.g. a judge's rating of one of those answers, keyed by the judge prompt). ``key`` is :func:`prompt_key` of the
+item's last user message. When a request's last user message is a known
 item, the model answers with ``right`` if the data records it as correct, else ``wrong`` (``text`` may hold a
 model's own recorded wording, used before the final answer line). A ``quality`` entry for the item's category in
 the model's profile (e.g. patched at run time through ``/_sim/models/{model}``) overrides the record: the model is
@@ -59,6 +61,10 @@ class Answers:
         row = self.items.get(prompt_key(last_user))
         if row is None:
             return None
+        by_model = row.get("by_model")
+        if by_model is not None:  # a graded item: each model's own recorded answer (or any model's: "*")
+            text = by_model.get(model, by_model.get("*"))
+            return None if text is None else str(text)
         category = row.get("category", "")
         correct = row.get("correct") or {}
         if category in quality:
