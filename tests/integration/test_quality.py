@@ -370,6 +370,11 @@ def test_routes_by_category_given_by_header_or_metadata(
         model="strong", messages=msgs, extra_headers={"x-gateway-category": "mmlu_astronomy"}
     )
     assert gw.record(r.headers["x-gateway-request-id"])["category"] == "mmlu_astronomy"
+    # a category is caller-chosen text: one with personal data is kept in the record only as a keyed hash
+    r = client.chat.completions.with_raw_response.create(
+        model="strong", messages=msgs, extra_headers={"x-gateway-category": "jane.doe@example.com"}
+    )
+    assert gw.record(r.headers["x-gateway-request-id"])["category"].startswith("h:")
 
 
 def test_pins_and_residency_win_over_the_table(make_gw: Callable[..., Gateway], corpus: Path) -> None:

@@ -66,6 +66,7 @@ class Redactor:
         rec.user = keep(rec.user)
         rec.agent = keep(rec.agent)
         rec.agent_run = keep(rec.agent_run)
+        rec.category = keep(rec.category)  # a caller may name it (x-gateway-category, metadata.category)
         if rec.tags:
             if len(rec.tags) > MAX_TAGS:
                 rec.flags = {**(rec.flags or {}), "tags_dropped": len(rec.tags) - MAX_TAGS}
