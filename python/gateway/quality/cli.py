@@ -39,7 +39,7 @@ def _finish(out: Path, suites_path: str, args: argparse.Namespace) -> int:
     if args.target_kept is not None:
         routes = propose_budget(cells, args.target_kept, default)
     else:
-        routes = propose(cells, thresholds, args.threshold, args.relative)
+        routes = propose(cells, thresholds, args.threshold, args.relative, fallback=default)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(rich_table(cells))
     (out / "summary.json").write_bytes(

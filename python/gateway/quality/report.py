@@ -80,12 +80,13 @@ def propose(
     default_threshold: float | None = None,
     relative: float | None = None,
     max_error_rate: float = 0.05,
+    fallback: str | None = None,
 ) -> list[Route]:
     """Per category, the cheapest model whose quality's lower bound meets the category's threshold.
 
     The threshold is the suite's own, else ``default_threshold``, else ``relative`` x the best model's measured
     quality there. A model erring more than ``max_error_rate`` never qualifies. When none qualifies the category
-    goes to its best-quality model (the safe default)."""
+    goes to ``fallback`` (the category-less default, e.g. the strong model), else to its best-quality model."""
     by: dict[str, list[Cell]] = defaultdict(list)
     for c in cells:
         by[c.category].append(c)
@@ -100,8 +101,10 @@ def propose(
             pick = min(ok, key=lambda c: (c.cost_per_1k, -c.quality))
             why = f"cheapest with lower bound {pick.lo:.3f} >= {t:.3f}"
         else:
-            pick = best
-            why = f"none reaches {t:.3f} at its lower bound: best quality"
+            pick = next((c for c in cs if c.model == fallback), best)
+            why = f"none reaches {t:.3f} at its lower bound: " + (
+                "the default" if pick.model == fallback else "best quality"
+            )
         out.append(Route(cat, pick.model, round(t, 4), pick.quality, pick.lo, pick.cost_per_1k, why, pick.n))
     return out
 
