@@ -181,7 +181,11 @@ def test_bench_run_resume_report_routing_table(gw: Gateway, corpus: Path, tmp_pa
         assert row["model"] in ("strong", "weak") and 0 <= row["lo"] <= row["quality"] <= 1
     conn = sqlite3.connect(store)
     assert conn.execute("SELECT count(*) FROM bench_results").fetchone()[0] == len(CATS) * 2
+    from gateway.observability.reports import evaluations  # the weekly report's "models under evaluation"
+
+    section = evaluations(conn, 0, time.time() + 1)
     conn.close()
+    assert len(section[3]) == len(CATS) * 2 and {row[2] for row in section[3]} == {"strong", "weak"}
     # the bench's calls are ordinary traffic: recorded, tagged and categorised
     deadline = time.monotonic() + 10
     while True:

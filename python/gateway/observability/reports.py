@@ -153,12 +153,28 @@ def quality(conn: sqlite3.Connection, start: float, end: float) -> Section:
 
 
 def evaluations(conn: sqlite3.Connection, start: float, end: float) -> Section:
+    """Bench results kept in this store (``gateway bench ... --store``) during the period, newest run first."""
+    try:
+        found = _rows(
+            conn,
+            "SELECT run, category, model, n, quality, lo, hi, cost_per_1k, p50_ms, p95_ms FROM bench_results"
+            " WHERE ts >= ? AND ts < ? ORDER BY ts DESC, category, model",
+            (start, end),
+        )
+    except sqlite3.OperationalError:  # no bench ever kept its results here
+        found = []
+    rows = [
+        [run, cat, model, n, f"{q:.3f} [{lo:.3f}, {hi:.3f}]", round(cost, 4), round(p50, 1), round(p95, 1)]
+        for run, cat, model, n, q, lo, hi, cost, p50, p95 in found
+    ]
     return (
         "evaluations",
-        "Models under evaluation",
-        ["model", "result"],
-        [],
-        "No benchmark results are recorded yet (`gateway bench` will add them).",
+        "Models under evaluation (gateway bench)",
+        ["run", "category", "model", "n", "quality_95ci", "usd_per_1k", "p50_ms", "p95_ms"],
+        rows,
+        ""
+        if rows
+        else "No benchmark results in this period (`gateway bench run ... --store <the store>` adds them).",
     )
 
 
