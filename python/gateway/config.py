@@ -421,8 +421,9 @@ class SemanticCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     # The most wrong answers per answer served from a neighbour the caller accepts (x-gateway-cache-max-error
     # overrides it per request, but only downwards); thresholds are learned per entry to meet it.
     max_error_rate: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.02
-    # Below this similarity a neighbour is never served, whatever was learned.
-    min_similarity: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.8
+    # Cosine floor for a candidate neighbour (the K nearest above it are scored by the verifier); keep it equal to
+    # gateway.cache.semantic.MIN_SIM, which the shipped calibration was measured with.
+    min_similarity: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
     # Served answers verified by asking upstream anyway, so thresholds keep learning (0 turns learning off).
     explore_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.05
     max_entries_per_index: int = 50_000

@@ -8,7 +8,16 @@ import time
 import pytest
 
 from gateway.cache import keys
-from gateway.cache.decide import EntryEvidence, Pooled, wilson_interval, wilson_upper
+from gateway.cache.decide import (
+    EntryEvidence,
+    Pooled,
+    binom_cdf,
+    clopper_pearson,
+    min_evidence,
+    safe,
+    wilson_interval,
+    wilson_upper,
+)
 from gateway.cache.guards import Features, veto
 from gateway.cache.replay import Collector, to_chunks
 from gateway.cache.store import Entry, LocalStore, PurgeFilter
@@ -135,11 +144,33 @@ def test_wilson_bounds():
     assert lo < 0.05 < hi
 
 
+def test_exact_binomial_bounds():
+    assert binom_cdf(0, 100, 0.02) == pytest.approx(0.98**100)
+    assert binom_cdf(100, 100, 0.3) == pytest.approx(1.0)
+    lo, hi = clopper_pearson(0, 100)
+    assert lo == 0.0 and hi == pytest.approx(0.0362, abs=1e-3)  # the rule of three, exactly
+    lo, hi = clopper_pearson(5, 100)
+    assert lo == pytest.approx(0.0164, abs=1e-3) and hi == pytest.approx(0.1128, abs=1e-3)
+    assert min_evidence(0.01) == 299 and min_evidence(0.05) == 59
+    assert safe(0, 299, 0.01) and not safe(0, 298, 0.01) and not safe(3, 299, 0.01)
+
+
+def test_pooled_threshold_stops_at_the_first_failed_test():
+    p = Pooled()
+    for _ in range(400):
+        p.add(0.99, correct=True)
+    for i in range(200):  # a band of wrong answers just below...
+        p.add(0.90, correct=i % 2 == 0)
+    for _ in range(5000):  # ...and much correct evidence below it, which must not buy the band back
+        p.add(0.85, correct=True)
+    assert p.threshold(0.02) == pytest.approx(0.99)
+
+
 def test_pooled_threshold_meets_delta_on_its_own_evidence():
     p = Pooled()
-    for i in range(2000):  # error falls with similarity: 30% at 0.80 .. 0% at 0.99
+    for i in range(2000):  # error falls with the score: 30% at 0.80 .. 0% from 0.95 up
         s = 0.80 + (i % 200) / 1000
-        p.add(s, correct=(i * 7919) % 100 >= max(0, 30 - (s - 0.8) * 160))
+        p.add(s, correct=(i * 7919) % 100 >= max(0, 30 - (s - 0.8) * 200))
     t2, t5 = p.threshold(0.02), p.threshold(0.05)
     assert 0.8 < t5 <= t2 <= 1.0
     assert p.threshold(0.001) > 1  # 2,000 pairs cannot show an error rate below 0.1%: never serve
@@ -171,3 +202,28 @@ def test_replay_and_collect_round_trip():
     assert all(c.add(ch) for ch in chunks)
     back = c.response()
     assert back.choices[0].message.content == "x" * 150 and back.choices[0].finish_reason == "stop"
+
+
+def test_static_embedder_vectors_and_word_vectors_agree():
+    from gateway.cache.embed import shared
+
+    e = shared()
+    enc = e.encode("How do I enable Dark-Mode in the settings?")
+    assert enc.vec.shape == (e.dim,) and abs(float(enc.vec @ enc.vec) - 1) < 1e-5
+    assert abs(float(enc.vec @ e.embed("How do I enable Dark-Mode in the settings?")) - 1) < 1e-5
+    assert "settings" in enc.words and "dark" in enc.words and len(enc.wvecs) == len(enc.words)
+    batch = e.embed_many(["a question", "another question"])
+    assert batch.shape == (2, e.dim)
+    assert float(e.embed("") @ e.embed("")) == 0.0  # nothing to embed: a zero vector, never NaN
+
+
+def test_verifier_ranks_a_paraphrase_above_a_hard_negative():
+    from gateway.cache.semantic import SemanticCache
+    from gateway.config import SemanticCacheConfig
+
+    c = SemanticCache(SemanticCacheConfig(enabled=True), None, "t", 60)
+    q = c.side("What are the main causes of inflation in an economy?")
+    para = c.side("What mainly causes inflation in an economy?")
+    other = c.side("What are the main effects of inflation on the savings of retired people?")
+    assert c.verifier.score(q, para) > c.verifier.score(q, other)
+    assert c.verifier.score(q, q) > 0.9

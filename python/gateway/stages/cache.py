@@ -133,7 +133,7 @@ class CacheStage(Stage):
         if not text:
             return None
         fp = keys.context_fingerprint(scope, req)
-        vec = await self.semantic.embed(text)
+        side = self.semantic.side(text)
         cand = None
         if not refresh:
             delta = self.cfg.semantic.max_error_rate
@@ -141,19 +141,19 @@ class CacheStage(Stage):
             if asked:
                 with contextlib.suppress(ValueError):
                     delta = min(delta, max(1e-6, float(asked)))
-            cand = await self.semantic.lookup(scope[0], fp, text, vec, delta)
-        ctx.scratch[SEM] = (fp, text, vec, cand)
+            cand = await self.semantic.lookup(scope[0], fp, side, delta)
+        ctx.scratch[SEM] = (fp, text, side, cand)
         if cand is None:
             return None
         ctx.cache_similarity = cand.similarity
-        if cand.veto:
-            ctx.flags["cache_veto"] = cand.veto
+        if cand.veto or cand.vetoed:
+            ctx.flags["cache_veto"] = cand.veto or cand.vetoed
         if not cand.serve:
             return None
         entry = await self.store.get(cand.key)
         if entry is None:  # expired or purged: the question goes too
             self.semantic.forget(cand)
-            ctx.scratch[SEM] = (fp, text, vec, None)
+            ctx.scratch[SEM] = (fp, text, side, None)
         elif self._fresh(ctx, entry):
             return self.serve(ctx, entry, time.time() - entry.created, cand.similarity)
         return None
@@ -231,13 +231,13 @@ class CacheStage(Stage):
         await self.store.put(key, entry)
         if sem is None:
             return
-        fp, text, vec, cand = sem
-        await self.semantic.add(tenant, fp, key, text, vec)
+        fp, text, side, cand = sem
+        await self.semantic.add(tenant, fp, key, text, side)
         if cand is not None and cand.veto is None:
             # a miss that had a neighbour: was the neighbour's answer this answer? (evidence for the thresholds)
             other = await self.store.get(cand.key)
             if other is not None:
-                same = await self.semantic.same_answer(_text(other.response), _text(entry.response))
+                same = self.semantic.same_answer(_text(other.response), _text(entry.response))
                 self.semantic.learn(cand, same)
 
     async def purge(self, f: PurgeFilter) -> int:
