@@ -1,5 +1,6 @@
 """The exact cache through the real gateway (Granian), the simulator and the official SDKs; Redis-shared entries
-across two gateway processes."""
+across two gateway processes. Every test runs twice: with the exact cache alone and with the semantic cache on as
+well (its embedding, lookup and store on every miss must change none of the exact cache's behaviour)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def upstream_count(simulator: Any, model: str) -> int:
     return len(simulator.get(f"/_sim/requests?model={model}&limit=200")["requests"])
 
 
-def cache_config(simulator: Any, db: Any, redis_url: str | None = None, model: str = "cache-m1") -> dict:
+def cache_config(
+    simulator: Any, db: Any, redis_url: str | None = None, model: str = "cache-m1", semantic: bool = False
+) -> dict:
     cfg = base_config(simulator.url, db)
     cfg["admin"] = {"key": ADMIN}
     cfg["keys"].append({"key": KEY_FLAG, "name": "flag", "tenant": "tenant-a", "profile": "flagging"})
@@ -41,7 +44,7 @@ def cache_config(simulator: Any, db: Any, redis_url: str | None = None, model: s
         ]
     }
     cfg["stages"] = {
-        "cache": {"enabled": True, "max_temperature": 1.0},
+        "cache": {"enabled": True, "max_temperature": 1.0, "semantic": {"enabled": semantic}},
         "pii": {"enabled": True, "default": "mask"},
         "profiles": {"flagging": {"pii": {"enabled": True, "default": "flag"}}},
     }
@@ -50,9 +53,10 @@ def cache_config(simulator: Any, db: Any, redis_url: str | None = None, model: s
     return cfg
 
 
-@pytest.fixture(scope="module")
-def cgw(simulator, start_gateway, tmp_path_factory):
-    return start_gateway(cache_config(simulator, tmp_path_factory.mktemp("db") / "g.db"))
+@pytest.fixture(scope="module", params=["exact", "exact+semantic"])
+def cgw(request, simulator, start_gateway, tmp_path_factory):
+    db = tmp_path_factory.mktemp("db") / "g.db"
+    return start_gateway(cache_config(simulator, db, semantic=request.param != "exact"))
 
 
 def ask(gw: Any, q: str, key: str = KEY_A, model: str = "cached", **kw: Any) -> Any:
@@ -198,8 +202,11 @@ def test_purge_through_the_admin_api(cgw):
     assert status == 400 and body["error"]["code"] == "invalid_request"
 
 
-def test_redis_shared_entries_and_model_version_change(simulator, start_gateway, tmp_path_factory, redis_url):
-    cfg = cache_config(simulator, tmp_path_factory.mktemp("db") / "g.db", redis_url)
+@pytest.mark.parametrize("semantic", [False, True])
+def test_redis_shared_entries_and_model_version_change(
+    simulator, start_gateway, tmp_path_factory, redis_url, semantic
+):
+    cfg = cache_config(simulator, tmp_path_factory.mktemp("db") / "g.db", redis_url, semantic=semantic)
     one = start_gateway(cfg)
     two = start_gateway(
         {**cfg, "store": {**cfg["store"], "sqlite_path": str(tmp_path_factory.mktemp("db") / "h.db")}}
@@ -223,7 +230,9 @@ def test_redis_shared_entries_and_model_version_change(simulator, start_gateway,
 
     time.sleep(0.5)
     assert ask(two, q)[0].headers["x-gateway-cache"] == "hit"
-    newer = cache_config(simulator, tmp_path_factory.mktemp("db") / "n.db", redis_url, model="cache-m2")
+    newer = cache_config(
+        simulator, tmp_path_factory.mktemp("db") / "n.db", redis_url, model="cache-m2", semantic=semantic
+    )
     newer["state"] = cfg["state"]
     three = start_gateway(newer)
     assert ask(three, q)[0].headers["x-gateway-cache"] == "miss"

@@ -1,5 +1,7 @@
-"""The semantic cache through the real gateway: a paraphrase is served from the cache, a negated question, another
-tenant and another system prompt are not; entries are shared through Redis by a second gateway process."""
+"""The semantic cache through the real gateway: a paraphrase is served from the cache (as JSON and replayed as a
+stream, in both dialects, never reaching the simulator), a negated question, another tenant and another system
+prompt are not; a purge and a model-version change turn its hits into misses; entries are shared through Redis by
+a second gateway process."""
 
 from __future__ import annotations
 
@@ -9,15 +11,17 @@ from typing import Any
 
 import pytest
 
+from gateway.admin_cli import call
 from tests.conftest import KEY_A, KEY_B, base_config
 
+ADMIN = "gw-admin-key-for-semantic-cache-tests-000000"
 _n = itertools.count()
 
 
-def sem_config(simulator: Any, db: Any, redis_url: str | None = None) -> dict:
+def sem_config(simulator: Any, db: Any, redis_url: str | None = None, model: str = "sem-m1") -> dict:
     """The shipped calibration (news paraphrases with hard negatives) lets nothing through at these error rates;
     these tests start from evidence of their own, as an operator calibrating on labelled pairs of theirs would:
-    1,000 correct neighbours at similarity 0.95-1.0 (so the threshold is 0.95)."""
+    1,000 correct neighbours at verifier scores 0.95-1.0 (so the threshold is 0.95)."""
     from gateway.cache.decide import Pooled
 
     pooled = Pooled()
@@ -26,8 +30,9 @@ def sem_config(simulator: Any, db: Any, redis_url: str | None = None) -> dict:
     calibration = db.parent / "calibration.json"
     calibration.write_bytes(pooled.to_json())
     cfg = base_config(simulator.url, db)
+    cfg["admin"] = {"key": ADMIN}
     cfg["models"]["sem"] = {
-        "deployments": [{"id": "sem-a", "model": "sem-m1", "api_base": simulator.url + "/v1", "api_key": "k"}]
+        "deployments": [{"id": "sem-a", "model": model, "api_base": simulator.url + "/v1", "api_key": "k"}]
     }
     cfg["stages"] = {
         "cache": {
@@ -82,6 +87,49 @@ def test_paraphrase_is_served_and_a_negation_is_not(sgw, simulator):
     assert upstream_count(simulator) == before + 2
 
 
+def test_a_paraphrase_is_served_in_both_dialects_as_json_and_as_a_stream(sgw, simulator):
+    topic = f"project {next(_n)}"
+    q = f"How do I rotate the signing keys of {topic}?"
+    para = f"How do I rotate the signing keys of {topic} ?"
+    _, first = ask(sgw, q)
+    text = first.choices[0].message.content
+    client = sgw.anthropic()
+    a_first = client.messages.create(model="sem", max_tokens=64, messages=[{"role": "user", "content": q}])
+    wait_stored()
+    before = upstream_count(simulator)
+    with sgw.openai().chat.completions.with_streaming_response.create(
+        model="sem",
+        messages=[{"role": "user", "content": para}],
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as resp:
+        assert resp.headers["x-gateway-cache"] == "semantic-hit"
+        chunks = list(resp.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    m = client.messages.with_raw_response.create(
+        model="sem", max_tokens=64, messages=[{"role": "user", "content": para}]
+    )
+    assert m.headers["x-gateway-cache"] == "semantic-hit"
+    assert m.parse().content[0].text == a_first.content[0].text
+    with client.messages.stream(
+        model="sem", max_tokens=64, messages=[{"role": "user", "content": para}]
+    ) as stream:
+        assert "".join(stream.text_stream) == a_first.content[0].text
+        assert stream.get_final_message().stop_reason == "end_turn"
+    assert upstream_count(simulator) == before  # none of the three reached upstream
+
+
+def test_a_purge_turns_semantic_hits_into_misses(sgw):
+    topic = f"project {next(_n)}"
+    ask(sgw, f"How do I enable audit logging in the settings of {topic}?")
+    wait_stored()
+    para = f"How do I enable the audit logging in the settings of {topic}?"
+    assert ask(sgw, para)[0].headers["x-gateway-cache"] == "semantic-hit"
+    status, body = call(sgw.url, ADMIN, "POST", "/admin/cache/purge", {"tenant": "tenant-a"})
+    assert status == 200 and body["purged"] >= 1
+    assert ask(sgw, para)[0].headers["x-gateway-cache"] == "miss"
+
+
 def test_neighbours_only_within_a_tenant_and_a_context(sgw):
     topic = f"project {next(_n)}"
     ask(sgw, f"What does the retry policy of {topic} do?")
@@ -123,3 +171,9 @@ def test_semantic_entries_shared_through_redis(simulator, start_gateway, tmp_pat
     wait_stored()
     raw, _ = ask(two, f"Which regions can the deployments of {topic} run in ?")
     assert raw.headers["x-gateway-cache"] == "semantic-hit"
+    # same Redis, the deployment now serves another model version: the old questions are not neighbours
+    newer = sem_config(simulator, tmp_path_factory.mktemp("db") / "c.db", redis_url, model="sem-m2")
+    newer["state"] = cfg["state"]
+    three = start_gateway(newer)
+    raw, _ = ask(three, f"Which regions can the deployments of {topic} run in ?")
+    assert raw.headers["x-gateway-cache"] == "miss"
