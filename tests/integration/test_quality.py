@@ -580,3 +580,46 @@ def test_bench_report_renders_in_chromium(gw: Gateway, corpus: Path, tmp_path: P
         assert not errors, errors
     finally:
         browser.quit()
+
+
+def test_posteriors_are_shared_through_redis(
+    sim_url: str, start_gateway: Callable[..., Gateway], corpus: Path, tmp_path: Path, redis_url: str
+) -> None:
+    """Two replicas sharing Redis: thumbs-down sent to one demote the category on the other too; the same prompt
+    asked again by the same caller counts against the earlier answer (an automatic signal)."""
+    table = write_table(
+        tmp_path / "routing.yaml",
+        {"mmlu_marketing": {"model": "weak", "threshold": 0.6, "quality": 0.9, "n": 20}},
+    )
+    replicas = []
+    for i in range(2):
+        cfg = auto_config(sim_url, tmp_path / f"gw{i}.db", table)
+        cfg["state"] = {"redis_url": redis_url}
+        replicas.append(start_gateway(cfg))
+    one, two = replicas
+    prompts = [it["input"] for it in items(corpus, "mmlu_marketing")[:12]]
+
+    def ask(gw: Gateway, prompt: str) -> tuple[str, str, str]:
+        r = gw.openai().chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": prompt}],
+            extra_headers={"x-gateway-category": "mmlu_marketing"},
+        )
+        return r.headers["x-gateway-model"], r.headers["x-gateway-request-id"], r.headers["x-gateway-route"]
+
+    served, rid, _ = ask(one, prompts[0])
+    again, rid2, _ = ask(one, prompts[0])  # the same caller, the same prompt, at once: a retry
+    assert served == again == "auto-weak"
+    assert one.record(rid2)["flags"]["quality_retry_of"] == "auto-weak"
+    for p in prompts[1:]:
+        served, rid, _ = ask(one, p)
+        if served != "auto-weak":
+            break
+        assert post(one.url + "/v1/feedback", {"request_id": rid, "thumbs": "down"}, KEY_A)[0] == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        served, _, route = ask(two, prompts[-1])
+        if served == "auto-strong":
+            break
+        time.sleep(0.3)
+    assert served == "auto-strong" and "demoted" in route  # the other replica adopted the shared estimate

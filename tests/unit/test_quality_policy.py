@@ -95,3 +95,9 @@ def test_projected_spend() -> None:
     assert projected_usd(rule, 6.0, noon) == 12.0  # half the day gone, 6 spent: on course for 12 > 10
     assert projected_usd(rule, 6.0, datetime(2026, 3, 10, 0, 0, 30, tzinfo=UTC).timestamp()) is None
     assert projected_usd(BudgetRule(usd=10.0, period="lifetime"), 6.0, noon) is None
+
+
+def test_canary_share_goes_to_the_rows_candidate(tmp_path: Path) -> None:
+    p = policy(tmp_path, {"law": {"model": "big", "candidate": "small"}}, canary_percent=10)
+    assert p.choose("law", 5.0)[0] == "small" and "canary 10%" in p.choose("law", 5.0)[1]
+    assert p.choose("law", 50.0)[0] == "big"
