@@ -623,3 +623,24 @@ def test_posteriors_are_shared_through_redis(
             break
         time.sleep(0.3)
     assert served == "auto-strong" and "demoted" in route  # the other replica adopted the shared estimate
+
+
+def test_odd_categories_are_answered_and_recorded(make_gw: Callable[..., Gateway], corpus: Path) -> None:
+    """A category in any script, very long, or in metadata as a non-string: answered, never a 500."""
+    gw = make_gw({"mmlu_astronomy": "weak"})
+    msgs = [{"role": "user", "content": "hello"}]
+    for headers, metadata in (
+        ({"x-gateway-category": "catégorie-ünïcode"}, None),
+        ({"x-gateway-category": "x" * 5000}, None),
+        ({}, {"category": 42}),
+        ({}, {"category": "mmlu_astronomy"}),
+    ):
+        status, doc, h = post(
+            gw.url + "/v1/chat/completions",
+            {"model": "auto", "messages": msgs, **({"metadata": metadata} if metadata else {})},
+            KEY_A,
+            headers,
+        )
+        assert status == 200, doc
+        rec = gw.record(h["x-gateway-request-id"])
+        assert rec["category"] is None or len(rec["category"]) <= 64

@@ -58,6 +58,8 @@ class CategoryStage(Stage):
                 ctx.flags["category_inferred"] = round(conf, 3)
             else:
                 ctx.flags["category_unsure"] = {"guess": cat, "confidence": round(conf, 3)}
-        if ctx.category is not None:
-            ctx.response_headers["x-gateway-category"] = ctx.category
+        if ctx.category is not None and ctx.category.isascii() and ctx.category.isprintable():
+            ctx.response_headers["x-gateway-category"] = (
+                ctx.category
+            )  # (a header carries printable ASCII only)
         return None
