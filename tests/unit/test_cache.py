@@ -227,3 +227,21 @@ def test_verifier_ranks_a_paraphrase_above_a_hard_negative():
     other = c.side("What are the main effects of inflation on the savings of retired people?")
     assert c.verifier.score(q, para) > c.verifier.score(q, other)
     assert c.verifier.score(q, q) > 0.9
+
+
+def test_the_embedder_is_loaded_only_with_the_semantic_cache_on():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from gateway.config import parse_config\n"
+        "from gateway.stages.cache import CacheStage\n"
+        "on = sys.argv[1] == 'on'\n"
+        "cfg = parse_config('models: {}\\nstages: {cache: {enabled: true, semantic: {enabled: %s}}}' % ('true' if on else 'false'))\n"
+        "CacheStage(cfg.stages.cache, cfg)\n"
+        "print('gateway.cache.embed' in sys.modules, 'numpy' in sys.modules)\n"
+    )
+    for mode, loaded in (("off", ["False", "False"]), ("on", ["True", "True"])):
+        run = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True)
+        assert run.stdout.split() == loaded
