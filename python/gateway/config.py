@@ -427,8 +427,8 @@ class SemanticCacheConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Served answers verified by asking upstream anyway, so thresholds keep learning (0 turns learning off).
     explore_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.05
     max_entries_per_index: int = 50_000
-    # Evidence the thresholds start from: a JSON file of (similarity, correct) counts per bin, as written by
-    # benches/quality/cache_eval.py --write-calibration from labelled pairs of your own; None: the shipped one.
+    # Evidence the thresholds start from: a JSON file of (verifier score, correct) counts per bin, as written by
+    # benches/quality/cache_eval.py --write from labelled pairs of your own; None: the shipped one.
     calibration: str | None = None
 
 
