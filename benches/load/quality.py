@@ -45,6 +45,9 @@ def config(sim_url: str, port: int, db: Path, table: str | None, classifier: str
     if table is None:
         server["categories"] = False
     else:
+        # the bench's model groups, which the routing table names
+        models["strong"] = {"deployments": [{**deps[0], "id": "strong-g"}]}
+        models["weak"] = {"deployments": [{**deps[1], "id": "weak-g"}]}
         models["auto"] = {
             "strategy": "quality",
             "deployments": [{**d, "id": f"auto-{d['id']}"} for d in deps],
