@@ -1,4 +1,4 @@
-"""Train and write the hashed n-gram linear models the Rust core loads (GWLM v1 files).
+"""Train and write the hashed n-gram linear models the Rust core loads (GWLM v2 files).
 
 Features come from the Rust core itself (`gateway._core.normalize` and `hash_features`), so
 training and serving see exactly the same numbers. Needs the `train` extra (scikit-learn).
@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold
 
 from gateway import _core
+
+VERSION = 2  # GWLM format: the feature set of gateway._core.hash_features (byte 3-5-grams, words, bigrams)
 
 
 def features(norms: Sequence[str], bits: int) -> csr_matrix:
@@ -38,11 +40,26 @@ def fit(x: csr_matrix, y: np.ndarray, c: float, weights: np.ndarray | None = Non
     return model
 
 
-def cv_scores(x: csr_matrix, y: np.ndarray, c: float, folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Out-of-fold probabilities on the training split (for thresholds; never the test split)."""
+def cv_scores(
+    x: csr_matrix,
+    y: np.ndarray,
+    c: float,
+    folds: int = 5,
+    seed: int = 0,
+    weights: np.ndarray | None = None,
+    groups: Sequence[str] | None = None,
+    strata: np.ndarray | None = None,
+) -> np.ndarray:
+    """Out-of-fold probabilities on the training split (for thresholds; never the test split).
+
+    ``groups`` keeps near-duplicates in one fold (else the estimate is optimistic); ``strata`` (default ``y``)
+    spreads each kind of example evenly over the folds."""
     out = np.zeros(len(y))
-    for tr, va in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        out[va] = fit(x[tr], y[tr], c).predict_proba(x[va])[:, 1]
+    g = np.asarray(groups if groups is not None else np.arange(len(y)).astype(str))
+    s = strata if strata is not None else y
+    for tr, va in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(x, s, g):
+        w = weights[tr] if weights is not None else None
+        out[va] = fit(x[tr], y[tr], c, w).predict_proba(x[va])[:, 1]
     return out
 
 
@@ -54,8 +71,8 @@ def quantize(model: LogisticRegression) -> tuple[float, float, bytes]:
 
 
 def write(path: Path, bits: int, classes: list[tuple[str, LogisticRegression]]) -> int:
-    """Write a gzip-compressed GWLM v1 file; returns its size in bytes."""
-    out = bytearray(b"GWLM" + struct.pack("<BBH", 1, bits, len(classes)))
+    """Write a gzip-compressed GWLM v2 file; returns its size in bytes."""
+    out = bytearray(b"GWLM" + struct.pack("<BBH", VERSION, bits, len(classes)))
     for name, model in classes:
         bias, scale, q = quantize(model)
         raw = name.encode()

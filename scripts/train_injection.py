@@ -30,66 +30,112 @@ import linear_model as lm  # noqa: E402
 from gateway import _core  # noqa: E402
 
 BITS = 18
-C_DIRECT = 8.0
+C_DIRECT = 16.0
 C_INDIRECT = 8.0
+# The false-positive budget is spent on real user prompts (arena-hard), which are far fewer than the easy benign
+# sentences: they weigh as much as this many of them, so the model learns the prompts that look like jailbreaks.
+ARENA_WEIGHT = 50.0
+# Clean e-mails are the hard negatives of indirect injection (they do ask the reader to act).
+EMAIL_WEIGHT = 10.0
 DATA = ROOT / "python" / "gateway" / "data"
 
 
-def direct_set() -> tuple[list[str], np.ndarray, int]:
+def direct_set() -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """(texts, labels, kind per text: 0 jailbreak, 1 arena prompt, 2 other benign, near-duplicate group keys)."""
     pos = cd.jailbreaks().train
     benign = cd.benign_prompts().train
-    neg = benign + cd.other_benign().train + cd.bipia_emails("train")
-    texts = pos + neg
-    return texts, np.array([1] * len(pos) + [0] * len(neg)), len(benign)
+    other = cd.other_benign().train + cd.bipia_emails("train")
+    texts = pos + benign + other
+    kind = np.array([0] * len(pos) + [1] * len(benign) + [2] * len(other))
+    groups = [cd.group_key(t) if k == 0 else t for t, k in zip(texts, kind, strict=True)]
+    return texts, (kind == 0).astype(int), kind, groups
 
 
-def indirect_set() -> tuple[list[str], np.ndarray]:
+def indirect_set() -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """Windows as the scanner sees them: (texts, labels, kind: 0 attack, 1 clean e-mail, 2 other; source doc)."""
     rng = random.Random(11)
-    pos: list[str] = []
+    texts: list[str] = []
+    kind: list[int] = []
+    docs: list[str] = []
+    attacks = cd.bipia_attacks("train")
     for email in cd.bipia_emails("train"):
-        for attack in cd.bipia_attacks("train"):
+        for a, attack in enumerate(attacks):
             norm = _core.normalize(cd.embed(email, attack, rng))
-            key = _core.normalize(attack)[:40]
-            pos += [w for w in _core.text_windows(norm) if key[:20] in w]
-    pos += [_core.normalize(a) for a in cd.bipia_attacks("train")]
+            key = _core.normalize(attack)[:20]
+            wins = [w for w in _core.text_windows(norm) if key in w]
+            texts += wins
+            kind += [0] * len(wins)
+            docs += [f"a{a}"] * len(wins)  # one attack stays in one fold, whatever e-mail carries it
+    for a, attack in enumerate(attacks):
+        texts.append(_core.normalize(attack))
+        kind.append(0)
+        docs.append(f"a{a}")
     # Jailbreak windows teach "instructions addressed to the model" in general.
     for jb in cd.jailbreaks().train:
-        pos += _core.text_windows(_core.normalize(jb))[:3]
-    neg: list[str] = []
-    for doc in cd.bipia_emails("train") + cd.benign_documents("train"):
-        neg += _core.text_windows(_core.normalize(doc))
-    neg += [_core.normalize(t) for t in cd.other_benign().train]
-    return pos + neg, np.array([1] * len(pos) + [0] * len(neg))
+        wins = _core.text_windows(_core.normalize(jb))[:3]
+        texts += wins
+        kind += [0] * len(wins)
+        docs += [cd.group_key(jb)] * len(wins)
+    for e, email in enumerate(cd.bipia_emails("train")):
+        wins = _core.text_windows(_core.normalize(email))
+        texts += wins
+        kind += [1] * len(wins)
+        docs += [f"e{e}"] * len(wins)
+    for d, doc in enumerate(cd.benign_documents("train")):
+        wins = _core.text_windows(_core.normalize(doc))
+        texts += wins
+        kind += [2] * len(wins)
+        docs += [f"d{d}"] * len(wins)
+    for t in cd.other_benign().train:
+        texts.append(_core.normalize(t))
+        kind.append(2)
+        docs.append(t)
+    k = np.array(kind)
+    return texts, (k == 0).astype(int), k, docs
 
 
 def main() -> None:
     if not cd.available():
         sys.exit(f"corpora not found at {cd.CORPORA}")
-    texts, y, n_benign = direct_set()
-    norms = [_core.normalize(t) for t in texts]
-    x = lm.features(norms, BITS)
-    print(f"direct: {int(y.sum())} jailbreaks, {int((1 - y).sum())} benign ({n_benign} arena prompts)")
-    oof = lm.cv_scores(x, y, C_DIRECT)
-    pos_n = int(y.sum())
+    texts, y, kind, groups = direct_set()
+    x = lm.features([_core.normalize(t) for t in texts], BITS)
+    pos_n, n_benign = int(y.sum()), int((kind == 1).sum())
+    print(f"direct: {pos_n} jailbreaks, {int((1 - y).sum())} benign ({n_benign} arena prompts)")
+    weights = np.where(kind == 1, ARENA_WEIGHT, 1.0)
+    oof = lm.cv_scores(x, y, C_DIRECT, weights=weights, groups=groups, strata=kind)
     plain = _core.InjectionScanner()  # signatures only
     sig = np.array([plain.scan(t)[3] for t in texts])
     combined = 1 - (1 - oof) * (1 - sig)
-    t_direct = lm.threshold_at_fpr(combined[pos_n : pos_n + n_benign].tolist(), 0.01)
-    tpr = float((combined[:pos_n] >= t_direct).mean())
-    print(f"  5-fold CV on train: threshold {t_direct:.3f} at FPR<=1% on arena prompts, TPR {tpr:.3f}")
-    direct = lm.fit(x, y, C_DIRECT)
+    t_direct = lm.threshold_at_fpr(combined[kind == 1].tolist(), 0.01)
+    tpr = float((combined[kind == 0] >= t_direct).mean())
+    print(
+        f"  5-fold grouped CV on train: threshold {t_direct:.3f} at FPR<=1% on arena prompts, TPR {tpr:.3f}"
+    )
+    direct = lm.fit(x, y, C_DIRECT, weights)
 
-    itexts, iy = indirect_set()
+    itexts, iy, ikind, idocs = indirect_set()
     ix = lm.features(itexts, BITS)
     print(f"indirect: {int(iy.sum())} attack windows, {int((1 - iy).sum())} benign windows")
-    ioof = lm.cv_scores(ix, iy, C_INDIRECT)
+    iweights = np.where(ikind == 1, EMAIL_WEIGHT, 1.0)
+    ioof = lm.cv_scores(ix, iy, C_INDIRECT, weights=iweights, groups=idocs, strata=ikind)
     isig = np.array([plain.scan(t)[3] for t in itexts])
     icomb = 1 - (1 - ioof) * (1 - isig)
-    t_window = lm.threshold_at_fpr(icomb[iy == 0].tolist(), 0.005)
+    # Per document, as the scanner decides: the highest window. The threshold keeps both the clean e-mails and
+    # the other benign documents at FPR <= 2%.
+    doc_score: dict[str, float] = {}
+    doc_kind: dict[str, int] = {}
+    for d, k, sc in zip(idocs, ikind, icomb, strict=True):
+        doc_score[d] = max(doc_score.get(d, 0.0), float(sc))
+        doc_kind[d] = int(k)
+    emails = [sc for d, sc in doc_score.items() if doc_kind[d] == 1]
+    others = [sc for d, sc in doc_score.items() if doc_kind[d] == 2]
+    t_window = max(lm.threshold_at_fpr(emails, 0.02), lm.threshold_at_fpr(others, 0.02))
     print(
-        f"  5-fold CV on train: window threshold {t_window:.3f}, window TPR {float((icomb[iy == 1] >= t_window).mean()):.3f}"
+        f"  5-fold grouped CV on train: threshold {t_window:.3f}, attack-window TPR "
+        f"{float((icomb[iy == 1] >= t_window).mean()):.3f}, clean e-mails flagged "
+        f"{sum(s >= t_window for s in emails)}/{len(emails)}"
     )
-    indirect = lm.fit(ix, iy, C_INDIRECT)
+    indirect = lm.fit(ix, iy, C_INDIRECT, iweights)
 
     size = lm.write(DATA / "injection.gwlm.gz", BITS, [("direct", direct), ("indirect", indirect)])
     meta = {

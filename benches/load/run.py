@@ -12,6 +12,10 @@ only), and drives all three with a real load generator in its own process (``oha
 - streams (SSE with usage): time to first byte and to last byte at concurrency 1, 16, 64;
 - the gateway's RSS per worker after the run.
 
+``--compliance`` instead compares the gateway with and without the compliance stage (an injection + output filter +
+canary profile on every request, a ~1 KB prompt) in the same run: c=1 non-stream and stream, and max req/s at c=64,
+alternating off/on for ``--rounds`` rounds so drift on this shared machine hits both alike.
+
 Added latency = gateway percentile - direct percentile; ratio = gateway / direct. Everything shares this
 machine's cores (load generator, simulator, gateway), as the numbers in the README say.
 """
@@ -186,7 +190,15 @@ def main() -> int:
         help="only observability: metrics off vs on vs tracing at 100%% (3 gateways), direct as the floor, same run",
     )
     ap.add_argument(
-        "--rounds", type=int, default=3, help="--responses, --observability, --cache: interleaved rounds"
+        "--rounds",
+        type=int,
+        default=3,
+        help="--responses, --observability, --cache, --compliance: interleaved rounds",
+    )
+    ap.add_argument(
+        "--compliance",
+        action="store_true",
+        help="only the compliance stage: the same ~1 KB prompt through the gateway with it off and on, same run",
     )
     ap.add_argument("--out", default="bench-results/load.json")
     args = ap.parse_args()
@@ -383,6 +395,28 @@ def main() -> int:
             print(f"\nwritten to {out}")
             return 0
 
+        if args.compliance:
+            port = free_port()
+            c = {**cfg, "server": {**cfg["server"], "port": port}, "stages": COMPLIANCE_STAGES}
+            c["store"] = {"sqlite_path": str(work / "compliance.db")}
+            (work / "compliance.yaml").write_text(yaml.safe_dump(c))
+            p = subprocess.Popen(
+                [PY, "-m", "gateway", "serve", "--config", str(work / "compliance.yaml")],
+                cwd=work,
+                stdout=subprocess.DEVNULL,
+            )
+            procs.append(p)
+            on_url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            wait(f"http://127.0.0.1:{port}/readyz", p)
+            result = compare_compliance(exe, g_url, on_url, gw_h, scale, args.rounds)
+            result["workers"], result["cpus"] = args.workers, os.cpu_count()
+            out = ROOT / args.out
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2))
+            print_compliance_report(result)
+            print(f"\nwritten to {out}")
+            return 0
+
         if args.responses:
             result = compare_responses(exe, gw_url, gw_h, scale, args.rounds)
             result["workers"], result["cpus"] = args.workers, os.cpu_count()
@@ -430,6 +464,89 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(work, ignore_errors=True)
+
+
+COMPLIANCE_PROMPT = (
+    "Summarise the following meeting notes in three bullet points. The team agreed to move the release to "
+    "Thursday, to add two more integration tests for the billing service, and to ask design for a review of "
+    "the onboarding screens before the end of the sprint. "
+) * 4  # ~1 KB of prose, the size the compliance goals are stated for
+COMPLIANCE_STAGES = {
+    "compliance": {
+        "enabled": True,
+        "default": "std",
+        "profiles": {
+            "std": {
+                "injection": {"action": "reject"},
+                "content": {"categories": {"secrets": "redact", "canary": "block"}, "default": "flag"},
+                "canary": True,
+            }
+        },
+    }
+}
+
+
+def compare_compliance(
+    exe: str, off_url: str, on_url: str, h: dict[str, str], scale: float, rounds: int
+) -> dict[str, Any]:
+    """The same ~1 KB prompt through the gateway without and with the compliance stage (injection scan of the
+    prompt, canary planted, output filter on the answer or on every stream chunk), alternating off/on per case
+    and round; added = on - off at the same percentile, and its median over rounds."""
+    body = json.dumps({**BODY, "messages": [{"role": "user", "content": COMPLIANCE_PROMPT}]}).encode()
+    stream = json.dumps(
+        {**json.loads(body), "stream": True, "stream_options": {"include_usage": True}}
+    ).encode()
+    for url in (off_url, on_url):  # warm both (first-call imports, model loading)
+        oha(exe, url, body, h, conc=4, n=300)
+        oha(exe, url, stream, h, conc=2, n=50)
+    cases = [("non-stream c=1", body, 1, 3000), ("stream c=1", stream, 1, 2000)]
+    cases += [("non-stream c=64 (max req/s)", body, 64, 20000)]
+    rows = []
+    for name, payload, conc, n in cases:
+        per_round = []
+        for _ in range(rounds):
+            k = max(200, int(n * scale))
+            per_round.append(
+                {
+                    "off": oha(exe, off_url, payload, h, conc=conc, n=k),
+                    "on": oha(exe, on_url, payload, h, conc=conc, n=k),
+                }
+            )
+        row: dict[str, Any] = {"case": name, "rounds": per_round}
+        for m in ("p50_ms", "p99_ms", "rps", "ttfb_p50_ms"):
+            vals = [r["on"][m] - r["off"][m] for r in per_round]
+            row[f"added_{m}"] = statistics.median(vals)
+            row[f"added_{m}_per_round"] = vals
+            row[f"off_{m}"] = statistics.median(r["off"][m] for r in per_round)
+            row[f"on_{m}"] = statistics.median(r["on"][m] for r in per_round)
+        row["n_per_run"] = per_round[0]["on"]["n"]
+        row["ok_on"] = sum(r["on"]["ok"] for r in per_round)
+        row["n_on"] = sum(r["on"]["n"] for r in per_round)
+        rows.append(row)
+    return {
+        "kind": "compliance-off-vs-on",
+        "prompt_bytes": len(COMPLIANCE_PROMPT),
+        "rounds": rounds,
+        "rows": rows,
+    }
+
+
+def print_compliance_report(r: dict[str, Any]) -> None:
+    print(
+        f"\nCompliance stage off vs on ({r['workers']} workers, {r['cpus']} CPUs shared by load generator, simulator "
+        f"and both gateways; {r['prompt_bytes']}-byte prompt; {r['rounds']} rounds, medians)"
+    )
+    print(
+        f"{'case':28} {'n/run':>6} {'off p50/p99':>15} {'on p50/p99':>15} {'added p50':>10} {'off/on rps':>13}"
+    )
+    for row in r["rows"]:
+        print(
+            f"{row['case']:28} {row['n_per_run']:>6} {row['off_p50_ms']:>7.3f}/{row['off_p99_ms']:<7.3f} "
+            f"{row['on_p50_ms']:>7.3f}/{row['on_p99_ms']:<7.3f} {row['added_p50_ms']:>+10.3f} "
+            f"{row['off_rps']:>6.0f}/{row['on_rps']:<6.0f}  per round p50 "
+            f"{[round(x, 3) for x in row['added_p50_ms_per_round']]}  ok {row['ok_on']}/{row['n_on']}"
+        )
+    print("(ms; added = on - off at the same percentile, same run)")
 
 
 RESPONSES_BODY = {"model": "bench", "input": "Say hello to the benchmark.", "max_output_tokens": 16}

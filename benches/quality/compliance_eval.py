@@ -149,11 +149,19 @@ def indirect(scanner) -> dict:
     t = out["scanner (combined)"]["threshold"]
     efp = sum(v[0] >= t for v in ns[: len(emails)])
     print(f"  clean e-mails alone at that threshold: FPR {rate(efp, len(emails))}")
+    print("  negatives = the clean e-mails alone (the attacks' own carriers):")
+    out["emails only"] = detect_report(
+        "scanner (combined)", [v[0] for v in ps], [v[0] for v in ns[: len(emails)]], 0.02
+    )
     default = models.defaults()["indirect_threshold"]
     tp = sum(v[0] >= default for v in ps)
     fp = sum(v[0] >= default for v in ns)
-    print(f"  shipped default threshold {default}: TPR {rate(tp, len(ps))} FPR {rate(fp, len(ns))}")
-    out["default"] = {"threshold": default, "tp": tp, "fp": fp}
+    dfe = sum(v[0] >= default for v in ns[: len(emails)])
+    print(
+        f"  shipped default threshold {default}: TPR {rate(tp, len(ps))} FPR {rate(fp, len(ns))}, "
+        f"clean e-mails {rate(dfe, len(emails))}"
+    )
+    out["default"] = {"threshold": default, "tp": tp, "fp": fp, "email_fp": dfe}
     return out
 
 

@@ -183,7 +183,7 @@ class InjectionScanner:
     weight) and a hashed n-gram linear model. Score = 1 - (1 - p_classifier) * Π(1 - w_rule)."""
 
     def __init__(self, model: bytes | None = None) -> None:
-        """`model`: a GWLM v1 file (uncompressed) with classes "direct" and/or "indirect"; None = signatures
+        """`model`: a GWLM v2 file (uncompressed) with classes "direct" and/or "indirect"; None = signatures
         only. Raises ValueError on a malformed file."""
     def scan(self, text: str, indirect: bool = False) -> tuple[float, list[str], float, float]:
         """(score, rule ids, classifier probability, signature score). `indirect=True` scores every ~400-byte
@@ -198,7 +198,7 @@ def normalize(text: str, decode: bool = True) -> str:
     """The normalised text the scanners see; with `decode`, decoded base64/hex segments are appended."""
 
 def hash_features(norm: str, bits: int) -> list[int]:
-    """Hashed feature occurrences (word unigrams, bigrams, byte 4-grams) of a normalised text, each < 2**bits."""
+    """Hashed feature occurrences (byte 3-, 4- and 5-grams, word unigrams and bigrams) of a normalised text, each < 2**bits."""
 
 def text_windows(norm: str, size: int = 400) -> list[str]:
     """The overlapping sentence windows indirect scoring looks at."""

@@ -313,17 +313,27 @@ pub fn rot13(s: &str) -> String {
 // Hashed n-gram features and linear models shipped as package data.
 
 /// Calls `f` with the hashed index (`< 2^bits`) of every feature occurrence of a normalised
-/// text: word unigrams, word bigrams and byte 4-grams. Returns the number of occurrences.
+/// text: byte 3-, 4- and 5-grams (character n-grams catch obfuscated and inflected words), word
+/// unigrams and word bigrams. Returns the number of occurrences.
 pub fn for_each_feature(norm: &str, bits: u32, mut f: impl FnMut(u32)) -> usize {
     let mask = (1u64 << bits) - 1;
     let mix = |h: u64| ((h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17) & mask) as u32;
     let mut n = 0;
     let b = norm.as_bytes();
-    // Byte 4-grams (seeded apart from words by the high bit of the input).
-    if b.len() >= 4 {
-        for w in b.windows(4) {
-            let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64;
-            f(mix(v | (1 << 40)));
+    // Byte n-grams from one rolling register; the length tag sits above the 40 bits of bytes.
+    let mut v: u64 = 0;
+    for (i, &c) in b.iter().enumerate() {
+        v = (v << 8) | c as u64;
+        if i >= 2 {
+            f(mix((v & 0xFF_FFFF) | (3 << 44)));
+            n += 1;
+        }
+        if i >= 3 {
+            f(mix((v & 0xFFFF_FFFF) | (4 << 44)));
+            n += 1;
+        }
+        if i >= 4 {
+            f(mix((v & 0xFF_FFFF_FFFF) | (5 << 44)));
             n += 1;
         }
     }
@@ -338,10 +348,10 @@ pub fn for_each_feature(norm: &str, bits: u32, mut f: impl FnMut(u32)) -> usize 
             h ^= c as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
-        f(mix(h ^ (2 << 40)));
+        f(mix(h ^ (6 << 44)));
         n += 1;
         if prev != 0 {
-            f(mix(prev.rotate_left(17) ^ h ^ (3 << 40)));
+            f(mix(prev.rotate_left(17) ^ h ^ (7 << 44)));
             n += 1;
         }
         prev = h;
@@ -355,21 +365,27 @@ pub struct LinearClass {
     pub name: String,
     bias: f32,
     scale: f32,
-    weights: Vec<i8>,
 }
 
 /// A set of classes sharing one feature space (`bits` wide). File format (little-endian):
-/// `b"GWLM"`, u8 version (1), u8 bits, u16 classes; per class: u8 name length, name,
-/// f32 bias, f32 scale, `2^bits` i8 weights.
+/// `b"GWLM"`, u8 version (2: the feature set of `for_each_feature`), u8 bits, u16 classes; per
+/// class: u8 name length, name, f32 bias, f32 scale, `2^bits` i8 weights. In memory the weights
+/// are interleaved by feature (`weights[h * classes + c]`), so scoring every class of a feature
+/// touches one cache line.
 pub struct LinearModel {
     pub bits: u32,
     pub classes: Vec<LinearClass>,
+    weights: Vec<i8>,
 }
+
+pub const MODEL_VERSION: u8 = 2;
 
 impl LinearModel {
     pub fn parse(data: &[u8]) -> Result<LinearModel, String> {
-        let bad = || "not a linear model file (GWLM v1)".to_string();
-        if data.len() < 8 || &data[..4] != b"GWLM" || data[4] != 1 {
+        let bad = || {
+            format!("not a linear model file (GWLM v{MODEL_VERSION}; retrain with the scripts/train_*.py of this version)")
+        };
+        if data.len() < 8 || &data[..4] != b"GWLM" || data[4] != MODEL_VERSION {
             return Err(bad());
         }
         let bits = data[5] as u32;
@@ -380,7 +396,8 @@ impl LinearModel {
         let dim = 1usize << bits;
         let mut at = 8;
         let mut classes = Vec::with_capacity(n);
-        for _ in 0..n {
+        let mut weights = vec![0i8; dim * n];
+        for k in 0..n {
             let len = *data.get(at).ok_or_else(bad)? as usize;
             at += 1;
             let name = std::str::from_utf8(data.get(at..at + len).ok_or_else(bad)?)
@@ -395,17 +412,19 @@ impl LinearModel {
             at += 8;
             let w = data.get(at..at + dim).ok_or_else(bad)?;
             at += dim;
-            classes.push(LinearClass {
-                name,
-                bias,
-                scale,
-                weights: w.iter().map(|&x| x as i8).collect(),
-            });
+            for (h, &x) in w.iter().enumerate() {
+                weights[h * n + k] = x as i8;
+            }
+            classes.push(LinearClass { name, bias, scale });
         }
         if at != data.len() {
             return Err(bad());
         }
-        Ok(LinearModel { bits, classes })
+        Ok(LinearModel {
+            bits,
+            classes,
+            weights,
+        })
     }
 
     pub fn class(&self, name: &str) -> Option<usize> {
@@ -414,10 +433,12 @@ impl LinearModel {
 
     /// Probabilities of every class for one normalised text.
     pub fn predict(&self, norm: &str) -> Vec<f32> {
-        let mut sums = vec![0i64; self.classes.len()];
+        let k = self.classes.len();
+        let mut sums = vec![0i64; k];
         let n = for_each_feature(norm, self.bits, |h| {
-            for (s, c) in sums.iter_mut().zip(&self.classes) {
-                *s += c.weights[h as usize] as i64;
+            let row = &self.weights[h as usize * k..h as usize * k + k];
+            for (s, &w) in sums.iter_mut().zip(row) {
+                *s += w as i64;
             }
         });
         let root = (n.max(1) as f32).sqrt();
@@ -430,8 +451,11 @@ impl LinearModel {
     /// Probability of one class.
     pub fn predict_one(&self, norm: &str, class: usize) -> f32 {
         let c = &self.classes[class];
+        let k = self.classes.len();
         let mut s = 0i64;
-        let n = for_each_feature(norm, self.bits, |h| s += c.weights[h as usize] as i64);
+        let n = for_each_feature(norm, self.bits, |h| {
+            s += self.weights[h as usize * k + class] as i64
+        });
         sigmoid(c.bias + c.scale * s as f32 / (n.max(1) as f32).sqrt())
     }
 }
@@ -543,7 +567,7 @@ mod tests {
     fn linear_model_round_trip() {
         let bits = 8u32;
         let mut data = b"GWLM".to_vec();
-        data.extend([1u8, bits as u8, 1, 0, 1, b'x']);
+        data.extend([MODEL_VERSION, bits as u8, 1, 0, 1, b'x']);
         data.extend(0.5f32.to_le_bytes());
         data.extend(1.0f32.to_le_bytes());
         data.extend(std::iter::repeat_n(0u8, 1 << bits));
