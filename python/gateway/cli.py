@@ -102,7 +102,10 @@ OpenAI SDK: OpenAI(base_url="{base}/v1", api_key="{key}")   Ctrl-C stops both.""
 
 
 def demo(config: str, port: int, sim_port: int, sim_profile: str) -> int:
-    """Simulator + gateway in the foreground; Ctrl-C stops both."""
+    """Simulator + gateway in the foreground; Ctrl-C (or SIGTERM) stops both."""
+    # a shell's background job starts with SIGINT ignored, and Python then installs no handler: Ctrl-C must still stop
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     env = {**os.environ, "SIM_URL": f"http://127.0.0.1:{sim_port}", "PORT": str(port)}
     env.setdefault("GATEWAY_DEMO_KEY", DEMO_KEY)
     env.setdefault("GATEWAY_TRIAL_KEY", TRIAL_KEY)

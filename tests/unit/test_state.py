@@ -39,7 +39,10 @@ def run(redis_url: str, backend: str, body: Callable[[Any], Awaitable[Any]], **k
     return asyncio.run(main())
 
 
-def check(key: str, cap: float, cost: float = 1, window: float = 60.0) -> LimitCheck:
+SLOW = 6000.0  # a window so long that the refill between two calls of a test is below its tolerances, however busy
+
+
+def check(key: str, cap: float, cost: float = 1, window: float = SLOW) -> LimitCheck:
     return LimitCheck(key, cap, window, cost, f"{key} limit")
 
 
@@ -65,8 +68,8 @@ def test_bucket_burst_then_refuse_with_retry_after(redis_url, backend):
             assert d.allowed and d.remaining[0] == pytest.approx(4 - i, abs=1e-3)
         d = await s.acquire([c])
         assert not d.allowed and d.failed == 0
-        assert d.retry_after_s == pytest.approx(12.0, abs=0.1)  # one token per 60/5 s
-        assert d.remaining[0] == pytest.approx(0, abs=0.01) and d.reset_s[0] == pytest.approx(60, abs=0.1)
+        assert d.retry_after_s == pytest.approx(SLOW / 5, abs=0.5)  # one token per window/5
+        assert d.remaining[0] == pytest.approx(0, abs=0.01) and d.reset_s[0] == pytest.approx(SLOW, abs=0.5)
 
     run(redis_url, backend, body)
 
@@ -98,7 +101,7 @@ def test_adjust_gives_back_and_charges_debt(redis_url, backend):
         await s.adjust(c, -40)  # the answer was longer than reserved: debt
         await s.sync()
         d = await s.acquire([check("{key:k}:tpm", 100, cost=1)])
-        assert not d.allowed and d.retry_after_s == pytest.approx(41 * 0.6, abs=0.1)
+        assert not d.allowed and d.retry_after_s == pytest.approx(41 * SLOW / 100, abs=0.5)
         await s.adjust(check("{key:fresh}:tpm", 100), 10)  # giving back to a full bucket is a no-op
 
     run(redis_url, backend, body)
