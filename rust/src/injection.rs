@@ -325,7 +325,7 @@ impl PyInjectionScanner {
     #[pyo3(signature = (model = None))]
     fn new(model: Option<&[u8]>) -> PyResult<Self> {
         let model = model
-            .map(LinearModel::parse)
+            .map(LinearModel::parse_per_class)
             .transpose()
             .map_err(PyValueError::new_err)?;
         let has_model = model.is_some();

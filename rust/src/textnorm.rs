@@ -370,18 +370,31 @@ pub struct LinearClass {
 /// A set of classes sharing one feature space (`bits` wide). File format (little-endian):
 /// `b"GWLM"`, u8 version (2: the feature set of `for_each_feature`), u8 bits, u16 classes; per
 /// class: u8 name length, name, f32 bias, f32 scale, `2^bits` i8 weights. In memory the weights
-/// are interleaved by feature (`weights[h * classes + c]`), so scoring every class of a feature
-/// touches one cache line.
+/// are either interleaved by feature (`weights[h * classes + c]`: scoring every class of a feature
+/// touches one cache line; the content scanner scores all its classes at once) or kept per class
+/// (`weights[c * 2^bits + h]`: a scan that reads one class, like injection, touches that class's
+/// table only, half or less of the memory).
 pub struct LinearModel {
     pub bits: u32,
     pub classes: Vec<LinearClass>,
     weights: Vec<i8>,
+    interleaved: bool,
 }
 
 pub const MODEL_VERSION: u8 = 2;
 
 impl LinearModel {
+    /// A model laid out for scoring all classes of a text at once (`predict`).
     pub fn parse(data: &[u8]) -> Result<LinearModel, String> {
+        Self::parse_with(data, true)
+    }
+
+    /// A model laid out for scoring one class at a time (`predict_one`).
+    pub fn parse_per_class(data: &[u8]) -> Result<LinearModel, String> {
+        Self::parse_with(data, false)
+    }
+
+    fn parse_with(data: &[u8], interleaved: bool) -> Result<LinearModel, String> {
         let bad = || {
             format!("not a linear model file (GWLM v{MODEL_VERSION}; retrain with the scripts/train_*.py of this version)")
         };
@@ -412,8 +425,14 @@ impl LinearModel {
             at += 8;
             let w = data.get(at..at + dim).ok_or_else(bad)?;
             at += dim;
-            for (h, &x) in w.iter().enumerate() {
-                weights[h * n + k] = x as i8;
+            if interleaved {
+                for (h, &x) in w.iter().enumerate() {
+                    weights[h * n + k] = x as i8;
+                }
+            } else {
+                for (dst, &x) in weights[k * dim..(k + 1) * dim].iter_mut().zip(w) {
+                    *dst = x as i8;
+                }
             }
             classes.push(LinearClass { name, bias, scale });
         }
@@ -424,6 +443,7 @@ impl LinearModel {
             bits,
             classes,
             weights,
+            interleaved,
         })
     }
 
@@ -433,6 +453,11 @@ impl LinearModel {
 
     /// Probabilities of every class for one normalised text.
     pub fn predict(&self, norm: &str) -> Vec<f32> {
+        if !self.interleaved {
+            return (0..self.classes.len())
+                .map(|c| self.predict_one(norm, c))
+                .collect();
+        }
         let k = self.classes.len();
         let mut sums = vec![0i64; k];
         let n = for_each_feature(norm, self.bits, |h| {
@@ -451,11 +476,17 @@ impl LinearModel {
     /// Probability of one class.
     pub fn predict_one(&self, norm: &str, class: usize) -> f32 {
         let c = &self.classes[class];
-        let k = self.classes.len();
         let mut s = 0i64;
-        let n = for_each_feature(norm, self.bits, |h| {
-            s += self.weights[h as usize * k + class] as i64
-        });
+        let n = if self.interleaved {
+            let k = self.classes.len();
+            for_each_feature(norm, self.bits, |h| {
+                s += self.weights[h as usize * k + class] as i64
+            })
+        } else {
+            let dim = 1usize << self.bits;
+            let table = &self.weights[class * dim..(class + 1) * dim];
+            for_each_feature(norm, self.bits, |h| s += table[h as usize] as i64)
+        };
         sigmoid(c.bias + c.scale * s as f32 / (n.max(1) as f32).sqrt())
     }
 }
@@ -575,5 +606,7 @@ mod tests {
         assert_eq!(m.class("x"), Some(0));
         assert!((m.predict("hello")[0] - sigmoid(0.5)).abs() < 1e-6);
         assert!(LinearModel::parse(&data[..data.len() - 1]).is_err());
+        let per_class = LinearModel::parse_per_class(&data).unwrap();
+        assert_eq!(per_class.predict("hello"), m.predict("hello"));
     }
 }
