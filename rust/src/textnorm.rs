@@ -82,13 +82,47 @@ fn leet(c: u8) -> Option<u8> {
 }
 
 /// Step 1: NFKC, invisible characters out, confusables folded, lower case.
+///
+/// ASCII runs skip NFKC (it leaves them as they are): only the non-ASCII pieces, each with the
+/// ASCII character before it (a combining mark may compose with it), go through the normaliser.
+/// A boundary before an ASCII character is safe: it is a starter nothing composes with backwards.
 fn fold_chars(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     if text.is_ascii() {
         out.extend(text.bytes().map(|b| b.to_ascii_lowercase() as char));
         return out;
     }
-    for c in text.nfkc() {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        // ASCII run, keeping its last byte for the non-ASCII piece that may follow.
+        let start = i;
+        while i < b.len() && b[i].is_ascii() {
+            i += 1;
+        }
+        if i == b.len() {
+            out.extend(b[start..].iter().map(|c| c.to_ascii_lowercase() as char));
+            break;
+        }
+        let keep = if i > start { i - 1 } else { i };
+        out.extend(
+            b[start..keep]
+                .iter()
+                .map(|c| c.to_ascii_lowercase() as char),
+        );
+        // Non-ASCII piece: up to the next ASCII byte (always a char boundary).
+        let mut j = i;
+        while j < b.len() && !b[j].is_ascii() {
+            j += 1;
+        }
+        fold_piece(&text[keep..j], &mut out);
+        i = j;
+    }
+    out
+}
+
+fn fold_piece(piece: &str, out: &mut String) {
+    for c in piece.nfkc() {
         if invisible(c) {
             continue;
         }
@@ -102,7 +136,6 @@ fn fold_chars(text: &str) -> String {
             }
         }
     }
-    out
 }
 
 /// A word for leetspeak purposes: letters, digits and the symbols leetspeak uses.
@@ -564,6 +597,12 @@ mod tests {
         assert_eq!(normalize("ＩＧＮＯＲＥ"), "ignore");
         assert_eq!(normalize("іgnоrе"), "ignore"); // Cyrillic і, о, е
         assert_eq!(normalize("order 12345 at 10:30"), "order 12345 at 10:30");
+        // ASCII runs around non-ASCII pieces: the same as NFKC over the whole text
+        assert_eq!(
+            normalize("Cafe\u{301} ＩＧＮＯＲＥ this"),
+            "café ignore this"
+        );
+        assert_eq!(normalize("x\u{200B}y é ﬁle"), "xy é file");
     }
 
     #[test]
