@@ -676,6 +676,14 @@ def _check_quality(group: ModelGroup, cfg: Config, path: str) -> None:
             raise ConfigError(f"{path}.{field}: no such file {f!r}")
     from gateway.quality.table import QualityPolicy, TableError
 
+    if q.classifier is not None and group.strategy == "quality":
+        from gateway.quality.classifier import Classifier, ClassifierError
+
+        try:
+            Classifier.load(q.classifier)
+        except ClassifierError as e:
+            raise ConfigError(f"{path}.classifier: {e}") from None
+
     try:
         QualityPolicy(group, cfg.models, {})
     except TableError as e:

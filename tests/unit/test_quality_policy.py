@@ -101,3 +101,37 @@ def test_canary_share_goes_to_the_rows_candidate(tmp_path: Path) -> None:
     p = policy(tmp_path, {"law": {"model": "big", "candidate": "small"}}, canary_percent=10)
     assert p.choose("law", 5.0)[0] == "small" and "canary 10%" in p.choose("law", 5.0)[1]
     assert p.choose("law", 50.0)[0] == "big"
+
+
+def test_a_classifier_from_other_text_features_is_refused(tmp_path: Path) -> None:
+    import numpy as np
+    import pytest
+
+    from gateway.config import ConfigError
+    from gateway.quality.classifier import Classifier, train
+
+    clf = train(
+        ["what is 2 + 2", "name a planet", "solve x + 1 = 3", "which star is nearest"], ["m", "a", "m", "a"]
+    )
+    good = tmp_path / "good.npz"
+    clf.save(good)
+    assert Classifier.load(good).predict("solve 2x = 4")[0] in ("m", "a")
+    stale = tmp_path / "stale.npz"  # as written before features were fingerprinted (or by another core)
+    np.savez(stale, w=clf.w, b=clf.b, labels=np.array(clf.labels), bits=clf.bits)
+    for path, ok in ((good, True), (stale, False)):
+        text = yaml.safe_dump(
+            {
+                "models": {
+                    "auto": {
+                        "strategy": "quality",
+                        "quality": {"classifier": str(path)},
+                        "deployments": [{"id": "a", "model": "a"}],
+                    }
+                }
+            }
+        )
+        if ok:
+            parse_config(text)
+        else:
+            with pytest.raises(ConfigError, match="retrain"):
+                parse_config(text)

@@ -22,8 +22,21 @@ BITS = 15
 MAX_CHARS = 1200  # ~170 us for the features and the gather at this length (benches/test_bench_quality.py)
 
 
+PROBE = "The quick brown fox asks: what is 12 + 30? Answer: 42."
+
+
 def features(text: str, bits: int = BITS, max_chars: int = MAX_CHARS) -> list[int]:
     return _core.hash_features(_core.normalize(text[:max_chars], False), bits)
+
+
+def fingerprint(bits: int = BITS) -> int:
+    """A digest of what the feature function makes of a fixed text: a classifier trained under another
+    version of the core's features would score garbage, so loading one is refused."""
+    return sum((i + 1) * f for i, f in enumerate(sorted(features(PROBE, bits)))) % (1 << 61)
+
+
+class ClassifierError(ValueError):
+    pass
 
 
 class Classifier:
@@ -68,13 +81,28 @@ class Classifier:
     def save(self, path: str | Path) -> None:
         buf = io.BytesIO()
         np.savez_compressed(
-            buf, w=self.w.astype(np.float16), b=self.b, labels=np.array(self.labels), bits=self.bits
+            buf,
+            w=self.w.astype(np.float16),
+            b=self.b,
+            labels=np.array(self.labels),
+            bits=self.bits,
+            max_chars=self.max_chars,
+            fingerprint=fingerprint(self.bits),
         )
         Path(path).write_bytes(buf.getvalue())
 
     @classmethod
     def load(cls, path: str | Path) -> Classifier:
-        with np.load(path, allow_pickle=False) as z:
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ClassifierError(f"classifier {path}: {e}") from None
+        with z:
+            if "fingerprint" not in z.files or int(z["fingerprint"]) != fingerprint(int(z["bits"])):
+                raise ClassifierError(
+                    f"classifier {path} was trained on another version of the gateway's text features; retrain it"
+                    " with `gateway bench train-classifier`"
+                )
             max_chars = int(z["max_chars"]) if "max_chars" in z.files else 2000
             return cls(
                 [str(x) for x in z["labels"]], z["w"].astype(np.float32), z["b"], int(z["bits"]), max_chars
