@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.procs import stop_all
 
 from benches.load.run import free_port, wait
 
@@ -125,13 +125,7 @@ def stack(profile: dict[str, Any], models: dict[str, Any], workers: int = 2) -> 
         wait(st.gw_url + "/readyz", gw)
         yield st
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tests.procs import free_port, wait_http
+from tests.procs import free_port, stop_all, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -456,13 +455,7 @@ def main() -> int:
         print(f"\nwritten to {out}")
         return 0
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 
