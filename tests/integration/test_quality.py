@@ -533,14 +533,13 @@ def test_a_new_routing_table_is_applied_by_reload(
     )
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 202
-    # the retiring worker closes after 1 s without requests: ask less often than that until the new one answers
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    # the retiring worker serves until it has had 1 s without requests, and it starts retiring only once its
+    # replacement is up: ask less often than that until three answers in a row come from the new table
+    deadline, in_a_row = time.monotonic() + 60, 0
+    while time.monotonic() < deadline and in_a_row < 3:
         time.sleep(1.5)
-        if served() == "auto-weak":
-            break
-    time.sleep(1.5)
-    assert served() == "auto-weak"
+        in_a_row = in_a_row + 1 if served() == "auto-weak" else 0
+    assert in_a_row == 3 and served() == "auto-weak"
     # a table naming a model the group does not have is refused by reload; the running table keeps serving
     write_table(tmp_path / "routing.yaml", {"mmlu_astronomy": "nonexistent"})
     req = urllib.request.Request(
