@@ -584,6 +584,16 @@ def test_provider_response():
     assert resp.usage == Usage(input_tokens=117, output_tokens=5, cached_tokens=100, cache_creation_tokens=7)
 
 
+def test_provider_tool_only_response_has_no_content():
+    body = orjson.dumps({
+        "id": "msg_2", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}],
+        "stop_reason": "tool_use", "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1},
+    })  # fmt: skip
+    m = prov.response_from_wire(body).choices[0].message
+    assert m.content is None and m.reasoning is None and m.extra is None and m.tool_calls is not None
+
+
 def _sse(*evs: dict[str, Any]) -> list[bytes]:
     return [orjson.dumps(e) for e in evs]
 

@@ -31,6 +31,7 @@ from gateway.http import HttpClient, UpstreamResponse
 from gateway.providers.base import ChunkDecoder, Provider, SseFramer
 from gateway.providers.convert import (
     DEFAULT_MAX_TOKENS,
+    assistant_message,
     check_common,
     check_extras,
     dump_arguments,
@@ -396,13 +397,7 @@ def response_from_wire(body: bytes) -> ChatResponse:
                 extra["reasoning_signature"] = b.signature
         elif b.type == "redacted_thinking":
             extra.setdefault("redacted_thinking", []).append(b.data or "")
-    message = Message(
-        role="assistant",
-        content="".join(texts) if texts or not calls else None,
-        tool_calls=calls or None,
-        reasoning="".join(reasoning) if reasoning else None,
-        extra=extra or None,
-    )
+    message = assistant_message(texts, calls, reasoning, extra)
     finish = STOP_TO_FINISH.get(w.stop_reason or "end_turn", "stop")
     return ChatResponse(
         id=w.id,

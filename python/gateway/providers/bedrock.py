@@ -32,6 +32,7 @@ from gateway.http import HttpClient
 from gateway.providers import sigv4
 from gateway.providers.base import Provider
 from gateway.providers.convert import (
+    assistant_message,
     check_common,
     check_extras,
     dump_arguments,
@@ -384,13 +385,7 @@ def response_from_wire(body: bytes, response_id: str, model: str) -> ChatRespons
                     extra["reasoning_signature"] = r.reasoningText.signature
             if r.redactedContent:
                 extra.setdefault("redacted_thinking", []).append(r.redactedContent)
-    message = Message(
-        role="assistant",
-        content="".join(texts) if texts or not calls else None,
-        tool_calls=calls or None,
-        reasoning="".join(reasoning) if reasoning else None,
-        extra=extra or None,
-    )
+    message = assistant_message(texts, calls, reasoning, extra)
     finish = STOP_TO_FINISH.get(w.stopReason or "end_turn", "stop")
     choice = Choice(
         index=0,

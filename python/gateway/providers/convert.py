@@ -48,6 +48,19 @@ def check_common(req: ChatRequest, dep: Deployment) -> None:
         raise unsupported(dep, "`n` > 1", "send one request per completion.")
 
 
+def assistant_message(
+    texts: list[str], calls: list[Any], reasoning: list[str], extra: dict[str, Any] | None = None
+) -> Message:
+    """The canonical answer from a provider's pieces: text only when there is some or no tool call to carry."""
+    return Message(
+        role="assistant",
+        content="".join(texts) if texts or not calls else None,
+        tool_calls=calls or None,
+        reasoning="".join(reasoning) if reasoning else None,
+        extra=extra or None,
+    )
+
+
 def parse_data_url(url: str) -> tuple[str, str] | None:
     """``data:<media type>;base64,<data>`` → (media type, base64 data); None for any other URL."""
     if not url.startswith("data:"):

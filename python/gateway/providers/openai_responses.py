@@ -25,7 +25,7 @@ import msgspec
 from gateway.config import Deployment
 from gateway.errors import UpstreamError
 from gateway.providers.base import SseFramer
-from gateway.providers.convert import IGNORABLE_EXTRAS, text_of, unsupported
+from gateway.providers.convert import IGNORABLE_EXTRAS, assistant_message, text_of, unsupported
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, Choice, Delta, Message, Usage
 
 NATIVE = "responses"
@@ -277,13 +277,7 @@ def response_from_wire(body: bytes) -> ChatResponse:
             reasoning.extend(p.text or "" for p in item.summary or item.content or ())
             if item.encrypted_content:
                 extra["reasoning_signature"] = item.encrypted_content
-    message = Message(
-        role="assistant",
-        content="".join(texts) if texts or not calls else None,
-        tool_calls=calls or None,
-        reasoning="".join(reasoning) if reasoning else None,
-        extra=extra or None,
-    )
+    message = assistant_message(texts, calls, reasoning, extra)
     return ChatResponse(
         id=r.id,
         model=r.model,
