@@ -522,6 +522,7 @@ class AlertsConfig(msgspec.Struct, forbid_unknown_fields=True):
     history_s: float = 3600.0  # how far back a baseline looks
     error_rate: float = 0.2  # failed / all upstream attempts per deployment (model x provider)
     min_requests: int = 10  # a window with fewer attempts or requests is not judged on rates
+    min_failures: int = 5  # upstream failures (at error_rate) within the spike window that page at once
     rate_limit_rejects: int = 1  # 429s (the gateway's per tenant, a provider's per deployment) in the window
     cost_spike: float = 5.0  # spend rate over this many times the caller's baseline (and z-score >= z)
     cost_min_usd_per_min: float = 0.01  # below this spend rate nothing is a spike

@@ -83,7 +83,9 @@ def test_runaway_agent_pages_within_a_minute_once_and_recovers():
 
     def twist(t: float, r: dict[str, Any]) -> list[dict[str, Any]]:
         if runaway[0] <= t < runaway[1] and r["tenant"] == "acme" and r["agent"] == "planner":
-            return [r] + [dict(r, ts=r["ts"] + i * 0.01, flags={}) for i in range(1, 20)]
+            # the loop's requests: like the first, but each with its own upstream outcome (not 20 copies of a
+            # failover it may have had)
+            return [r] + [dict(r, ts=r["ts"] + i * 0.01, flags={}, route="weighted") for i in range(1, 20)]
         return [r]
 
     det = Detector(AlertsConfig())
@@ -119,3 +121,26 @@ def test_provider_503s_and_rate_limit_bursts_and_pii_jump():
     pii = first_alert(events, "pii_spike")
     assert pii.subject == "key key_i1" and pii.started_at - (start + 600) <= 30
     assert {e.signal for e in events if e.state == "firing"} == {"provider_errors", "rate_limit", "pii_spike"}
+
+
+def test_a_dead_provider_behind_an_open_circuit_stays_alerted_until_it_answers():
+    """The breaker opens after a few failures: the deployment then gets only a probe now and then, far fewer
+    attempts than a window's minimum. The alert pages on the first failures and lasts until the provider answers."""
+    start, dead = 1_000_000.0, (300, 600)
+    state = {"failures": 0, "probe": 0.0}
+
+    def twist(t: float, r: dict[str, Any]) -> list[dict[str, Any]]:
+        if dead[0] <= t < dead[1] and r["model_served"] == "4o-a":
+            if state["failures"] < 5 or t - state["probe"] >= 30:  # the breaker's threshold, then its probes
+                state["failures"] += 1
+                state["probe"] = t
+                return [dict(r, model_served="4o-b", route="failover after 503 from 4o-a")]
+            return [dict(r, model_served="4o-b")]  # the circuit is open: 4o-a is not even tried
+        return [r]
+
+    det = Detector(AlertsConfig())
+    events = replay(det, traffic(900, random.Random(5), start=start, twist=twist))
+    errors = [e for e in events if e.signal == "provider_errors" and e.subject == "4o-a"]
+    assert [e.state for e in errors] == ["firing", "resolved"], [e.message for e in errors]
+    assert errors[0].started_at - (start + dead[0]) <= 20
+    assert errors[1].resolved_at >= start + dead[1]  # no recovery notice while the provider was still dead

@@ -3,7 +3,9 @@
 Signals (thresholds in ``observability.alerts``):
 
 - ``provider_errors``: failed upstream attempts (5xx, timeouts) / attempts per deployment (= model x provider)
-  over the window, above ``error_rate`` with at least ``min_requests`` attempts.
+  over the window, above ``error_rate`` with at least ``min_requests`` attempts; or, for a provider that starts
+  failing, ``min_failures`` failures at that rate within the spike window. While its circuit breaker is open a
+  deployment gets only probes: the alert stays as long as every attempt in the window fails.
 - ``rate_limit``: any rate-limit breach: the gateway's 429s per tenant and the providers' 429s per deployment,
   ``rate_limit_rejects`` or more in the window.
 - ``cost_spike``: the spend rate per tenant, key and agent over the last ``spike_window_s`` against the baseline
@@ -75,6 +77,8 @@ class Alert(msgspec.Struct):
     message: str = ""
     resolved_at: float | None = None
     detected_after_s: float | None = None  # from the first bucket that breached to the alert
+    # the replica that raised it on its own traffic while the fleet's sums were out of reach (Redis down)
+    replica: str | None = None
 
 
 class _Series:
@@ -130,6 +134,9 @@ class Detector:
         self.quiet: dict[tuple[str, str], int] = {}  # evaluations an active alert's condition was false
         self.last_resolved: dict[tuple[str, str], float] = {}
         self.deployments: dict[str, str] = {}  # deployment id -> "group/provider"
+        # active alerts this detector must not resolve: the fleet's, seen by a replica cut off from the fleet
+        self.held: set[tuple[str, str]] = set()
+        self.origin: str | None = None  # set on a replica's own detector: its alerts name the replica
         if config is not None:
             for name, g in config.models.items():
                 for d in g.deployments:
@@ -217,13 +224,20 @@ class Detector:
 
     def _judge_provider_errors(self, s: _Series, subject: str, lo: int, cb: int) -> Any:
         attempts, failures = s.total(lo, cb, 0), s.total(lo, cb, 1)
-        if attempts < self.cfg.min_requests or not attempts:
-            return None
-        rate = failures / attempts
-        if rate < self.cfg.error_rate:
+        lo_f = cb - self.fast + 1
+        f_attempts, f_failures = s.total(lo_f, cb, 0), s.total(lo_f, cb, 1)
+        if attempts >= self.cfg.min_requests and failures / attempts >= self.cfg.error_rate:
+            rate, n, span = failures / attempts, attempts, self.cfg.window_s
+        elif f_failures >= self.cfg.min_failures and f_failures / f_attempts >= self.cfg.error_rate:
+            # a provider that starts failing: a burst of failures pages before the window's rate shows it
+            rate, n, span = f_failures / f_attempts, f_attempts, self.cfg.spike_window_s
+        elif ("provider_errors", subject) in self.active and failures and failures == attempts:
+            # its circuit open, the deployment gets only probes, and fails every one: not a recovery
+            rate, n, span = 1.0, attempts, self.cfg.window_s
+        else:
             return None
         where = self.deployments.get(subject, subject)
-        msg = f"{rate:.0%} of {int(attempts)} upstream attempts to {subject} ({where}) failed in {self.cfg.window_s:.0f}s"
+        msg = f"{rate:.0%} of {int(n)} upstream attempts to {subject} ({where}) failed in {span:.0f}s"
         return rate, self.cfg.error_rate, None, msg
 
     def _judge_rate_limit(self, s: _Series, subject: str, lo: int, cb: int) -> Any:
@@ -320,7 +334,7 @@ class Detector:
             if now - self.last_resolved.get(key, -math.inf) < self.cfg.cooldown_s:
                 continue  # the same incident flapping: no second page
             a = Alert(
-                id=f"{key[0]}:{key[1]}:{int(now)}",
+                id=f"{key[0]}:{key[1]}:{int(now)}" + (f":{self.origin}" if self.origin else ""),
                 tier=1,
                 signal=key[0],
                 subject=key[1],
@@ -331,10 +345,11 @@ class Detector:
                 threshold=threshold,
                 baseline=baseline,
                 message=msg,
+                replica=self.origin,
             )
             self.active[key] = a
             events.append(msgspec.structs.replace(a))
-        for key in [k for k in self.active if k not in breaches]:
+        for key in [k for k in self.active if k not in breaches and k not in self.held]:
             n = self.quiet[key] = self.quiet.get(key, 0) + 1
             if n * self.cfg.every_s < self.cfg.window_s:
                 continue
@@ -416,7 +431,10 @@ def render_webhook(a: Alert, hook: AlertWebhook) -> bytes:
     body = msgspec.to_builtins(a)
     if hook.format == "slack":
         icon = ":rotating_light:" if a.state == "firing" else ":white_check_mark:"
-        return orjson.dumps({"text": f"{icon} [tier {a.tier}] {a.signal} {a.subject}: {a.message}"})
+        where = (
+            f" (seen by replica {a.replica} alone: the fleet's sums were out of reach)" if a.replica else ""
+        )
+        return orjson.dumps({"text": f"{icon} [tier {a.tier}] {a.signal} {a.subject}: {a.message}{where}"})
     return orjson.dumps({"source": "ai-gateway", **body})
 
 
@@ -426,7 +444,13 @@ class AlertRunner:
     Runs in one worker only (the one holding ``<store>.alerts.lock``), so an incident is detected on the sum of
     every worker's traffic and delivered once. With ``state.redis_url`` (and ``alerts.shared``), the runners of
     every replica add their traffic to the fleet's sums in Redis and one of them judges and delivers
-    (:mod:`gateway.observability.fleet`)."""
+    (:mod:`gateway.observability.fleet`).
+
+    While Redis is unreachable a replica does not go blind: it judges its own traffic (``local``, a detector fed
+    every record all along, so its baselines are ready), without paging again for the fleet's incidents still
+    firing (held: their recovery is the fleet's to announce). When Redis answers again it hands its alerts over
+    to the fleet (one incident stays one alert; each page still gets its one recovery notice) and the fleet's
+    sums, which its traffic of the outage is added to, are judged again."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -439,12 +463,15 @@ class AlertRunner:
         self.seq = 0
         self.fleet: Any = None
         self.collect: Detector | None = None  # this replica's contributions not yet in the fleet's sums
-        self._redis_warned = 0.0
+        self.local: Detector | None = None  # this replica's own traffic, judged while Redis is unreachable
+        self.degraded = False
+        self.raised: dict[str, Alert] = {}  # what ``local`` raised or resolved while degraded, by id
         if self.cfg.shared and config.state.redis_url:
             from gateway.observability.fleet import Fleet
 
             self.fleet = Fleet(config)
             self.collect = Detector(self.cfg, config)
+            self.local = Detector(self.cfg, config)
 
     def start(self) -> None:
         """Every worker starts one; only the one holding the lock detects (another takes over if it dies)."""
@@ -500,6 +527,8 @@ class AlertRunner:
             if rec["flags"]:
                 rec["flags"] = orjson.loads(rec["flags"])
             sink.add(rec)
+            if self.local is not None:
+                self.local.add(rec)
         if self.fleet is not None:
             return self._fleet_tick(conn, now)
         events = self.detector.evaluate(now)
@@ -508,30 +537,85 @@ class AlertRunner:
         return events
 
     def _fleet_tick(self, conn: sqlite3.Connection, now: float) -> list[Alert]:
-        """Add this replica's traffic to the fleet's sums; the leader judges them and delivers."""
+        """Add this replica's traffic to the fleet's sums; the leader judges them and delivers. Without Redis:
+        judge this replica's own traffic."""
         import redis
 
         fleet, events = self.fleet, []
+        assert self.collect is not None and self.local is not None
+        cb = int((now - self.cfg.lag_s) // self.local.bs) - 1
         try:
-            assert self.collect is not None
+            if self.degraded:
+                self._rejoin(now)
             if self.collect.series or self.collect.overhead:
                 fleet.push(self.collect.series, self.collect.overhead)
                 self.collect = Detector(self.cfg, self.config)
             if fleet.lead():
                 if fleet.loaded_to is None:  # (again) the leader: start from the fleet's state
                     self.detector = Detector(self.cfg, self.config)
-                fleet.load(self.detector, int((now - self.cfg.lag_s) // self.detector.bs) - 1)
-                events = self.detector.evaluate(now)
-                for a in events:
-                    fleet.record(a)
-                    self.deliver(conn, a)
+                fleet.load(self.detector, cb)
+                for a in self.detector.evaluate(now):
+                    # a recovery also closes the pages replicas raised for this incident while cut off
+                    for b in [a, *(fleet.take_aliases(a) if a.state == "resolved" else ())]:
+                        fleet.record(b)
+                        self.deliver(conn, b)
+                        events.append(b)
                 fleet.refresh(self.detector)
             fleet.mirror(conn, lambda c, body: store_alert(c, msgspec.convert(body, Alert)))
         except redis.RedisError as e:
-            if now - self._redis_warned > 60:
-                self._redis_warned = now
-                log.warning("fleet alerts: Redis is unreachable (%s); this replica's traffic waits for it", e)
+            if not self.degraded:
+                self._degrade(conn, now, e)
+            self.collect._prune(cb)  # kept for Redis's return, as long as the fleet would keep it
+            for a in self.local.evaluate(now):
+                self.raised[a.id] = a
+                self.deliver(conn, a)
+                events.append(a)
+            return events
+        self.local._prune(cb)
         return events
+
+    def _degrade(self, conn: sqlite3.Connection, now: float, e: Exception) -> None:
+        """Redis is out of reach: from now on this replica judges its own traffic. The fleet's incidents it
+        knows of (its mirror; the leader's own) stay firing without a second page, and its cooldowns hold."""
+        assert self.local is not None
+        log.warning(
+            "fleet alerts: Redis is unreachable (%s); detecting on this replica's own traffic until it answers",
+            e,
+        )
+        known = [msgspec.convert(b, Alert) for b in read_alerts(conn, "firing", 0.0, 1000)]
+        known += [
+            msgspec.convert(b, Alert) for b in read_alerts(conn, "resolved", now - self.cfg.cooldown_s, 1000)
+        ]
+        known += list(self.detector.active.values()) if self.fleet.leading else []
+        self.degraded, self.raised = True, {}
+        self.fleet.leading, self.fleet.loaded_to = False, None
+        local = self.local
+        local.active, local.quiet, local.held, local.last_resolved = {}, {}, set(), {}
+        local.origin = self.fleet.me.rsplit("-", 1)[-1]
+        for a in sorted(known, key=lambda a: a.updated_at):
+            key = (a.signal, a.subject)
+            if a.tier != 1:
+                continue
+            if a.state == "firing":
+                local.active[key] = msgspec.structs.replace(a)
+                local.held.add(key)
+            else:
+                local.active.pop(key, None)
+                local.held.discard(key)
+                local.last_resolved[key] = a.resolved_at or a.updated_at
+
+    def _rejoin(self, now: float) -> None:
+        """Redis answers again: this replica's alerts of the outage go to the fleet, the leader reloads."""
+        assert self.local is not None
+        local = self.local
+        held = [a for key, a in local.active.items() if key in local.held]
+        n = self.fleet.handover([*self.raised.values(), *held], local.last_resolved)
+        log.info(
+            "fleet alerts: Redis answers again; back to detection on the fleet's traffic (%d alerts handed over)",
+            n,
+        )
+        self.degraded, self.raised = False, {}
+        local.active, local.quiet, local.held, local.last_resolved, local.origin = {}, {}, set(), {}, None
 
     def deliver(self, conn: sqlite3.Connection, a: Alert) -> None:
         (log.warning if a.state == "firing" else log.info)(

@@ -9,7 +9,11 @@ state (firing alerts, when each was last resolved) is kept in Redis, so a new le
 again. Every replica mirrors the fleet's alerts into its own store, so ``GET /admin/alerts`` and the dashboard
 of each replica show them.
 
-A replica that cannot reach Redis keeps its contributions and adds them when Redis answers again.
+A replica that cannot reach Redis keeps its contributions and adds them when Redis answers again; meanwhile it
+judges its own traffic (see :class:`~gateway.observability.alerts.AlertRunner`). On its return it hands over
+what it raised (:meth:`Fleet.handover`): an alert for an incident the fleet has no alert for becomes the fleet's;
+one for an incident the fleet (or another replica) already paged for becomes an alias of that alert, closed by
+the same recovery; and it bumps the fleet's epoch, so the leader reloads the sums its traffic was added to.
 """
 
 from __future__ import annotations
@@ -45,6 +49,36 @@ end
 return 0
 """
 
+# An alert a replica raised (or held) while cut off from the fleet, handed over: 1 = it is now the fleet's
+# alert for its incident, 0 = the fleet already had one (ours, if another id, becomes its alias) or it resolved.
+HANDOVER = """
+local old = redis.call('HGET', KEYS[2], ARGV[3])
+if old and cjson.decode(old)['state'] == 'resolved' then
+  return 0
+end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  if cjson.decode(cur)['id'] ~= ARGV[3] then
+    redis.call('HSET', KEYS[4], ARGV[3], ARGV[2])
+    redis.call('PEXPIRE', KEYS[4], ARGV[5])
+  end
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+return 1
+"""
+
+# The later of two resolve times (a cooldown a replica started while cut off).
+LATER = """
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > cur then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 0
+"""
+
 
 class Fleet:
     """The Redis side of fleet-wide alerting, for one replica's alert runner (a thread: a sync client)."""
@@ -62,8 +96,12 @@ class Fleet:
         self.k_bucket, self.k_over = f"{p}:b:", f"{p}:o:"
         self.k_lease, self.k_active, self.k_resolved = f"{p}:leader", f"{p}:active", f"{p}:resolved"
         self.k_all, self.k_updated = f"{p}:all", f"{p}:updated"
+        self.k_also, self.k_epoch = f"{p}:also:", f"{p}:epoch"
         self.me = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
         self.lease = self.client.register_script(LEASE)
+        self._handover = self.client.register_script(HANDOVER)
+        self._later = self.client.register_script(LATER)
+        self.epoch: bytes | None = None  # the fleet's epoch the leader's sums were loaded at
         self.ttl_s = int(self.cfg.history_s + self.cfg.window_s + 4 * self.cfg.spike_window_s + 120)
         self.leading = False
         self.loaded_to: int | None = None  # the newest bucket the leader has loaded
@@ -104,14 +142,33 @@ class Fleet:
         conn.commit()
         self.mirrored = max(score for _, score in ids)
 
+    def handover(self, alerts: list[Any], resolved: dict[tuple[str, str], float]) -> int:
+        """A replica back from an outage: its alerts (raised, resolved or held meanwhile) and cooldowns to the
+        fleet, then a new epoch. Returns how many of its firing alerts became the fleet's."""
+        n, ms = 0, self.ttl_s * 1000
+        for a in alerts:
+            key, body = f"{a.signal}{SEP}{a.subject}", msgspec.json.encode(a)
+            if a.state == "firing":
+                keys = [self.k_active, self.k_all, self.k_updated, f"{self.k_also}{key}"]
+                n += int(self._handover(keys=keys, args=[key, body, a.id, a.updated_at, ms]))
+            else:
+                self.client.hset(self.k_all, a.id, body)
+                self.client.zadd(self.k_updated, {a.id: a.updated_at})
+        for (signal, subject), ts in resolved.items():
+            self._later(keys=[self.k_resolved], args=[f"{signal}{SEP}{subject}", ts])
+        self.client.incr(self.k_epoch)
+        return n
+
     # ------------------------------------------------------------ the leader
 
     def lead(self) -> bool:
         """Take or keep the lease; a runner that just became the leader reloads the incident state."""
         ms = int(max(3 * self.cfg.every_s, 5.0) * 1000)
         now_leading = bool(self.lease(keys=[self.k_lease], args=[self.me, ms]))
-        if now_leading and not self.leading:
+        epoch = self.client.get(self.k_epoch)
+        if now_leading and (not self.leading or epoch != self.epoch):  # or a replica's outage was added
             self.loaded_to = None
+        self.epoch = epoch
         self.leading = now_leading
         return now_leading
 
@@ -149,6 +206,28 @@ class Fleet:
             detector.active[tuple(key.decode().split(SEP, 1))] = a
         for key, ts in self.client.hgetall(self.k_resolved).items():
             detector.last_resolved[tuple(key.decode().split(SEP, 1))] = float(ts)
+
+    def take_aliases(self, a: Any) -> list[Any]:
+        """The alerts replicas raised for the incident ``a`` resolves while they were cut off: resolved too."""
+        key = f"{self.k_also}{a.signal}{SEP}{a.subject}"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hvals(key)
+        pipe.delete(key)
+        bodies = pipe.execute()[0]
+        out = []
+        for body in bodies:
+            alias = msgspec.json.decode(body, type=type(a))
+            out.append(
+                msgspec.structs.replace(
+                    alias,
+                    state="resolved",
+                    updated_at=a.updated_at,
+                    resolved_at=a.resolved_at,
+                    value=a.value,
+                    message=f"resolved: {alias.message}",
+                )
+            )
+        return out
 
     def record(self, a: Any) -> None:
         """An alert raised or resolved by the leader: the fleet's incident state and its list of alerts."""
