@@ -1,5 +1,6 @@
 """The built-in dashboard in a real headless Chromium (Debian's chromium + chromium-driver, driven by Selenium)
-after a scripted traffic mix: two tenants, three models, a failover, a budget reject, PII hits, streams. Every
+after a scripted traffic mix: two tenants, three models, a failover, a budget reject, PII hits, streams, a burst
+over a key's rate limit (a tier-1 alert, shown among the active alerts). Every
 panel shows data, the browser logs no error, and a screenshot is kept in test-artifacts/dashboard.png."""
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import urllib.request
 import openai
 import pytest
 
-from tests.conftest import KEY_A, KEY_B, ROOT, base_config
+from gateway.admin_cli import call
+from tests.conftest import KEY_A, KEY_B, KEY_LIMITED, ROOT, base_config
 
 ADMIN = "gw-admin-key-for-dashboard-00000000000000"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -52,7 +54,10 @@ def dgw(simulator, start_gateway, tmp_path_factory):
     cfg["stages"] = {
         "pii": {"enabled": True, "default": "mask"},
         "budget": {"enabled": True, "tenants": {"tenant-b": {"usd": 0.002, "period": "day"}}},
+        "limits": {"enabled": True, "keys": {"limited": {"rpm": 3}}},
     }
+    # the detector on a 1 s clock (60 s window: the alert below stays firing while the browser looks)
+    cfg["observability"] = {"alerts": {"every_s": 1, "bucket_s": 1, "lag_s": 0.5, "overhead_p99_ms": 60_000}}
     gw = start_gateway(cfg, workers=2)
     a, b = gw.openai(KEY_A), gw.openai(KEY_B)
     sent = 0
@@ -90,7 +95,23 @@ def dgw(simulator, start_gateway, tmp_path_factory):
             rejected += 1
         sent += 1
     assert rejected > 0
+    limited, refused = gw.openai(KEY_LIMITED), 0
+    for i in range(5):  # a key over its rate limit: a tier-1 alert
+        try:
+            limited.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"l {i}"}]
+            )
+        except openai.RateLimitError:
+            refused += 1
+        sent += 1
+    assert refused > 0
     gw.records(wait_for=sent)
+    deadline = time.monotonic() + 30
+    while (
+        time.monotonic() < deadline
+        and not call(gw.url, ADMIN, "GET", "/admin/alerts?state=firing", None)[1]["data"]
+    ):
+        time.sleep(0.25)
     time.sleep(1.5)  # the workers publish their live numbers once a second
     return gw
 
@@ -170,6 +191,7 @@ def test_every_panel_shows_data_in_a_real_browser(dgw):
         assert "ha-a" in text("routing") or "ha-b" in text("routing")
         assert "1 failovers" in text("failovers") and "ha → ha-b" in text("failovers")
         assert "EMAIL_ADDRESS" in text("interventions") and "budget_exceeded" in text("interventions")
+        assert "tier 1" in text("alerts") and "rate_limit" in text("alerts") and "tenant-a" in text("alerts")
         assert "workers 2" in text("live")
         assert "Gateway daily report" in text("reports")
         assert browser.find_element(By.CSS_SELECTOR, '[data-panel="traffic"] svg polyline')

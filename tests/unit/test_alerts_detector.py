@@ -144,3 +144,24 @@ def test_a_dead_provider_behind_an_open_circuit_stays_alerted_until_it_answers()
     assert [e.state for e in errors] == ["firing", "resolved"], [e.message for e in errors]
     assert errors[0].started_at - (start + dead[0]) <= 20
     assert errors[1].resolved_at >= start + dead[1]  # no recovery notice while the provider was still dead
+
+
+def test_gateway_p99_overhead_over_threshold_pages_once_and_recovers():
+    """Two minutes in which one request in fifty spends 80 ms in the gateway (a p99 over the 50 ms threshold):
+    one alert, raised within a window of the start, resolved after the end."""
+    start, slow = 1_000_000.0, (400, 520)
+    rng = random.Random(11)
+
+    def twist(t: float, r: dict[str, Any]) -> list[dict[str, Any]]:
+        if slow[0] <= t < slow[1] and rng.random() < 0.02:
+            return [dict(r, overhead_ms=80.0)]
+        return [r]
+
+    det = Detector(AlertsConfig())
+    events = replay(det, traffic(900, random.Random(2), start=start, twist=twist))
+    over = [e for e in events if e.signal == "overhead_p99"]
+    assert [e.state for e in over] == ["firing", "resolved"], [e.message for e in events]
+    assert over[0].subject == "gateway" and over[0].value > 50
+    assert over[0].started_at - (start + slow[0]) <= 60
+    assert over[1].resolved_at >= start + slow[1]
+    assert {e.signal for e in events} == {"overhead_p99"}
