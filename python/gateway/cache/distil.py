@@ -15,6 +15,7 @@ result (~31 MB) is kept outside the repository, at ``gateway.cache.embed.table_p
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import time
@@ -67,11 +68,15 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="distil again even if the table exists")
     args = ap.parse_args()
     out = args.out or embed.table_path()
-    if out.exists() and not args.force:
-        print(f"{out} exists")
-        return
-    logging.basicConfig(level=logging.INFO)
-    distil(out, embed.DIM, embed.VERSION)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # several checkouts set up at once distil the table once: the others wait here, then find it made
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.exists() and not args.force:
+            print(f"{out} exists")
+            return
+        logging.basicConfig(level=logging.INFO)
+        distil(out, embed.DIM, embed.VERSION)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
