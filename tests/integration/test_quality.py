@@ -643,3 +643,275 @@ def test_odd_categories_are_answered_and_recorded(make_gw: Callable[..., Gateway
         assert status == 200, doc
         rec = gw.record(h["x-gateway-request-id"])
         assert rec["category"] is None or len(rec["category"]) <= 64
+
+
+# ------------------------------------------------------------------ automatic signals, end to end (Redis-shared)
+
+REFUSAL = "I'm sorry, but I can't help with that."
+SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "answer",
+        "schema": {
+            "type": "object",
+            "properties": {"answer": {"type": "string"}},
+            "required": ["answer"],
+        },
+    },
+}
+
+
+@pytest.fixture
+def redis_gw(
+    sim_url: str, start_gateway: Callable[..., Gateway], tmp_path: Path, redis_url: str
+) -> Callable[..., Gateway]:
+    """A gateway whose ``auto`` group routes by ``rows``, its posteriors and budgets in Redis."""
+
+    def make(rows: dict[str, Any], **extra: Any) -> Gateway:
+        cfg = auto_config(sim_url, tmp_path / "gateway.db", write_table(tmp_path / "routing.yaml", rows))
+        cfg["state"] = {"redis_url": redis_url}
+        cfg.update(extra)
+        return start_gateway(cfg)
+
+    return make
+
+
+def estimate(gw: Gateway, category: str, deployment: str) -> dict[str, float]:
+    q = urllib.request.Request(gw.url + "/admin/quality/auto", headers={"authorization": f"Bearer {ADMIN}"})
+    with urllib.request.urlopen(q, timeout=5) as r:
+        return orjson.loads(r.read())["auto"][category]["estimates"][deployment]  # type: ignore[no-any-return]
+
+
+def estimate_after(gw: Gateway, category: str, deployment: str, n: float) -> dict[str, float]:
+    """The estimate once it has counted ``n`` signals (a signal is applied just after its answer)."""
+    deadline = time.monotonic() + 10
+    while True:
+        est = estimate(gw, category, deployment)
+        if est["n"] >= n or time.monotonic() > deadline:
+            return est
+        time.sleep(0.05)
+
+
+def flags_of(gw: Gateway, request_id: str) -> dict[str, Any]:
+    return gw.record(request_id).get("flags") or {}
+
+
+def weak_says(text: str) -> str:
+    """A simulator directive: the weak model answers exactly ``text`` (the strong one answers as usual)."""
+    return f"\n[[sim@{WEAK}:output={text}]]"
+
+
+def test_a_refusal_lowers_the_models_estimate_until_it_is_demoted(
+    redis_gw: Callable[..., Gateway], corpus: Path
+) -> None:
+    """The weak model refuses (a plain-text refusal, as assistants word it): each refusal counts as a failed
+    answer of that model in that category, and the category moves to the strong model with an alert."""
+    cat = "mmlu_virology"
+    gw = redis_gw({cat: {"model": "weak", "threshold": 0.6, "quality": 0.9, "n": 20}})
+    client = gw.openai()
+    before = estimate(gw, cat, "auto-weak")
+    assert before["n"] == 20 and before["mean"] > 0.85
+    prompts = [it["input"] for it in items(corpus, cat)[:12]]
+    # an ordinary answer carries no signal
+    r = client.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": prompts[0]}],
+        extra_headers={"x-gateway-category": cat},
+    )
+    assert r.headers["x-gateway-model"] == "auto-weak"
+    assert "quality_refusal" not in flags_of(gw, r.headers["x-gateway-request-id"])
+    demoted_after = None
+    for n, prompt in enumerate(prompts[1:], 1):
+        r = client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": prompt + weak_says(REFUSAL)}],
+            extra_headers={"x-gateway-category": cat},
+        )
+        if r.headers["x-gateway-model"] == "auto-strong":
+            assert "demoted" in r.headers["x-gateway-route"]
+            demoted_after = n - 1
+            break
+        assert r.parse().choices[0].message.content == REFUSAL
+        assert flags_of(gw, r.headers["x-gateway-request-id"])["quality_refusal"] is True
+        est = estimate_after(gw, cat, "auto-weak", 20 + n)
+        assert est["n"] == 20 + n and est["mean"] < before["mean"]
+        before = est
+    assert (
+        demoted_after is not None and 5 <= demoted_after <= 8
+    )  # min_signals 5, the bench's prior of 20 items
+    alerts: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while not alerts and time.monotonic() < deadline:
+        q = urllib.request.Request(gw.url + "/admin/alerts", headers={"authorization": f"Bearer {ADMIN}"})
+        with urllib.request.urlopen(q, timeout=5) as resp:
+            alerts = [a for a in orjson.loads(resp.read())["data"] if a["signal"] == "quality_demotion"]
+        time.sleep(0.1)
+    assert alerts and f"auto-weak demoted for category {cat}" in alerts[0]["message"]
+
+
+def test_a_schema_failure_lowers_the_models_estimate(redis_gw: Callable[..., Gateway], corpus: Path) -> None:
+    """The weak model's answer does not match the requested JSON schema (nor does its retry): the caller gets
+    the strong model's valid answer, and the failure counts against the weak model in that category."""
+    cat = "mmlu_nutrition"
+    gw = redis_gw({cat: {"model": "weak", "threshold": 0.6, "quality": 0.9, "n": 20}})
+    client = gw.openai()
+    before = estimate(gw, cat, "auto-weak")
+    prompts = [it["input"] for it in items(corpus, cat)[:12]]
+    demoted_after = None
+    for n, prompt in enumerate(prompts, 1):
+        r = client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": prompt + weak_says("The answer is B.")}],
+            response_format=SCHEMA,  # type: ignore[arg-type]
+            extra_headers={"x-gateway-category": cat},
+        )
+        assert r.headers["x-gateway-model"] == "auto-strong"  # the fallback's answer, valid
+        assert "answer" in orjson.loads(r.parse().choices[0].message.content or "")
+        flags = flags_of(gw, r.headers["x-gateway-request-id"])
+        assert flags["schema_valid"] is True
+        if "schema_repairs" not in flags:  # the strong model was asked first: demoted, nothing failed
+            assert "demoted" in r.headers["x-gateway-route"]
+            demoted_after = n - 1
+            break
+        assert flags["schema_repairs"][0].startswith("auto-weak: ")
+        est = estimate_after(gw, cat, "auto-weak", 20 + n)
+        assert est["n"] == 20 + n and est["mean"] < before["mean"]  # one signal per request, not per attempt
+        before = est
+    assert demoted_after is not None and 5 <= demoted_after <= 8
+
+
+def test_streams_give_refusal_and_retry_signals(redis_gw: Callable[..., Gateway], corpus: Path) -> None:
+    """A stream's text is read when it ends (a refusal counts against the model), in both dialects; a caller
+    streaming the same prompt again counts against the earlier answer."""
+    cat = "mmlu_philosophy"
+    gw = redis_gw({cat: {"model": "weak", "threshold": 0.6, "quality": 0.9, "n": 20}})
+    prompts = [it["input"] for it in items(corpus, cat)[:3]]
+    before = estimate(gw, cat, "auto-weak")
+    # OpenAI SDK, streamed refusal
+    with gw.openai().chat.completions.with_streaming_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": prompts[0] + weak_says(REFUSAL)}],
+        stream=True,
+        extra_headers={"x-gateway-category": cat},
+    ) as r:
+        assert r.headers["x-gateway-model"] == "auto-weak"
+        text = "".join(c.choices[0].delta.content or "" for c in r.parse() if c.choices)
+        rid = r.headers["x-gateway-request-id"]
+    assert text == REFUSAL
+    assert flags_of(gw, rid)["quality_refusal"] is True
+    est = estimate_after(gw, cat, "auto-weak", 21)
+    assert est["n"] == 21 and est["mean"] < before["mean"]
+    # Anthropic SDK, streamed refusal
+    with gw.anthropic().messages.stream(
+        model="auto",
+        max_tokens=64,
+        messages=[{"role": "user", "content": prompts[1] + weak_says(REFUSAL)}],
+        extra_headers={"x-gateway-category": cat},
+    ) as s:
+        assert "".join(s.text_stream) == REFUSAL
+    est2 = estimate_after(gw, cat, "auto-weak", 22)
+    assert est2["n"] == 22 and est2["mean"] < est["mean"]
+    # a stream that is not a refusal carries no signal; streaming it again is the caller's retry
+    ids = []
+    for _ in range(2):
+        with gw.openai().chat.completions.with_streaming_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": prompts[2]}],
+            stream=True,
+            extra_headers={"x-gateway-category": cat},
+        ) as r:
+            assert "".join(c.choices[0].delta.content or "" for c in r.parse() if c.choices).startswith(
+                "Answer"
+            )
+            ids.append(r.headers["x-gateway-request-id"])
+    first, again = (flags_of(gw, i) for i in ids)
+    assert "quality_refusal" not in first and "quality_retry_of" not in first
+    assert again["quality_retry_of"] == "auto-weak"
+    est3 = estimate_after(gw, cat, "auto-weak", 23)
+    assert est3["n"] == 23 and est3["mean"] < est2["mean"]
+
+
+def period_fraction(period: str, now: float) -> float:
+    """How much of the current UTC day or month has gone by."""
+    from datetime import UTC, datetime
+
+    d = datetime.fromtimestamp(now, UTC)
+    if period == "day":
+        start = datetime(d.year, d.month, d.day, tzinfo=UTC)
+        return (now - start.timestamp()) / 86400
+    start = datetime(d.year, d.month, 1, tzinfo=UTC)
+    end = datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=UTC)
+    return (now - start.timestamp()) / (end.timestamp() - start.timestamp())
+
+
+def test_spend_pace_shifts_a_tenant_to_the_cheapest_model_that_meets_the_bar(
+    redis_gw: Callable[..., Gateway], corpus: Path
+) -> None:
+    """A real budget and real spend: once tenant-a's spend so far, at this period's rate, would exceed its
+    budget before the period ends, its requests of a category served by the strong model go to the weak one
+    (its benched quality meets the category's bar); the route header says why; other tenants are unaffected."""
+    cat = "mmlu_sociology"
+    # the period with the most of it still ahead (the pace is measured over the period so far)
+    now = time.time()
+    period = min(("day", "month"), key=lambda p: period_fraction(p, now))
+    gw = redis_gw(
+        {cat: {"model": "strong", "threshold": 0.7, "quality": 0.93, "n": 40, "models": {"weak": {"quality": 0.86, "n": 40}}}},
+        stages={"budget": {"enabled": True, "tenants": {"tenant-a": {"usd": 1000.0, "period": period}}}},
+    )  # fmt: skip
+    client = gw.openai()
+    probe = items(corpus, cat)[0]["input"]
+
+    def ask(key: str = KEY_A) -> Any:
+        return gw.openai(key).chat.completions.with_raw_response.create(
+            model="auto",
+            max_tokens=8,
+            messages=[{"role": "user", "content": probe}],
+            extra_headers={"x-gateway-category": cat},
+        )
+
+    r = ask()
+    assert r.headers["x-gateway-model"] == "auto-strong" and "spend-aware" not in r.headers["x-gateway-route"]
+    assert "budget_pace" not in flags_of(gw, r.headers["x-gateway-request-id"])
+    # real spend: long prompts to the strong model (about $0.1 each at $10 per M input tokens)
+    for i in range(3):
+        client.chat.completions.create(
+            model="auto",
+            max_tokens=8,
+            messages=[{"role": "user", "content": f"{i} " + "word " * 10_000}],
+            extra_headers={"x-gateway-category": cat},
+        )
+    status, doc, _ = admin_call(gw, "GET", "/admin/spend?scope=tenant&id=tenant-a")
+    spent = doc["spent_usd"]
+    assert status == 200 and spent > 0.2
+    # a budget the spend so far does not exceed, but its pace does: spent < usd < spent / (period gone by)
+    frac = period_fraction(period, time.time())
+    usd = spent * (1 + 1 / frac) / 2
+    assert usd - spent > 0.005, f"too little of the {period} left to pace a budget ({frac:.4f} gone)"
+    assert admin_call(gw, "PUT", "/admin/budgets/tenant/tenant-a", {"usd": usd, "period": period})[0] == 200
+    deadline = time.monotonic() + 15  # workers re-read run-time budgets every 2 s
+    while True:
+        r = ask()
+        if r.headers["x-gateway-model"] == "auto-weak" or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    route = r.headers["x-gateway-route"]
+    assert r.headers["x-gateway-model"] == "auto-weak", route
+    assert f"category={cat} spend-aware: auto-weak mean" in route and "tenant 'tenant-a'" in route, route
+    pace = flags_of(gw, r.headers["x-gateway-request-id"])["budget_pace"]
+    assert pace["usd"] == pytest.approx(usd) and pace["projected_usd"] > usd
+    # tenant-b has no budget to pace: the table's strong model
+    assert ask(KEY_B).headers["x-gateway-model"] == "auto-strong"
+
+
+def admin_call(gw: Gateway, method: str, path: str, body: Any = None) -> tuple[int, Any, Any]:
+    req = urllib.request.Request(
+        gw.url + path,
+        data=None if body is None else orjson.dumps(body),
+        method=method,
+        headers={"authorization": f"Bearer {ADMIN}", "content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, orjson.loads(r.read()), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, orjson.loads(e.read()), e.headers

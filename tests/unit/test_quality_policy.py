@@ -135,3 +135,36 @@ def test_a_classifier_from_other_text_features_is_refused(tmp_path: Path) -> Non
         else:
             with pytest.raises(ConfigError, match="retrain"):
                 parse_config(text)
+
+
+def test_refusals_are_told_from_answers() -> None:
+    from gateway.quality.signals import refusal_text, refused
+    from gateway.types import ChatResponse, Choice, Message, Usage
+
+    for text in (
+        "I'm sorry, but I can't help with that.",
+        "I\u2019m sorry, I can\u2019t provide that.",
+        "I cannot assist with that request.",
+        "As an AI language model, I cannot provide medical advice.",
+        "Sorry, but I am unable to comply.",
+        "I won't be able to help with this.",
+        "I must decline.",
+    ):
+        assert refusal_text(text), text
+    for text in (
+        "Answer: B",
+        "I can help with that! Here is how.",
+        "I'm sorry for the confusion earlier. The answer is 4.",
+        "I cannot believe how simple this is: x = 2.",
+        "I'm sorry, but I can't help with that. " + "However, here is a long explanation. " * 30,
+        "",
+    ):
+        assert not refusal_text(text), text
+
+    def answer(content: str | None, finish: str = "stop") -> ChatResponse:
+        msg = Message(role="assistant", content=content)
+        return ChatResponse("r", "m", [Choice(index=0, message=msg, finish_reason=finish)], Usage())
+
+    assert refused(answer("I cannot help with that."))
+    assert refused(answer(None, "content_filter"))
+    assert not refused(answer("Paris."))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -16,10 +17,36 @@ from gateway.types import ChatRequest, ChatResponse
 log = logging.getLogger("gateway.quality")
 
 
+# How assistants decline, at the very start of an answer ("I'm sorry, but I can't help with that."). Only the
+# opening is read, and only of a short answer: a long one that begins with an apology usually goes on to answer.
+_REFUSAL = re.compile(
+    r"^\W{0,3}(?:(?:i'?m|i am) (?:really |very )?sorry,?(?: but)? |unfortunately,? |sorry,?(?: but)? )?"
+    r"(?:as an ai(?: language model| assistant)?,? )?"
+    r"(?:i (?:can(?:no|')?t|cannot|won'?t(?: be able to)?|will not(?: be able to)?|am not able to|'?m not able to|am unable to|'?m unable to)"
+    r"(?: \w+){0,2} (?:help|assist|comply|provide|answer|do that|fulfil+|support|engage|create|write|generate|"
+    r"share|give)|i (?:must|have to) (?:decline|refuse))"
+)
+REFUSAL_MAX_CHARS = 600  # longer answers are not taken for refusals
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
+
+def refusal_text(text: str) -> bool:
+    """Whether an answer's text is a refusal: short, and opening with the way assistants decline."""
+    if not text or len(text) > REFUSAL_MAX_CHARS:
+        return False
+    return _REFUSAL.match(text[:200].lower().translate(_APOSTROPHES)) is not None
+
+
 def refused(resp: ChatResponse) -> bool:
-    """The provider declined to answer (content filter, or a refusal in place of content)."""
+    """The provider declined to answer: a content filter, or a refusal in place of an answer."""
     for c in resp.choices:
-        if c.finish_reason == "content_filter" or getattr(c.message, "refusal", None):
+        if c.finish_reason == "content_filter":
+            return True
+        if (
+            isinstance(c.message.content, str)
+            and not c.message.tool_calls
+            and refusal_text(c.message.content)
+        ):
             return True
     return False
 

@@ -21,6 +21,9 @@ class TableError(ValueError):
     pass
 
 
+SPEND_AWARE = "spend-aware"  # in a route's reason when the caller's spend pace chose a cheaper deployment
+
+
 class Row:
     """One category's route: the deployment serving it now (``benched`` is what the table chose; they differ
     once the closed loop has demoted it), the quality bar, and the bench evidence (the posterior's prior)."""
@@ -153,7 +156,7 @@ class QualityPolicy:
                 mean = self.estimate(category, d.id)
                 if mean >= row.threshold:
                     return d.id, (
-                        f"quality category={category} spend-aware: {d.id} mean {mean:.3f} >= {row.threshold:.3f}"
+                        f"quality category={category} {SPEND_AWARE}: {d.id} mean {mean:.3f} >= {row.threshold:.3f}"
                     )
         if row.candidate is not None and canary_bucket < self.spec.canary_percent:
             return (

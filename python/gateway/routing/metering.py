@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway import tokens
@@ -47,9 +47,11 @@ class MeteredStream:
     It sees every chunk (the first batch included) before any stage does, keeps the upstream's usage or the
     text to count when there is none, and charges the deployment once, when the stream ends: exhausted
     (``StopAsyncIteration``), or closed early (``aclose``: an error after the first byte, a client gone).
-    ``settle()`` returns the final usage (for the stream's closing event) and is idempotent."""
+    ``settle()`` returns the final usage (for the stream's closing event) and is idempotent. ``on_end``, when set,
+    is called once with the stream when it has run to its end (not when closed early): what the whole answer says
+    (the quality loop's refusal signal)."""
 
-    __slots__ = ("_settled", "ctx", "it", "req", "target", "texts", "usage")
+    __slots__ = ("_settled", "ctx", "filtered", "it", "on_end", "req", "target", "texts", "usage")
 
     def __init__(
         self,
@@ -62,6 +64,8 @@ class MeteredStream:
         self.ctx, self.req, self.target, self.it = ctx, req, target, it
         self.usage: Usage | None = None
         self.texts: list[str] = []
+        self.filtered = False  # a choice ended on the provider's content filter
+        self.on_end: Callable[[MeteredStream], None] | None = None
         self._settled: Usage | None = None
         self._observe(first)
 
@@ -73,6 +77,9 @@ class MeteredStream:
             batch = await anext(self.it)
         except StopAsyncIteration:
             self.settle()
+            if self.on_end is not None:
+                end, self.on_end = self.on_end, None
+                end(self)
             raise
         self._observe(batch)
         return batch
@@ -85,6 +92,8 @@ class MeteredStream:
             for d in chunk.choices:
                 if d.content:
                     texts.append(d.content)
+                if d.finish_reason == "content_filter":
+                    self.filtered = True
                 if d.tool_calls:
                     texts.extend(tc.get("function", {}).get("arguments") or "" for tc in d.tool_calls)
 

@@ -23,8 +23,8 @@ from gateway.errors import GatewayError, UpstreamError
 from gateway.http import HttpClient
 from gateway.providers import make_provider
 from gateway.quality.loop import QualityLoop
-from gateway.quality.signals import prompt_hash, quality_event, refused
-from gateway.quality.table import QualityPolicy
+from gateway.quality.signals import prompt_hash, quality_event, refusal_text, refused
+from gateway.quality.table import SPEND_AWARE, QualityPolicy
 from gateway.routing.metering import MeteredStream, aclose_quietly, charge_attempt, estimate_prompt
 from gateway.routing.quota import within_quota
 from gateway.routing.select import Caller, eligible, fits_context, order, reachable_groups
@@ -67,6 +67,13 @@ class RetryBudget:
 def backoff_s(failures: int, base_ms: float, max_ms: float, rng: random.Random) -> float:
     """Full jitter: uniform in [0, min(max, base * 2^(failures-1))], so retries from many callers spread out."""
     return rng.uniform(0, min(max_ms, base_ms * 2 ** (failures - 1))) / 1000
+
+
+def pace_note(pace: dict[str, Any] | None) -> str:
+    """Why a request was served thriftily: which budget its spend is on course to exhaust."""
+    if not pace:
+        return ""
+    return f" (budget of {pace['scope']}: on course for ${pace['projected_usd']:.4f} of ${pace['usd']:.4f})"
 
 
 class Router:
@@ -217,6 +224,8 @@ class Router:
                 caller.sticky,
                 ctx.thrifty,
             )
+            if ctx.thrifty and SPEND_AWARE in reason:
+                reason += pace_note(ctx.flags.get("budget_pace"))
             for j, t in enumerate(ordered):
                 if t.dep.id in seen:
                     continue
@@ -531,10 +540,16 @@ class Router:
         """What an answer of a ``quality`` group tells without the caller saying anything: a refusal counts
         against the deployment; so does the caller asking the same prompt again soon after (for the earlier
         answer). A schema-validation failure is counted where the router hears of it (``accept``)."""
-        loop, group, dep = self.loop, ctx.group or "", ctx.deployment or ""
-        assert loop is not None
         if refused(resp):
-            self.signal(group, ctx.category, dep, 0.0, "refusal")
+            self.signal(ctx.group or "", ctx.category, ctx.deployment or "", 0.0, "refusal")
+            ctx.flags["quality_refusal"] = True
+        self._retry_signal(ctx, req)
+
+    def _retry_signal(self, ctx: RequestContext, req: ChatRequest) -> None:
+        """The caller asking a recent prompt again counts against the answer it got then; this answer is
+        remembered in turn."""
+        loop = self.loop
+        assert loop is not None
         key = ctx.principal.key_id if ctx.principal is not None else ""
         h = prompt_hash(req)
         earlier = loop.retried(key, h)
@@ -542,7 +557,15 @@ class Router:
             self.signal(*earlier, 0.0, "caller_retry")
             ctx.flags["quality_retry_of"] = earlier[2]
         if ctx.category is not None:
-            loop.remember(key, h, group, ctx.category, dep)
+            loop.remember(key, h, ctx.group or "", ctx.category, ctx.deployment or "")
+
+    def _stream_end_signals(self, stream: MeteredStream) -> None:
+        """A ``quality`` group's stream that ran to its end: a content filter or a refusal in the streamed text
+        counts against the deployment that streamed it (as for a whole answer)."""
+        ctx = stream.ctx
+        if stream.filtered or refusal_text("".join(stream.texts)):
+            self.signal(ctx.group or "", ctx.category, ctx.deployment or "", 0.0, "refusal")
+            ctx.flags["quality_refusal"] = True
 
     async def _complete(
         self,
@@ -602,4 +625,8 @@ class Router:
             t.health.success(ttft_ms=(time.perf_counter_ns() - t0) / 1e6)
             return first, MeteredStream(ctx, req, t, first, it)
 
-        return await self._attempts(ctx, group, call)
+        first, rest = await self._attempts(ctx, group, call)
+        if ctx.group in self.quality and self.loop is not None:
+            self._retry_signal(ctx, req)
+            rest.on_end = self._stream_end_signals
+        return first, rest
