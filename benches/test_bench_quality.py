@@ -1,12 +1,12 @@
 """Micro-benchmarks of the ``quality`` strategy's request-path work: inferring a category with the classifier
-(Rust features + NumPy gather over 58 categories) and choosing the deployment from the routing table.
+(the core's category features + NumPy gather over 58 categories) and choosing the deployment from the routing table.
 
 Run:  .venv/bin/pytest benches/test_bench_quality.py --benchmark-enable --benchmark-group-by=group \\
           --benchmark-columns=min,median,mean,ops,rounds
 
 The classifier is trained here on synthetic text for 58 categories with the shipped feature size (2**15 buckets),
-so the benchmark needs no corpus; its cost depends on the prompt's length (capped at 2,000 characters) and the
-number of categories, not on what it learned.
+so the benchmark needs no corpus; its cost depends on the prompt's length (only the first 512 and last 256
+characters are read) and the number of categories, not on what it learned.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_classify_mmlu_prompt(benchmark, classifier: Classifier) -> None:
 
 @pytest.mark.benchmark(group="quality-category")
 def test_classify_long_prompt(benchmark, classifier: Classifier) -> None:
-    text = PROMPT * 20  # ~5 KB: only the first 2,000 characters are read
+    text = PROMPT * 20  # ~5 KB: only the first 512 and the last 256 characters are read
     groups = np.zeros(58, dtype=np.int64)
     benchmark(classifier.predict_grouped, text, groups, 1)
 

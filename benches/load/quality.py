@@ -8,7 +8,9 @@ a ``quality`` group with its category given (``x-gateway-category``) or inferred
 deployments on one zero-latency simulator; a second gateway with ``server.categories: false`` and only the
 weighted group is the floor without the category stage. Rounds alternate the cases so drift on this shared
 machine hits all alike. Reported: p50/p99 at concurrency 1 and max req/s at concurrency 16; added = case -
-weighted, per round and as the median over rounds. The prompt is an MMLU question (~0.5 KB).
+weighted, per round and as the median over rounds. The prompt is an MMLU question (~0.5 KB); the ``_long`` cases
+send a 2 KB prompt (past the classifier's 512 + 256 characters: its most expensive case) to the weighted group and
+with the category inferred, and compare those two.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ PROMPT = (
     'What is true for a type-Ia ("type one-a") supernova?\nA. This type occurs in binary systems.\n'
     "B. This type occurs in young galaxies.\nC. This type produces gamma-ray bursts.\n"
     "D. This type produces high amounts of X-rays.\nAnswer:"
+)
+# a long prompt: a pasted passage with the question at its end (the classifier reads both ends)
+LONG_PROMPT = (
+    "Read the passage and answer the question.\n"
+    + "Stars form in dense molecular clouds; their mass sets how they live and die. " * 24
+    + "\n"
+    + PROMPT
 )
 
 
@@ -98,17 +107,21 @@ def main() -> int:
             wait(f"http://127.0.0.1:{port}/readyz", procs[-1])
             urls[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
         h = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
-        msgs = [{"role": "user", "content": PROMPT}]
         cases = {
             "no_category_stage": (urls["floor"], {"model": "weighted"}, h),
             "weighted": (urls["gw"], {"model": "weighted"}, h),
             "quality_given": (urls["gw"], {"model": "auto"}, {**h, "x-gateway-category": "mmlu_astronomy"}),
             "quality_inferred": (urls["gw"], {"model": "auto"}, h),
+            "weighted_long": (urls["gw"], {"model": "weighted"}, h),
+            "quality_inferred_long": (urls["gw"], {"model": "auto"}, h),
         }
         bodies = {
-            k: json.dumps({**b, "messages": msgs, "max_tokens": 16}).encode()
+            k: json.dumps(
+                {**b, "messages": [{"role": "user", "content": LONG_PROMPT if k.endswith("_long") else PROMPT}],
+                 "max_tokens": 16}
+            ).encode()
             for k, (_, b, _) in cases.items()
-        }
+        }  # fmt: skip
         for k, (u, _, hh) in cases.items():
             oha(exe, u, bodies[k], hh, conc=4, n=300)
         rounds = []
@@ -122,11 +135,12 @@ def main() -> int:
             rounds.append(row)
         summary: dict[str, Any] = {}
         for k in cases:
+            base = "weighted_long" if k.endswith("_long") else "weighted"
             for case, p in (("c1", "p50_ms"), ("c1", "p99_ms"), ("c16", "rps")):
-                added = [r[k][case][p] - r["weighted"][case][p] for r in rounds]
+                added = [r[k][case][p] - r[base][case][p] for r in rounds]
                 summary[f"{k}.{case}.{p}"] = {
                     "value": statistics.median(r[k][case][p] for r in rounds),
-                    "vs_weighted_median": statistics.median(added),
+                    "vs_weighted_median": statistics.median(added),  # (the _long cases: vs weighted_long)
                     "vs_weighted_per_round": [round(x, 4) for x in added],
                 }
         result = {
@@ -135,6 +149,7 @@ def main() -> int:
             "n_c1": n1,
             "n_c16": n1 * 4,
             "prompt_bytes": len(PROMPT),
+            "long_prompt_bytes": len(LONG_PROMPT),
         }
         out = ROOT / args.out
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -203,6 +203,26 @@ def hash_features(norm: str, bits: int) -> list[int]:
 def text_windows(norm: str, size: int = 400) -> list[str]:
     """The overlapping sentence windows indirect scoring looks at."""
 
+# --- Request categories (rust/src/category.rs) -------------------------------------------------
+
+CATEGORY_FEATURES_VERSION: int
+CATEGORY_HEAD_CHARS: int
+CATEGORY_TAIL_CHARS: int
+
+def category_features(text: str, bits: int = 15, head: int = 512, tail: int = 256) -> list[int]:
+    """Hashed feature occurrences (lower-cased words, adjacent word pairs, byte 4-grams) of a raw prompt's first
+    `head` and last `tail` characters, each < 2**bits: the request-category classifier's features."""
+
+@final
+class CategoryModel:
+    """A softmax classifier over `category_features`, scored in one pass."""
+
+    def __init__(
+        self, weights: bytes, bias: Sequence[float], bits: int = 15, head: int = 512, tail: int = 256
+    ) -> None: ...
+    def probs(self, text: str) -> list[float]:
+        """The probability of every category, in `bias` order."""
+
 # --- Output content (rust/src/content.rs) ------------------------------------------------------
 
 @final

@@ -1,6 +1,7 @@
 //! `gateway._core`: module wiring only; each hot path lives in its own file.
 use pyo3::prelude::*;
 
+pub mod category;
 pub mod content;
 pub mod injection;
 pub mod pii;
@@ -18,5 +19,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     schema::register(m)?;
     injection::register(m)?;
     content::register(m)?;
+    category::register(m)?;
     Ok(())
 }

@@ -108,7 +108,7 @@ def test_a_classifier_from_other_text_features_is_refused(tmp_path: Path) -> Non
     import pytest
 
     from gateway.config import ConfigError
-    from gateway.quality.classifier import Classifier, train
+    from gateway.quality.classifier import Classifier, fingerprint, train
 
     clf = train(
         ["what is 2 + 2", "name a planet", "solve x + 1 = 3", "which star is nearest"], ["m", "a", "m", "a"]
@@ -118,7 +118,24 @@ def test_a_classifier_from_other_text_features_is_refused(tmp_path: Path) -> Non
     assert Classifier.load(good).predict("solve 2x = 4")[0] in ("m", "a")
     stale = tmp_path / "stale.npz"  # as written before features were fingerprinted (or by another core)
     np.savez(stale, w=clf.w, b=clf.b, labels=np.array(clf.labels), bits=clf.bits)
-    for path, ok in ((good, True), (stale, False)):
+    # trained on the compliance scanners' features (before the classifier had its own): a fingerprint of those
+    shared = tmp_path / "shared.npz"
+    np.savez(
+        shared,
+        w=clf.w,
+        b=clf.b,
+        labels=np.array(clf.labels),
+        bits=clf.bits,
+        max_chars=1200,
+        fingerprint=12345,
+    )
+    other_cut = tmp_path / "cut.npz"  # the fingerprint of other cut lengths than the file says
+    np.savez(
+        other_cut, w=clf.w, b=clf.b, labels=np.array(clf.labels), bits=clf.bits, head=100, tail=0,
+        fingerprint=fingerprint(clf.bits),
+    )  # fmt: skip
+    assert Classifier(clf.labels, clf.w, clf.b, head=100, tail=0).probs("x").shape == (2,)
+    for path, ok in ((good, True), (stale, False), (shared, False), (other_cut, False)):
         text = yaml.safe_dump(
             {
                 "models": {

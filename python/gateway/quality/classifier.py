@@ -1,10 +1,14 @@
-"""The request-category classifier: a linear (softmax) model over the hashed text features the Rust core already
-computes for the compliance scanners (word unigrams, bigrams, byte 4-grams), trained from the suites' inputs.
+"""The request-category classifier: a linear (softmax) model over the Rust core's category features (lower-cased
+words, word pairs and byte 4-grams from the first 512 and last 256 characters of the prompt:
+``rust/src/category.rs``), trained from the suites' inputs.
 
-Inference is one feature pass in Rust and a gather-and-sum over a small weight matrix in NumPy (tens of
-microseconds for a typical prompt); only the first ``MAX_CHARS`` of the prompt are looked at, so a long prompt
-costs no more than a short one. The confidence is the softmax probability of the top category: below the
-group's ``min_confidence`` a request is treated as category-less (it goes to the default, strong model).
+Inference is one pass in Rust (``_core.CategoryModel``: features, the sum of their weight rows and the softmax,
+with no feature list crossing into Python), bounded by the cut whatever the prompt's length. Training is NumPy over
+the same features (``_core.category_features``). The confidence is the softmax probability of the top category:
+below the group's ``min_confidence`` a request is treated as category-less (it goes to the default, strong model).
+
+The features are the classifier's own, not the compliance scanners' (their byte n-grams see through obfuscation
+and cost several times as much); a file trained under another version of them is refused at load.
 """
 
 from __future__ import annotations
@@ -19,20 +23,26 @@ import numpy as np
 from gateway import _core
 
 BITS = 15
-MAX_CHARS = 1200  # ~170 us for the features and the gather at this length (benches/test_bench_quality.py)
+HEAD = _core.CATEGORY_HEAD_CHARS  # characters read from the start of a prompt
+TAIL = _core.CATEGORY_TAIL_CHARS  # and from its end
+
+PROBE = "The quick brown fox asks: what is 12 + 30? Answer: 42. Ünïcödé ΣΩ 中文"
 
 
-PROBE = "The quick brown fox asks: what is 12 + 30? Answer: 42."
+def features(text: str, bits: int = BITS, head: int = HEAD, tail: int = TAIL) -> list[int]:
+    """The hashed feature occurrences of a prompt (what training and inference read of it)."""
+    return _core.category_features(text, bits, head, tail)
 
 
-def features(text: str, bits: int = BITS, max_chars: int = MAX_CHARS) -> list[int]:
-    return _core.hash_features(_core.normalize(text[:max_chars], False), bits)
-
-
-def fingerprint(bits: int = BITS) -> int:
-    """A digest of what the feature function makes of a fixed text: a classifier trained under another
-    version of the core's features would score garbage, so loading one is refused."""
-    return sum((i + 1) * f for i, f in enumerate(sorted(features(PROBE, bits)))) % (1 << 61)
+def fingerprint(bits: int = BITS, head: int = HEAD, tail: int = TAIL) -> int:
+    """A digest of the feature function's version and of what it makes of a fixed text (a long one, so the cut
+    lengths count too): a classifier trained under other features would score garbage, so loading one is
+    refused."""
+    probe = PROBE + " filler" * 200 + " " + PROBE
+    acc = _core.CATEGORY_FEATURES_VERSION
+    for i, f in enumerate(sorted(features(probe, bits, head, tail))):
+        acc = (acc + (i + 1) * f) % (1 << 61)
+    return acc
 
 
 class ClassifierError(ValueError):
@@ -42,26 +52,27 @@ class ClassifierError(ValueError):
 class Classifier:
     """Categories from text: ``predict(text) -> (category, confidence)``."""
 
-    __slots__ = ("b", "bits", "labels", "max_chars", "w")
+    __slots__ = ("b", "bits", "head", "labels", "model", "tail", "w")
 
     def __init__(
-        self, labels: list[str], w: np.ndarray, b: np.ndarray, bits: int = BITS, max_chars: int = MAX_CHARS
+        self,
+        labels: list[str],
+        w: np.ndarray,
+        b: np.ndarray,
+        bits: int = BITS,
+        head: int = HEAD,
+        tail: int = TAIL,
     ) -> None:
         self.labels = labels
         self.w = np.ascontiguousarray(w, dtype=np.float32)  # (2**bits, K)
         self.b = np.asarray(b, dtype=np.float32)
         self.bits = bits
-        self.max_chars = max_chars  # what training read of each text: inference reads the same
+        self.head, self.tail = head, tail  # what training read of each text: inference reads the same
+        self.model = _core.CategoryModel(self.w.astype("<f4").tobytes(), self.b.tolist(), bits, head, tail)
 
     def probs(self, text: str) -> np.ndarray:
         """The probability of every category (``labels`` order)."""
-        idx = features(text, self.bits, self.max_chars)
-        if idx:
-            z = self.w[np.array(idx, dtype=np.intp)].sum(axis=0) / np.float32(np.sqrt(len(idx))) + self.b
-        else:
-            z = self.b
-        e = np.exp(z - z.max())
-        return e / e.sum()
+        return np.asarray(self.model.probs(text), dtype=np.float32)
 
     def predict(self, text: str) -> tuple[str, float]:
         p = self.probs(text)
@@ -86,8 +97,9 @@ class Classifier:
             b=self.b,
             labels=np.array(self.labels),
             bits=self.bits,
-            max_chars=self.max_chars,
-            fingerprint=fingerprint(self.bits),
+            head=self.head,
+            tail=self.tail,
+            fingerprint=fingerprint(self.bits, self.head, self.tail),
         )
         Path(path).write_bytes(buf.getvalue())
 
@@ -98,15 +110,17 @@ class Classifier:
         except (OSError, ValueError) as e:
             raise ClassifierError(f"classifier {path}: {e}") from None
         with z:
-            if "fingerprint" not in z.files or int(z["fingerprint"]) != fingerprint(int(z["bits"])):
+            cut = (int(z["head"]), int(z["tail"])) if {"head", "tail"} <= set(z.files) else None
+            if (
+                cut is None
+                or "fingerprint" not in z.files
+                or int(z["fingerprint"]) != fingerprint(int(z["bits"]), *cut)
+            ):
                 raise ClassifierError(
-                    f"classifier {path} was trained on another version of the gateway's text features; retrain it"
-                    " with `gateway bench train-classifier`"
+                    f"classifier {path} was trained on another version of the gateway's category features;"
+                    " retrain it with `gateway bench train-classifier`"
                 )
-            max_chars = int(z["max_chars"]) if "max_chars" in z.files else 2000
-            return cls(
-                [str(x) for x in z["labels"]], z["w"].astype(np.float32), z["b"], int(z["bits"]), max_chars
-            )
+            return cls([str(x) for x in z["labels"]], z["w"].astype(np.float32), z["b"], int(z["bits"]), *cut)
 
 
 def train(
