@@ -198,7 +198,7 @@ def main(argv: list[str]) -> int:
     t.add_argument("suites")
     t.add_argument("--out", required=True, help="classifier file (.npz) for quality.classifier")
     t.add_argument("--split", help="train on this split only (the rest is reported as held out)")
-    t.add_argument("--epochs", type=int, default=12)
+    t.add_argument("--epochs", type=int, default=24)
     t.set_defaults(bench_fn=train_classifier)
     args = b.parse_args(argv)
     try:
