@@ -10,18 +10,24 @@ Three gateways (2 workers each) in front of the run's zero-latency simulator, id
 
 Each round drives every gateway in turn with ``oha`` (closed loop, c=1 for p50/p99 and c=64 for the max
 req/s), and the rounds alternate the order so machine noise hits all of them alike; the direct path (the
-simulator alone) is measured in the same rounds as the floor. Medians over the rounds are reported with their
-range, and the added latency and throughput change against ``off``. ``/metrics`` is scraped once a second
-during the run, as Prometheus would.
+simulator alone) is measured in the same rounds as the floor. Each run starts once every gateway (workers and
+exporter processes) is idle, so the backlog one variant's c=64 run leaves behind (records, spans) is not
+measured as the next variant's latency. Medians over the rounds are reported with their range, and the added
+latency and throughput change against ``off``. Because latency on a shared box is noisy, the CPU time each
+variant's processes used per request is reported too (workers, and the exporter processes apart): that is
+what observability takes from the cores the requests need. ``/metrics`` is scraped once a second during the
+run, as Prometheus would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.server
+import os
 import statistics
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +104,51 @@ def start_variants(
     return urls, procs, close
 
 
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(root: int) -> dict[str, float]:
+    """CPU seconds used so far by a gateway's live processes (supervisor and workers; exporters apart)."""
+    parents: dict[int, int] = {}
+    used: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        kind = "exporter" if b"gateway.observability.exporter" in cmd else "gateway"
+        used[pid] = (kind, (int(fields[11]) + int(fields[12])) * TICK_S)
+    out = {"gateway": 0.0, "exporter": 0.0}
+    for pid, (kind, s) in used.items():
+        p = pid
+        while p and p != root:
+            p = parents.get(p, 0)
+        if p == root:
+            out[kind] += s
+    return out
+
+
+def wait_idle(roots: list[int], timeout_s: float = 10.0) -> float:
+    """Wait until the gateways (and their exporters) use under 10% of a CPU; returns how long that took."""
+    t0 = time.monotonic()
+    before = sum(sum(cpu_s(r).values()) for r in roots)
+    while time.monotonic() - t0 < timeout_s:
+        time.sleep(0.25)
+        now = sum(sum(cpu_s(r).values()) for r in roots)
+        if now - before <= 0.25 * 0.1:
+            break
+        before = now
+    return time.monotonic() - t0
+
+
 def compare(
     load: Callable[[str, dict[str, str], int, int, list[float] | None], dict[str, Any]],
     direct: tuple[str, dict[str, str]],
@@ -106,19 +157,28 @@ def compare(
     rounds: int,
     n1: int,
     n64: int,
+    pids: dict[str, int],
 ) -> dict[str, Any]:
-    """``rounds`` interleaved rounds of c=1 and c=64 over direct and the three variants."""
+    """``rounds`` interleaved rounds of c=1 and c=64 over direct and the three variants (``pids``: each
+    variant's gateway process, for the CPU it uses)."""
     targets = {"direct": direct, **{name: (url + "/v1/chat/completions", gw_h) for name, url in urls.items()}}
     for url, h in targets.values():  # warm up: pools, imports, first records
         load(url, h, 4, 500, None)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {n: {"c1": [], "c64": []} for n in targets}
     latencies: dict[str, list[float]] = {n: [] for n in targets}  # every c=1 request, all rounds
+    roots = list(pids.values())
+    waited = wait_idle(roots, 30.0)
+    cpu0 = {name: cpu_s(pid) for name, pid in pids.items()}
     for r in range(rounds):
         order = list(targets) if r % 2 == 0 else list(reversed(targets))
         for name in order:
             url, h = targets[name]
+            waited += wait_idle(roots)
             runs[name]["c1"].append(load(url, h, 1, n1, latencies[name]))
+            waited += wait_idle(roots)
             runs[name]["c64"].append(load(url, h, 64, n64, None))
+    wait_idle(roots, 60.0)  # what is still queued (records, spans) is part of the cost
+    cpu1 = {name: cpu_s(pid) for name, pid in pids.items()}
     med = statistics.median
     rows: dict[str, Any] = {}
     for name, rr in runs.items():
@@ -132,6 +192,11 @@ def compare(
             xs = [x[field] for x in rr[case]]
             row[key], row[f"{key}_range"] = med(xs), (min(xs), max(xs))
         row["requests"] = sum(x["n"] for x in rr["c1"] + rr["c64"])
+        if name in pids:  # CPU per request over the rounds (no process restarted in between)
+            for kind in ("gateway", "exporter"):
+                row[f"cpu_us_per_request_{kind}"] = (
+                    (cpu1[name][kind] - cpu0[name][kind]) / row["requests"] * 1e6
+                )
         row["c1_requests_pooled"] = len(latencies[name])
         row["errors"] = sum(sum(x["errors"].values()) + x["n"] - x["ok"] for x in rr["c1"] + rr["c64"])
         rows[name] = row
@@ -160,6 +225,7 @@ def compare(
         "rounds": rounds,
         "variants": rows,
         "otlp_exports_received": Sink.received,
+        "waited_for_idle_s": waited,
         "otlp_bytes_received": Sink.bytes,
     }
 
@@ -203,5 +269,11 @@ def print_report(r: dict[str, Any]) -> None:
             + ", ".join(f"{x:+.3f}" for x in v["added_c1_p50_ms_by_round"])
             + " ms; throughput "
             + ", ".join(f"{x:+.1%}" for x in v["throughput_change_by_round"])
+        )
+    for name in ("off", "metrics", "tracing"):
+        v = r["variants"][name]
+        print(
+            f"{name}: CPU per request {v['cpu_us_per_request_gateway']:.0f} us in the gateway's processes, "
+            f"{v['cpu_us_per_request_exporter']:.0f} us in its trace exporters ({v['requests']} requests)"
         )
     print(f"OTLP export requests received: {r['otlp_exports_received']} ({r['otlp_bytes_received']} bytes)")

@@ -374,7 +374,7 @@ def main() -> int:
                 wait(url + "/readyz", p)
                 return url, p
 
-            urls, _, close = observability.start_variants(cfg, work, start, free_port)
+            urls, variant_procs, close = observability.start_variants(cfg, work, start, free_port)
             try:
 
                 def load(
@@ -383,7 +383,10 @@ def main() -> int:
                     return oha(exe, url, body, h, conc=conc, n=n, durations=keep)
 
                 n1, n64 = max(200, int(3000 * scale)), max(1000, int(20000 * scale))
-                result = observability.compare(load, (d_url, direct_h), urls, gw_h, args.rounds, n1, n64)
+                pids = {name: p.pid for name, p in zip(urls, variant_procs, strict=True)}
+                result = observability.compare(
+                    load, (d_url, direct_h), urls, gw_h, args.rounds, n1, n64, pids
+                )
             finally:
                 close()
             result["workers"], result["cpus"] = args.workers, os.cpu_count()
