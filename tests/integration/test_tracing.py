@@ -1,6 +1,7 @@
 """OpenTelemetry traces over OTLP/HTTP, received by an OTLP endpoint inside the test: one trace per request with
 the GenAI attributes, the upstream attempts as child spans (with the route decision), the stages and a stream's
-first token; a caller's traceparent continued and sent upstream; no prompt text in any attribute."""
+first token; a caller's traceparent continued and sent upstream; no prompt text in any attribute; the configured
+headers sent with every export, and an export the collector refused (503) sent again, nothing lost or doubled."""
 
 from __future__ import annotations
 
@@ -20,9 +21,18 @@ SECRET = "the launch code is tangerine-4471"
 class Receiver(http.server.BaseHTTPRequestHandler):
     spans: list[Any] = []
     content_types: list[str] = []
+    auth: list[str | None] = []
+    refuse = 1  # the first export is answered 503 (a collector restarting): the exporter must retry it
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        Receiver.auth.append(self.headers.get("authorization"))
+        if Receiver.refuse:
+            Receiver.refuse -= 1
+            self.send_response(503)
+            self.send_header("retry-after", "0")
+            self.end_headers()
+            return
         Receiver.content_types.append(self.headers.get("content-type", ""))
         req = ExportTraceServiceRequest()
         req.ParseFromString(body)
@@ -67,6 +77,7 @@ def tgw(simulator, start_gateway, tmp_path_factory):
             "enabled": True,
             "endpoint": f"http://127.0.0.1:{port}/v1/traces",
             "service_name": "gw-test",
+            "headers": {"authorization": "Bearer otlp-token"},
         }
     }
     yield start_gateway(cfg, workers=2)
@@ -164,7 +175,13 @@ def test_every_request_gets_its_own_trace_and_streams_a_first_token_span(tgw):
     assert len(streamed) == 1
     children = [s for _svc, s in Receiver.spans if s.parent_span_id == streamed[0].span_id]
     assert "first token" in {s.name for s in children}
-    assert any(ct.startswith("application/x-protobuf") for ct in Receiver.content_types)
+    assert all(ct.startswith("application/x-protobuf") for ct in Receiver.content_types)
+    # the configured headers reach the collector with every export, the refused one included
+    assert Receiver.auth and set(Receiver.auth) == {"Bearer otlp-token"}
+    # the export the collector refused was sent again: no request span lost or doubled
+    assert Receiver.refuse == 0 and len(Receiver.auth) > len(Receiver.content_types)
+    ids = [attrs(s)["gateway.request_id"] for _svc, s in Receiver.spans if s.kind == s.SPAN_KIND_SERVER]
+    assert len(ids) == len(set(ids))
 
 
 def test_the_tracer_counts_what_it_handed_to_the_exporter(tgw):
