@@ -9,6 +9,7 @@ where the same sentence from the user is not. The scan itself is one call into t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from gateway.compliance import models
@@ -34,47 +35,45 @@ def _texts(content: Any) -> list[str]:
     return out
 
 
-def split(messages: list[Message]) -> tuple[list[str], list[str]]:
-    """(direct texts: user messages, indirect texts: tool results and documents)."""
-    direct: list[str] = []
-    indirect: list[str] = []
+def texts(messages: list[Message]) -> Iterator[tuple[str, bool]]:
+    """Every text the filter scores, with whether it is indirect (tool results and documents) or direct (what
+    the user wrote), in one pass over the messages."""
     for m in messages:
+        c = m.content
         if m.role in INDIRECT_ROLES:
-            indirect.extend(_texts(m.content))
+            for t in _texts(c):
+                yield t, True
         elif m.role == "user":
-            if isinstance(m.content, list):
-                for part in m.content:
-                    if isinstance(part, dict) and part.get("type") in ("document", "tool_result"):
-                        indirect.extend(_texts([part]))
-                    elif isinstance(part, dict):
-                        direct.extend(_texts([part]))
-            else:
-                direct.extend(_texts(m.content))
-    return direct, indirect
-
-
-def scan(texts: list[str], indirect: bool) -> tuple[float, list[str]]:
-    """Highest score over the texts and the union of the rules that fired (ids only, never text)."""
-    scanner = models.injection_scanner()
-    best = 0.0
-    rules: list[str] = []
-    for t in texts:
-        if not t:
-            continue
-        score, ids, _, _ = scanner.scan(t, indirect)
-        best = max(best, score)
-        rules.extend(r for r in ids if r not in rules)
-    return best, rules
+            if isinstance(c, str):
+                yield c, False
+            elif c:
+                for part in c:
+                    if isinstance(part, dict):
+                        indirect = part.get("type") in ("document", "tool_result")
+                        for t in _texts([part]):
+                            yield t, indirect
 
 
 def evaluate(messages: list[Message], profile: Any) -> dict[str, Any] | None:
-    """The injection decision for a request, or None when nothing crossed a threshold.
+    """The injection decision for a request, or None when nothing crossed a threshold. Direct and indirect
+    texts are scored in the same pass (one call into the core per text); the highest score of each kind counts.
 
     ``{"kind": "direct"|"indirect", "action": ..., "score": .., "rules": [...], "direct": .., "indirect": ..}``
     """
-    direct, indirect = split(messages)
-    d_score, d_rules = scan(direct, False) if direct else (0.0, [])
-    i_score, i_rules = scan(indirect, True) if indirect else (0.0, [])
+    scanner = models.injection_scanner()
+    d_score = i_score = 0.0
+    d_rules: list[str] = []
+    i_rules: list[str] = []
+    for text, indirect in texts(messages):
+        if not text:
+            continue
+        score, ids, _, _ = scanner.scan(text, indirect)
+        if indirect:
+            i_score = max(i_score, score)
+            i_rules.extend(r for r in ids if r not in i_rules)
+        else:
+            d_score = max(d_score, score)
+            d_rules.extend(r for r in ids if r not in d_rules)
     hits = []
     if d_score >= profile.injection_threshold:
         hits.append(("direct", profile.injection_action, d_score, d_rules))

@@ -35,12 +35,12 @@ class Verdict:
         self.redactions: list[tuple[int, int, str]] = []
 
     def add(self, profile: Any, findings: list[tuple[str, float, int, int, str]]) -> None:
+        rules = profile.content_rules  # category -> (threshold, action), for the categories it acts on
         for cat, score, start, end, _detail in findings:
-            if score < profile.content_thresholds.get(cat, 0.5):
+            rule = rules.get(cat)
+            if rule is None or score < rule[0]:
                 continue
-            action = profile.content_action(cat)
-            if action == "allow":
-                continue
+            action = rule[1]
             self.categories[cat] = max(self.categories.get(cat, 0.0), round(score, 4))
             if action == "redact":
                 # a span is cut out; a whole answer can't be partly hateful, so it becomes the refusal
@@ -65,6 +65,17 @@ def scan(text: str, profile: Any) -> Verdict:
     v = Verdict()
     v.add(profile, models.content_scanner().scan(text))
     return v
+
+
+def actionable(profile: Any, findings: list[tuple[str, float, int, int, str]]) -> bool:
+    """Whether any finding reaches its category's threshold under a non-allow action (most stream reads
+    have none: then no verdict is built)."""
+    rules = profile.content_rules
+    for f in findings:
+        rule = rules.get(f[0])
+        if rule is not None and f[1] >= rule[0]:
+            return True
+    return False
 
 
 def new_stream() -> Any:

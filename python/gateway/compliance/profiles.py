@@ -4,7 +4,8 @@ Order: the key, then each of the request's tags, its team, its tenant, the model
 default profile. Bindings and profiles come from the config (``stages.compliance``) overlaid with those an admin
 set at run time (``PUT /admin/compliance/...``, stored like budget rules and seen by every worker within a
 second). A profile is compiled once (thresholds filled in from the calibrated defaults) and cached until its
-definition changes.
+definition changes; which profile a caller gets (key, tags, team, tenant, model group) is cached too, and the
+whole cache is dropped when the run-time rules change, so an admin's change is seen as soon as it is read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gateway.config import ComplianceConfig, ComplianceProfile
 from gateway.context import RequestContext
 
 SCOPES = ("key", "tag", "team", "tenant", "model")
+MAX_RESOLVED = 4096  # cached (caller, tags, group) resolutions per worker
 KIND = "compliance"  # the policy-store kind; scope "profile" holds run-time profile definitions
 
 
@@ -29,6 +31,7 @@ class Resolved:
         "canary",
         "content",
         "content_actions",
+        "content_rules",
         "content_thresholds",
         "indirect_action",
         "indirect_threshold",
@@ -67,6 +70,13 @@ class Resolved:
         self.content_actions = dict(c.categories) if c else {}
         if p.canary:  # a leaked canary is blocked unless the profile says otherwise
             self.content_actions.setdefault("canary", "block")
+        # category -> (threshold, action) for every category this profile acts on (not "allow"): the output
+        # filter looks each finding up once, and a finding of a category not in it costs nothing more
+        self.content_rules: dict[str, tuple[float, str]] = {}
+        for cat in {*models.content_scanner().categories, *self.content_actions}:
+            action = self.content_action(cat)
+            if action != "allow":
+                self.content_rules[cat] = (self.content_thresholds.get(cat, 0.5), action)
 
     def content_action(self, category: str) -> str:
         c = self.content
@@ -74,12 +84,17 @@ class Resolved:
 
 
 class Profiles:
-    """Config + run-time bindings and profiles; ``resolve`` is a few dict lookups per request."""
+    """Config + run-time bindings and profiles; ``resolve`` is one dict lookup per request once a caller has been
+    seen (a few more the first time)."""
 
     def __init__(self, cfg: ComplianceConfig, policies: Any) -> None:
         self.cfg = cfg
         self.policies = policies  # gateway.state.policies.Policies (run-time rules), or None
         self._compiled: dict[str, tuple[Any, Resolved]] = {}
+        # (key id, key name, tags, team, tenant, group) -> (profile, via), valid for one version of the run-time
+        # rules (``_seen``: the rules object it was built from; Policies replaces it only when they change)
+        self._resolved: dict[tuple[Any, ...], tuple[Resolved | None, str]] = {}
+        self._seen: Any = None
 
     def _runtime(self) -> dict[str, dict[str, Any]]:
         if self.policies is None:
@@ -131,7 +146,26 @@ class Profiles:
         return self.profile(name) if name else None
 
     def resolve(self, ctx: RequestContext, group: str | None) -> tuple[Resolved | None, str]:
-        """The profile for this request and what chose it (``key:…``, ``tenant:…``, ``default``)."""
+        """The profile for this request and what chose it (``key:…``, ``tenant:…``, ``default``), cached per
+        caller and model group until the run-time rules change."""
+        version = self.policies.raw if self.policies is not None else None
+        if version is not self._seen:
+            self._resolved.clear()
+            self._seen = version
+        p = ctx.principal
+        k = (
+            (p.key_id, p.name, p.team, p.tenant) if p is not None else None,
+            tuple(ctx.tags) if ctx.tags else None,
+            group,
+        )
+        hit = self._resolved.get(k)
+        if hit is None:
+            if len(self._resolved) >= MAX_RESOLVED:  # callers choose tags: keep the cache bounded
+                self._resolved.clear()
+            hit = self._resolved[k] = self._resolve(ctx, group)
+        return hit
+
+    def _resolve(self, ctx: RequestContext, group: str | None) -> tuple[Resolved | None, str]:
         b = self.binding(ctx, group)
         if b is not None:
             return self.profile(b[1]), b[0]

@@ -82,7 +82,8 @@ class Policies:
         self.config_limits = limit_rules(cfg.stages.limits)
         self.budgets: Rules = {}
         self.limits: Rules = {}
-        self.raw: dict[str, Rules] = {}  # kind -> scope -> id -> body, for kinds other than budget/limit
+        # kind -> scope -> id -> body, for kinds other than budget/limit; a new object exactly when they changed
+        self.raw: dict[str, Rules] = {}
         self._next = 0.0
 
     async def refresh(self, force: bool = False) -> None:
@@ -97,7 +98,8 @@ class Policies:
             for (kind, scope, ident), body in raw.items():
                 if kind not in ("budget", "limit"):
                     other.setdefault(kind, {}).setdefault(scope, {})[ident] = body
-            self.raw = other
+            if other != self.raw:  # replaced only on a change: its owners cache what they derive from it
+                self.raw = other
 
     def budget(self, scope: str, *ids: str) -> BudgetRule | None:
         return lookup(self.budgets, self.config_budgets, scope, ids)
