@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.procs import free_port, stop, wait_http  # noqa: E402
 
-from gateway.quality.metrics import score  # noqa: E402
+from gateway.quality.metrics import judge_messages, judge_score, score  # noqa: E402
 from gateway.quality.runner import Client  # noqa: E402
 from gateway.quality.stats import bootstrap  # noqa: E402
 from gateway.quality.suites import load_suites  # noqa: E402
@@ -120,18 +120,36 @@ async def serve_items(
             headers = {**client.headers}
             if given:
                 headers["x-gateway-category"] = it.category
-            body = {"model": model, "messages": it.messages, "max_tokens": 512}
+            body = {
+                "model": model,
+                "messages": it.messages,
+                "max_tokens": suites[it.category].max_tokens or 512,
+            }
             async with sem, client.session.post(client.url, json=body, headers=headers) as r:
                 doc = await r.json()
                 h = {k.lower(): v for k, v in r.headers.items()}
             text = doc["choices"][0]["message"]["content"] if r.status == 200 else ""
             metric = it.metric or suites[it.category].metric
+            if r.status != 200:
+                sc = 0.0
+            elif metric["type"] == "judge":  # MT-Bench: the judge group rates the answer (as the bench does)
+                jst, jdoc, _, _ = await client.chat(
+                    metric["group"],
+                    judge_messages(metric, it.prompt(), text, it.expected),
+                    "judge",
+                    64,
+                    "eval",
+                )
+                sc = judge_score(jdoc["choices"][0]["message"]["content"]) if jst == 200 else None
+                sc = 0.0 if sc is None else sc
+            else:
+                sc = score(metric, text, it.expected)
             out.append(
                 {
                     "category": it.category,
                     "item": it.id,
                     "status": r.status,
-                    "score": score(metric, text, it.expected) if r.status == 200 else 0.0,
+                    "score": sc,
                     "cost": float(h.get("x-gateway-cost-usd", 0) or 0),
                     "served": h.get("x-gateway-model"),
                     "inferred": h.get("x-gateway-category"),

@@ -4,14 +4,16 @@ spend-aware choice; the budget stage's projection that turns it on."""
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from gateway.config import BudgetRule, parse_config
+from gateway.quality.allocate import Obs, allocate, apply
 from gateway.quality.loop import QualityLoop, beta_lower
-from gateway.quality.table import QualityPolicy
+from gateway.quality.table import QualityPolicy, prompt_chars
 from gateway.stages.budget import projected_usd
 
 
@@ -185,3 +187,40 @@ def test_refusals_are_told_from_answers() -> None:
     assert refused(answer("I cannot help with that."))
     assert refused(answer(None, "content_filter"))
     assert not refused(answer("Paris."))
+
+
+def test_min_chars_keeps_short_prompts_on_the_default(tmp_path: Path) -> None:
+    p = policy(tmp_path, {"law": {"model": "small-1", "threshold": 0.7, "min_chars": 400}})
+    dep, why = p.choose("law", 50.0, chars=lambda: 120)
+    assert dep == "big" and "120 < 400" in why
+    assert p.choose("law", 50.0, chars=lambda: 400)[0] == "small"
+    p.demote("law", "big", "demoted")  # once demoted, every length goes to the default
+    assert p.choose("law", 50.0, chars=lambda: 5000)[0] == "big"
+
+
+def test_prompt_chars_counts_text_of_strings_and_parts() -> None:
+    parts = [{"type": "text", "text": "abc"}, {"type": "image_url", "image_url": {"url": "x" * 50}}]
+    assert prompt_chars(["hello", parts, None]) == 8
+
+
+def test_allocation_moves_long_prompts_first_and_checks_the_goal_out_of_fold() -> None:
+    """Same quality gap everywhere: the long prompts save the most per point lost, so they move first; the
+    proposal's cross-validated quality meets the goal."""
+    rng = random.Random(1)
+    obs = []
+    for i in range(2000):
+        chars = rng.randint(100, 4000)
+        strong = 1.0 if rng.random() < 0.9 else 0.0
+        weak = strong if rng.random() < 0.9 else 0.0
+        cost = {"big": chars * 10e-6 + 1e-4, "small": chars * 0.5e-6 + 1e-5}
+        obs.append(Obs("law" if i % 2 else "math", chars, {"big": strong, "small": weak}, cost))
+    al = allocate(obs, "big", 0.95)
+    assert al.cv_kept >= 0.95 and al.aimed >= 0.95 and al.folds == 5
+    for mv in al.moves.values():
+        assert mv.model == "small" and 500 < mv.min_chars < 4000
+    served = [apply(al.moves, o, "big") for o in obs]
+    long_share = sum(s == "small" for s, o in zip(served, obs, strict=True) if o.chars > 3500) / sum(
+        o.chars > 3500 for o in obs
+    )
+    assert long_share == 1.0
+    assert all(s == "big" for s, o in zip(served, obs, strict=True) if o.chars < 300)

@@ -14,7 +14,7 @@ and cost several times as much); a file trained under another version of them is
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,17 +163,39 @@ def train(
     return Classifier(cats, w, b, bits)
 
 
-def route_groups(labels: Sequence[str], q: Any) -> tuple[np.ndarray, int]:
+class RouteGroups:
     """Each category's route group for :meth:`Classifier.predict_grouped`: categories whose routing-table rows
-    name the same model form one group; categories without a row form one more (the default's)."""
-    from gateway.quality.table import read_table
+    name the same model form one group; categories without a row form one more (the default's). A row with a
+    ``min_chars`` sends its shorter prompts to the default, so a request's groups follow its length (``at``)."""
 
-    rows: dict[str, str] = {}
-    if q.table:
-        for cat, row in (read_table(q.table).get("categories") or {}).items():
-            rows[str(cat)] = str(row.get("model") if isinstance(row, dict) else row)
-    rows.update(q.categories)
-    names = sorted(set(rows.values()))
-    index = {m: i for i, m in enumerate(names)}
-    groups = np.array([index.get(rows.get(c, ""), len(names)) for c in labels], dtype=np.int64)
-    return groups, len(names) + 1
+    __slots__ = ("default", "groups", "min_chars", "n")
+
+    def __init__(self, labels: Sequence[str], q: Any) -> None:
+        from gateway.quality.table import read_table
+
+        rows: dict[str, str] = {}
+        min_chars: dict[str, int] = {}
+        default = q.default
+        if q.table:
+            doc = read_table(q.table)
+            default = default or doc.get("default")
+            for cat, row in (doc.get("categories") or {}).items():
+                rows[str(cat)] = str(row.get("model") if isinstance(row, dict) else row)
+                if isinstance(row, dict) and row.get("min_chars"):
+                    min_chars[str(cat)] = int(row["min_chars"])
+        rows.update(q.categories)
+        for cat in q.categories:
+            min_chars.pop(cat, None)
+        names = sorted(set(rows.values()))
+        index = {m: i for i, m in enumerate(names)}
+        self.groups = np.array([index.get(rows.get(c, ""), len(names)) for c in labels], dtype=np.int64)
+        minc = np.array([min_chars.get(c, 0) for c in labels], dtype=np.int64)
+        self.min_chars = minc if minc.any() else None  # None: no row depends on the length
+        self.default = index.get(str(default), len(names))
+        self.n = len(names) + 1
+
+    def at(self, chars: Callable[[], int]) -> np.ndarray:
+        """The groups for a prompt of ``chars()`` characters (asked only when some row has a ``min_chars``)."""
+        if self.min_chars is None:
+            return self.groups
+        return np.where(chars() >= self.min_chars, self.groups, self.default)

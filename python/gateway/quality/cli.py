@@ -6,11 +6,16 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import yaml
 
-from gateway.quality.suites import SuiteError, load_suites
+from gateway.quality.suites import Suite, SuiteError, load_suites
+
+if TYPE_CHECKING:
+    from gateway.quality.allocate import Allocation
+    from gateway.quality.runner import Result
 
 
 def _finish(out: Path, suites_path: str, args: argparse.Namespace) -> int:
@@ -19,7 +24,7 @@ def _finish(out: Path, suites_path: str, args: argparse.Namespace) -> int:
     from gateway.quality.report import (
         html_report,
         propose,
-        propose_budget,
+        propose_allocation,
         rich_table,
         routing_yaml,
         summarise,
@@ -36,8 +41,15 @@ def _finish(out: Path, suites_path: str, args: argparse.Namespace) -> int:
     default = args.default or max(
         {c.model for c in cells}, key=lambda m: sum(c.quality * c.n for c in cells if c.model == m)
     )
+    notes: dict[str, object] = {}
     if args.target_kept is not None:
-        routes = propose_budget(cells, args.target_kept, default)
+        alloc = _allocate(suites, results, args.target_kept, default)
+        routes = propose_allocation(cells, alloc, args.target_kept, default)
+        notes = {
+            "target_kept": args.target_kept,
+            "aimed_in_sample": round(alloc.aimed, 4),
+            "cross_validated": {"folds": alloc.folds, "kept": round(alloc.cv_kept, 4), "saved": round(alloc.cv_saved, 4)},
+        }  # fmt: skip
     else:
         routes = propose(cells, thresholds, args.threshold, args.relative, fallback=default)
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -45,7 +57,9 @@ def _finish(out: Path, suites_path: str, args: argparse.Namespace) -> int:
     (out / "summary.json").write_bytes(
         orjson.dumps([c for c in cells], option=orjson.OPT_INDENT_2, default=_enc)
     )
-    (out / "routing.yaml").write_text(yaml.safe_dump(routing_yaml(routes, default, cells), sort_keys=False))
+    (out / "routing.yaml").write_text(
+        yaml.safe_dump(routing_yaml(routes, default, cells, notes), sort_keys=False)
+    )
     (out / "report.html").write_text(html_report(cells, routes, f"gateway bench: {out.name}"))
     if args.store:
         from gateway.quality.store import save_cells
@@ -59,6 +73,27 @@ def _finish(out: Path, suites_path: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _allocate(suites: list[Suite], results: list[Result], target: float, reference: str) -> Allocation:
+    """The cost-aware allocation over the bench items every model answered (scored, with their cost)."""
+    from gateway.quality.allocate import Obs, allocate
+    from gateway.quality.table import prompt_chars
+
+    chars = {
+        (s.category, it.id): prompt_chars(m.get("content") for m in it.messages)
+        for s in suites
+        for it in s.items
+    }
+    score: dict[tuple[str, str], dict[str, float]] = {}
+    cost: dict[tuple[str, str], dict[str, float]] = {}
+    for r in results:
+        if r.score is not None:
+            score.setdefault((r.category, r.item), {})[r.model] = r.score
+            cost.setdefault((r.category, r.item), {})[r.model] = r.cost_usd
+    models = {r.model for r in results}
+    obs = [Obs(k[0], chars.get(k, 0), sc, cost[k]) for k, sc in score.items() if len(sc) == len(models)]
+    return allocate(obs, reference, target)
+
+
 def _enc(o: object) -> object:
     import msgspec
 
@@ -68,7 +103,7 @@ def _enc(o: object) -> object:
 def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from gateway.quality.runner import Result, run_bench, todo_count
+    from gateway.quality.runner import run_bench, todo_count
 
     try:
         suites = load_suites(args.suites)

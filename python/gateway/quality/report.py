@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.quality.allocate import Allocation
 from gateway.quality.runner import Result
 from gateway.quality.stats import mean_interval, percentile
 
@@ -46,6 +47,7 @@ class Route(msgspec.Struct):
     cost_per_1k: float
     why: str
     n: int = 0  # the bench items behind the row's quality
+    min_chars: int = 0  # shorter prompts stay on the default model (what they would save is worth less)
 
 
 def summarise(results: Sequence[Result]) -> list[Cell]:
@@ -109,63 +111,52 @@ def propose(
     return out
 
 
-def propose_budget(
-    cells: Sequence[Cell], target: float, reference: str, max_error_rate: float = 0.05
+def propose_allocation(
+    cells: Sequence[Cell], alloc: Allocation, target: float, reference: str, max_error_rate: float = 0.05
 ) -> list[Route]:
-    """Routing for an overall quality goal: keep ``target`` of the ``reference`` model's quality over all
-    categories (weighted by their items) at the least cost. Categories move to a cheaper model in the order of
-    least quality lost per dollar saved, while the whole stays within the goal. Each row's threshold is the lower
-    bound measured for its model: the closed loop demotes a model whose live quality falls below it."""
+    """The routing table of an overall quality goal (``allocate``): per category, the reference model or a
+    cheaper one from a prompt length on. A cheaper model erring more than ``max_error_rate`` is never proposed.
+    Each moved row's threshold is the lower bound measured for its model: the closed loop demotes a model whose
+    live quality falls below it."""
     by: dict[str, dict[str, Cell]] = defaultdict(dict)
     for c in cells:
         by[c.category][c.model] = c
-    total_n = sum(cs[reference].n for cs in by.values() if reference in cs) or 1
-    ref_q = sum(cs[reference].quality * cs[reference].n for cs in by.values() if reference in cs) / total_n
-    allowed_loss = (1 - target) * ref_q  # in quality points of the whole
-    picks = {cat: cs[reference] for cat, cs in by.items() if reference in cs}
-    moves = []
-    for cat, cs in by.items():
-        ref = cs.get(reference)
-        if ref is None:
-            continue
-        for c in cs.values():
-            if (
-                c.model == reference
-                or c.cost_per_1k >= ref.cost_per_1k
-                or c.error_rate > max_error_rate
-                or not c.n
-            ):
-                continue
-            loss = max(0.0, ref.quality - c.quality) * ref.n / total_n
-            saved = (ref.cost_per_1k - c.cost_per_1k) * ref.n
-            moves.append((loss / saved if saved else float("inf"), loss, cat, c))
-    used = 0.0
-    for _, loss, cat, c in sorted(moves, key=lambda m: m[0]):
-        if picks[cat].model != reference:
-            continue  # one move per category: the most efficient one
-        if used + loss <= allowed_loss:
-            picks[cat] = c
-            used += loss
     out = []
-    for cat, c in sorted(picks.items()):
-        why = (
-            f"within the overall goal ({target:.0%} of {reference}): {by[cat][reference].quality - c.quality:+.3f} here"
-            if c.model != reference
-            else "reference model"
+    for cat, cs in sorted(by.items()):
+        ref = cs.get(reference)
+        mv = alloc.moves.get(cat)
+        cheap = cs.get(mv.model) if mv is not None else None
+        if ref is None or cheap is None or cheap.error_rate > max_error_rate:
+            pick = ref or max(cs.values(), key=lambda x: x.quality)
+            out.append(Route(cat, pick.model, round(pick.lo, 4), pick.quality, pick.lo, pick.cost_per_1k,
+                             "reference model", pick.n))  # fmt: skip
+            continue
+        assert mv is not None
+        longer = f"prompts of {mv.min_chars}+ characters, " if mv.min_chars else ""
+        why = f"within the overall goal ({target:.0%} of {reference}): {longer}{-mv.gap:+.3f} here"
+        c = cheap
+        out.append(
+            Route(cat, c.model, round(c.lo, 4), c.quality, c.lo, c.cost_per_1k, why, c.n, mv.min_chars)
         )
-        out.append(Route(cat, c.model, round(c.lo, 4), c.quality, c.lo, c.cost_per_1k, why, c.n))
     return out
 
 
-def routing_yaml(routes: Sequence[Route], default: str | None, cells: Sequence[Cell] = ()) -> dict[str, Any]:
+def routing_yaml(
+    routes: Sequence[Route],
+    default: str | None,
+    cells: Sequence[Cell] = (),
+    notes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The routing table as the ``quality`` strategy reads it (``quality: {table: FILE}``). Each row also keeps
-    every model's bench result there (``models``): the priors of the closed loop's estimates."""
+    every model's bench result there (``models``): the priors of the closed loop's estimates. ``notes``: how the
+    proposal was made (e.g. the overall goal and its cross-validated check)."""
     measured: dict[str, dict[str, Any]] = defaultdict(dict)
     for c in cells:
         measured[c.category][c.model] = {"quality": round(c.quality, 4), "n": c.n}
     return {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "default": default,
+        **({"proposal": notes} if notes else {}),
         "categories": {
             r.category: {
                 "model": r.model,
@@ -173,6 +164,7 @@ def routing_yaml(routes: Sequence[Route], default: str | None, cells: Sequence[C
                 "quality": round(r.quality, 4),
                 "lo": round(r.lo, 4),
                 "n": r.n,
+                **({"min_chars": r.min_chars} if r.min_chars else {}),
                 **({"models": measured[r.category]} if measured.get(r.category) else {}),
             }
             for r in routes

@@ -4,11 +4,13 @@ Rows come from the group's routing table file (``gateway bench`` writes it) and 
 row's model may name a deployment id, an upstream model, or the bench's model group (matched through that group's
 upstream model). Category-less requests and unknown categories go to ``default`` (else the priciest deployment:
 the strong model). A row's ``candidate`` gets ``canary_percent`` of the category's callers (sticky per caller).
+A row's ``min_chars`` (a cost-aware proposal: ``gateway.quality.allocate``) keeps the category's prompts shorter
+than that on the default: what they would save is worth less than the quality they would risk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,22 @@ class TableError(ValueError):
 SPEND_AWARE = "spend-aware"  # in a route's reason when the caller's spend pace chose a cheaper deployment
 
 
+def prompt_chars(contents: Iterable[Any]) -> int:
+    """The characters of a prompt's text (message contents: strings or lists of typed parts): what a row's
+    ``min_chars`` is compared with, in the bench's proposal and on the request path alike."""
+    n = 0
+    for c in contents:
+        if isinstance(c, str):
+            n += len(c)
+        elif isinstance(c, list):
+            for part in c:
+                if isinstance(part, dict):
+                    t = part.get("text")
+                    if isinstance(t, str):
+                        n += len(t)
+    return n
+
+
 class Row:
     """One category's route: the deployment serving it now (``benched`` is what the table chose; they differ
     once the closed loop has demoted it), the quality bar, and the bench evidence (the posterior's prior)."""
@@ -33,6 +51,7 @@ class Row:
         "candidate",
         "deployment",
         "explored",
+        "min_chars",
         "n",
         "priors",
         "quality",
@@ -49,8 +68,12 @@ class Row:
         reason: str,
         quality: float | None = None,
         n: int = 0,
+        min_chars: int = 0,
     ) -> None:
         self.deployment = self.benched = deployment
+        self.min_chars = (
+            min_chars  # the benched deployment serves prompts this long or longer; shorter: default
+        )
         self.threshold = threshold
         self.candidate = candidate
         self.reason = reason
@@ -116,6 +139,7 @@ class QualityPolicy:
                 "table",
                 None if q_ is None else float(q_),
                 int(r.get("n") or 0),
+                int(r.get("min_chars") or 0),
             )
             for name, m in (r.get("models") or {}).items():
                 if isinstance(m, dict) and m.get("quality") is not None:
@@ -137,15 +161,28 @@ class QualityPolicy:
     def known(self, category: str | None) -> bool:
         return category is not None and category in self.rows
 
-    def choose(self, category: str | None, canary_bucket: float, thrifty: bool = False) -> tuple[str, str]:
+    def choose(
+        self,
+        category: str | None,
+        canary_bucket: float,
+        thrifty: bool = False,
+        chars: Callable[[], int] | None = None,
+    ) -> tuple[str, str]:
         """(deployment id, why) for a category (None: category-less). ``thrifty`` (the caller's spend is on
         course to exhaust its budget before the period ends): the cheapest deployment whose estimated quality
-        still meets the category's bar, on its mean rather than its lower bound."""
+        still meets the category's bar, on its mean rather than its lower bound. ``chars`` gives the prompt's
+        length (asked only when the row has a ``min_chars``)."""
         row = self.rows.get(category) if category is not None else None
         if row is None:
             why = "no category" if category is None else f"category {category} not in table"
             return self.default, f"quality {why} → default {self.default}"
         row.seen += 1
+        if row.min_chars and row.deployment == row.benched and not thrifty:
+            n = chars() if chars is not None else 0
+            if n < row.min_chars:
+                return self.default, (
+                    f"quality category={category} prompt {n} < {row.min_chars} chars → default {self.default}"
+                )
         if thrifty and row.threshold is not None and self.estimate is not None:
             assert category is not None
             for d in self.by_price:

@@ -24,7 +24,7 @@ from gateway.http import HttpClient
 from gateway.providers import make_provider
 from gateway.quality.loop import QualityLoop
 from gateway.quality.signals import prompt_hash, quality_event, refusal_text, refused
-from gateway.quality.table import SPEND_AWARE, QualityPolicy
+from gateway.quality.table import SPEND_AWARE, QualityPolicy, prompt_chars
 from gateway.routing.metering import MeteredStream, aclose_quietly, charge_attempt, estimate_prompt
 from gateway.routing.quota import within_quota
 from gateway.routing.select import Caller, eligible, fits_context, order, reachable_groups
@@ -223,6 +223,7 @@ class Router:
                 ctx.category,
                 caller.sticky,
                 ctx.thrifty,
+                lambda: prompt_chars(m.content for m in req.messages) if (req := ctx.req) is not None else 0,
             )
             if ctx.thrifty and SPEND_AWARE in reason:
                 reason += pace_note(ctx.flags.get("budget_pace"))

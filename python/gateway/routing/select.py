@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,7 +60,11 @@ def fits_context(t: Any, prompt_tokens: int) -> bool:
 
 class QualityChooser(Protocol):
     def choose(
-        self, category: str | None, canary_bucket: float, thrifty: bool = False
+        self,
+        category: str | None,
+        canary_bucket: float,
+        thrifty: bool = False,
+        chars: Callable[[], int] | None = None,
     ) -> tuple[str, str]: ...
 
 
@@ -74,10 +78,11 @@ def order(
     category: str | None = None,
     sticky: str = "",
     thrifty: bool = False,
+    chars: Callable[[], int] | None = None,
 ) -> tuple[list[Any], str]:
     if quality is not None:  # the ``quality`` strategy: the routing table's deployment for the category
         bucket = canary_bucket(sticky, category or "") if category else 100.0
-        first, why = quality.choose(category, bucket, thrifty)
+        first, why = quality.choose(category, bucket, thrifty, chars)
         ordered = quality_order(healthy, first, lambda t: t.dep.id)
         if ordered[0].dep.id != first:
             why += f"; {first} unavailable here → {ordered[0].dep.id}"

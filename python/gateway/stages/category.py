@@ -11,6 +11,7 @@ from typing import Any
 from gateway.config import Config
 from gateway.context import RequestContext
 from gateway.pipeline import Stage
+from gateway.quality.table import prompt_chars
 from gateway.types import ChatRequest, ChatResponse
 
 MAX_LEN = 64
@@ -31,16 +32,15 @@ class CategoryStage(Stage):
     name = "category"
 
     def __init__(self, cfg: Config) -> None:
-        # group -> (classifier, confidence bar, category -> route group index, number of route groups)
-        self.classifiers: dict[str, tuple[Any, float, Any, int]] = {}
+        # group -> (classifier, confidence bar, the categories' route groups)
+        self.classifiers: dict[str, tuple[Any, float, Any]] = {}
         for name, g in cfg.models.items():
             q = g.quality
             if g.strategy == "quality" and q is not None and q.classifier:
-                from gateway.quality.classifier import Classifier, route_groups
+                from gateway.quality.classifier import Classifier, RouteGroups
 
                 clf = Classifier.load(q.classifier)
-                groups, n = route_groups(clf.labels, q)
-                self.classifiers[name] = (clf, q.min_confidence, groups, n)
+                self.classifiers[name] = (clf, q.min_confidence, RouteGroups(clf.labels, q))
 
     async def pre(self, ctx: RequestContext, req: ChatRequest) -> ChatResponse | None:
         h = ctx.headers
@@ -51,8 +51,9 @@ class CategoryStage(Stage):
         if given:
             ctx.category = given.strip()[:MAX_LEN] or None
         elif ctx.group in self.classifiers:
-            clf, bar, groups, n = self.classifiers[ctx.group]
-            cat, conf = clf.predict_grouped(last_user_text(req), groups, n)
+            clf, bar, rg = self.classifiers[ctx.group]
+            groups = rg.at(lambda: prompt_chars(m.content for m in req.messages))
+            cat, conf = clf.predict_grouped(last_user_text(req), groups, rg.n)
             if conf >= bar:
                 ctx.category = cat
                 ctx.flags["category_inferred"] = round(conf, 3)
