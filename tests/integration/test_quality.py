@@ -381,6 +381,27 @@ def test_routes_by_category_given_by_header_or_metadata(
     assert gw.record(r.headers["x-gateway-request-id"])["category"].startswith("h:")
 
 
+def test_a_rows_min_chars_keeps_short_prompts_on_the_default(
+    make_gw: Callable[..., Gateway], corpus: Path
+) -> None:
+    """A cost-aware row: the category's prompts from ``min_chars`` characters on go to the cheaper model, shorter
+    ones to the default; the route header says which and why."""
+    prompts = sorted((it["input"] for it in items(corpus, "mmlu_astronomy")), key=len)
+    short, long_ = prompts[0], prompts[-1]
+    gw = make_gw({"mmlu_astronomy": {"model": "weak", "threshold": 0.6, "min_chars": len(long_)}})
+    client = gw.openai()
+    cat = {"x-gateway-category": "mmlu_astronomy"}
+    r = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": short}], extra_headers=cat
+    )
+    assert r.headers["x-gateway-model"] == "auto-strong"
+    assert f"prompt {len(short)} < {len(long_)} chars" in r.headers["x-gateway-route"]
+    r = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": long_}], extra_headers=cat
+    )
+    assert r.headers["x-gateway-model"] == "auto-weak"
+
+
 def test_pins_and_residency_win_over_the_table(make_gw: Callable[..., Gateway], corpus: Path) -> None:
     gw = make_gw({"mmlu_astronomy": "weak"})
     msgs = [{"role": "user", "content": items(corpus, "mmlu_astronomy")[0]["input"]}]
