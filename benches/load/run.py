@@ -14,7 +14,8 @@ only), and drives all three with a real load generator in its own process (``oha
 
 ``--compliance`` instead compares the gateway with and without the compliance stage (an injection + output filter +
 canary profile on every request, a ~1 KB prompt) in the same run: c=1 non-stream and stream, and max req/s at c=64,
-alternating off/on for ``--rounds`` rounds so drift on this shared machine hits both alike.
+alternating off/on for ``--rounds`` rounds so drift on this shared machine hits both alike, with the CPU each gateway
+uses per request; ``--compliance-baseline CHECKOUT`` adds the same profile served by another checkout's code.
 
 Added latency = gateway percentile - direct percentile; ratio = gateway / direct. Everything shares this
 machine's cores (load generator, simulator, gateway), as the numbers in the README say.
@@ -198,6 +199,12 @@ def main() -> int:
         "--compliance",
         action="store_true",
         help="only the compliance stage: the same ~1 KB prompt through the gateway with it off and on, same run",
+    )
+    ap.add_argument(
+        "--compliance-baseline",
+        metavar="CHECKOUT",
+        help="with --compliance: also run the compliance gateway from another checkout's python/ (its own "
+        "gateway/_core build in place), e.g. the code before a change, in the same run",
     )
     ap.add_argument("--out", default="bench-results/load.json")
     args = ap.parse_args()
@@ -408,9 +415,24 @@ def main() -> int:
                 stdout=subprocess.DEVNULL,
             )
             procs.append(p)
-            on_url = f"http://127.0.0.1:{port}/v1/chat/completions"
             wait(f"http://127.0.0.1:{port}/readyz", p)
-            result = compare_compliance(exe, g_url, on_url, gw_h, scale, args.rounds)
+            variants = {"off": (g_url, gw.pid), "on": (f"http://127.0.0.1:{port}/v1/chat/completions", p.pid)}
+            if args.compliance_baseline:  # the same config, another checkout's code (its python/ directory)
+                base = Path(args.compliance_baseline).resolve() / "python"
+                bport = free_port()
+                b = {**c, "server": {**c["server"], "port": bport}}
+                b["store"] = {"sqlite_path": str(work / "compliance-baseline.db")}
+                (work / "compliance-baseline.yaml").write_text(yaml.safe_dump(b))
+                bp = subprocess.Popen(
+                    [PY, "-m", "gateway", "serve", "--config", str(work / "compliance-baseline.yaml")],
+                    cwd=work,
+                    stdout=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONPATH": str(base)},
+                )
+                procs.append(bp)
+                wait(f"http://127.0.0.1:{bport}/readyz", bp)
+                variants["on (baseline)"] = (f"http://127.0.0.1:{bport}/v1/chat/completions", bp.pid)
+            result = compare_compliance(exe, variants, gw_h, scale, args.rounds)
             result["workers"], result["cpus"] = args.workers, os.cpu_count()
             out = ROOT / args.out
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -483,46 +505,60 @@ COMPLIANCE_STAGES = {
 
 
 def compare_compliance(
-    exe: str, off_url: str, on_url: str, h: dict[str, str], scale: float, rounds: int
+    exe: str, variants: dict[str, tuple[str, int]], h: dict[str, str], scale: float, rounds: int
 ) -> dict[str, Any]:
-    """The same ~1 KB prompt through the gateway without and with the compliance stage (injection scan of the
-    prompt, canary planted, output filter on the answer or on every stream chunk), alternating off/on per case
-    and round; added = on - off at the same percentile, and its median over rounds."""
+    """The same ~1 KB prompt through the gateway without (``off``) and with the compliance stage (``on``:
+    injection scan of the prompt, canary planted, output filter on the answer or on every stream chunk; with
+    ``--compliance-baseline``, ``on (baseline)`` runs another checkout's code the same way), the variants
+    alternating per case and round; added = variant - off at the same percentile, and its median over rounds.
+    ``variants``: name -> (url, pid of its gateway). Latency at c=1 on this shared box moves by more than the
+    stage costs, so the CPU each gateway's processes use per request is reported too (over all rounds)."""
+    from benches.load.observability import cpu_s, wait_idle
+
     body = json.dumps({**BODY, "messages": [{"role": "user", "content": COMPLIANCE_PROMPT}]}).encode()
     stream = json.dumps(
         {**json.loads(body), "stream": True, "stream_options": {"include_usage": True}}
     ).encode()
-    for url in (off_url, on_url):  # warm both (first-call imports, model loading)
+    for url, _ in variants.values():  # warm every gateway (first-call imports, model loading)
         oha(exe, url, body, h, conc=4, n=300)
         oha(exe, url, stream, h, conc=2, n=50)
     cases = [("non-stream c=1", body, 1, 3000), ("stream c=1", stream, 1, 2000)]
     cases += [("non-stream c=64 (max req/s)", body, 64, 20000)]
+    names = list(variants)
     rows = []
     for name, payload, conc, n in cases:
-        per_round = []
+        per_round: list[dict[str, Any]] = []
+        cpu = dict.fromkeys(names, 0.0)
+        served = dict.fromkeys(names, 0)
         for _ in range(rounds):
             k = max(200, int(n * scale))
-            per_round.append(
-                {
-                    "off": oha(exe, off_url, payload, h, conc=conc, n=k),
-                    "on": oha(exe, on_url, payload, h, conc=conc, n=k),
-                }
-            )
+            runs = {}
+            for v in names:
+                url, pid = variants[v]
+                wait_idle([pid], timeout_s=5)  # the previous run's records are written before this one starts
+                c0 = cpu_s(pid)["gateway"]
+                runs[v] = oha(exe, url, payload, h, conc=conc, n=k)
+                cpu[v] += cpu_s(pid)["gateway"] - c0
+                served[v] += runs[v]["n"]
+            per_round.append(runs)
         row: dict[str, Any] = {"case": name, "rounds": per_round}
-        for m in ("p50_ms", "p99_ms", "rps", "ttfb_p50_ms"):
-            vals = [r["on"][m] - r["off"][m] for r in per_round]
-            row[f"added_{m}"] = statistics.median(vals)
-            row[f"added_{m}_per_round"] = vals
-            row[f"off_{m}"] = statistics.median(r["off"][m] for r in per_round)
-            row[f"on_{m}"] = statistics.median(r["on"][m] for r in per_round)
+        for v in names:
+            row[f"{v}_cpu_us_per_request"] = cpu[v] / max(1, served[v]) * 1e6
+            for m in ("p50_ms", "p99_ms", "rps", "ttfb_p50_ms"):
+                row[f"{v}_{m}"] = statistics.median(r[v][m] for r in per_round)
+                if v != "off":
+                    vals = [r[v][m] - r["off"][m] for r in per_round]
+                    row[f"{v}_added_{m}"] = statistics.median(vals)
+                    row[f"{v}_added_{m}_per_round"] = vals
+            row[f"{v}_ok"] = sum(r[v]["ok"] for r in per_round)
+            row[f"{v}_n"] = sum(r[v]["n"] for r in per_round)
         row["n_per_run"] = per_round[0]["on"]["n"]
-        row["ok_on"] = sum(r["on"]["ok"] for r in per_round)
-        row["n_on"] = sum(r["on"]["n"] for r in per_round)
         rows.append(row)
     return {
         "kind": "compliance-off-vs-on",
         "prompt_bytes": len(COMPLIANCE_PROMPT),
         "rounds": rounds,
+        "variants": names,
         "rows": rows,
     }
 
@@ -530,19 +566,35 @@ def compare_compliance(
 def print_compliance_report(r: dict[str, Any]) -> None:
     print(
         f"\nCompliance stage off vs on ({r['workers']} workers, {r['cpus']} CPUs shared by load generator, simulator "
-        f"and both gateways; {r['prompt_bytes']}-byte prompt; {r['rounds']} rounds, medians)"
+        f"and the gateways; {r['prompt_bytes']}-byte prompt; {r['rounds']} rounds, medians)"
     )
     print(
-        f"{'case':28} {'n/run':>6} {'off p50/p99':>15} {'on p50/p99':>15} {'added p50':>10} {'off/on rps':>13}"
+        f"{'case':28} {'variant':14} {'n/run':>6} {'p50/p99':>15} {'added p50/p99':>15} {'rps':>6} "
+        f"{'CPU us/req':>10} {'added CPU':>9}"
     )
     for row in r["rows"]:
-        print(
-            f"{row['case']:28} {row['n_per_run']:>6} {row['off_p50_ms']:>7.3f}/{row['off_p99_ms']:<7.3f} "
-            f"{row['on_p50_ms']:>7.3f}/{row['on_p99_ms']:<7.3f} {row['added_p50_ms']:>+10.3f} "
-            f"{row['off_rps']:>6.0f}/{row['on_rps']:<6.0f}  per round p50 "
-            f"{[round(x, 3) for x in row['added_p50_ms_per_round']]}  ok {row['ok_on']}/{row['n_on']}"
-        )
-    print("(ms; added = on - off at the same percentile, same run)")
+        for v in r["variants"]:
+            added = (
+                f"{row[f'{v}_added_p50_ms']:>+7.3f}/{row[f'{v}_added_p99_ms']:<+7.3f}"
+                if v != "off"
+                else " " * 15
+            )
+            extra = row[f"{v}_cpu_us_per_request"] - row["off_cpu_us_per_request"]
+            print(
+                f"{row['case']:28} {v:14} {row['n_per_run']:>6} {row[f'{v}_p50_ms']:>7.3f}/{row[f'{v}_p99_ms']:<7.3f} "
+                f"{added} {row[f'{v}_rps']:>6.0f} {row[f'{v}_cpu_us_per_request']:>10.0f} "
+                f"{extra if v != 'off' else 0:>+9.0f}"
+                + (
+                    f"  per round p50 {[round(x, 3) for x in row[f'{v}_added_p50_ms_per_round']]}"
+                    f"  ok {row[f'{v}_ok']}/{row[f'{v}_n']}"
+                    if v != "off"
+                    else ""
+                )
+            )
+    print(
+        "(ms; added = variant - off at the same percentile, same run; CPU = the gateway's processes per request, "
+        "over all rounds)"
+    )
 
 
 RESPONSES_BODY = {"model": "bench", "input": "Say hello to the benchmark.", "max_output_tokens": 16}
