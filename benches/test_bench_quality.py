@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import yaml
 
-from gateway.config import parse_config
-from gateway.quality.classifier import Classifier
-from gateway.quality.table import QualityPolicy
+from gateway.config import QualityRouting, parse_config
+from gateway.quality.classifier import Classifier, RouteGroups
+from gateway.quality.table import QualityPolicy, prompt_chars
 
 PROMPT = (
     'What is true for a type-Ia ("type one-a") supernova?\nA. This type occurs in binary systems.\n'
@@ -73,3 +73,40 @@ def test_choose_from_table(benchmark, tmp_path: Path) -> None:
     policy = QualityPolicy(cfg.models["auto"], cfg.models, {"big": 10.0, "small": 1.0})
     cats = [f"cat{random.Random(1).randrange(58)}" for _ in range(100)]
     benchmark(lambda: [policy.choose(c, 50.0) for c in cats])
+
+
+@pytest.mark.benchmark(group="quality-table")
+def test_choose_from_cost_aware_table(benchmark, tmp_path: Path) -> None:
+    """Rows with ``min_chars`` (a cost-aware proposal): the prompt's characters are counted and compared."""
+    table = tmp_path / "t.yaml"
+    rows = {f"cat{i}": {"model": "small", "min_chars": 400} if i % 2 else "big" for i in range(58)}
+    table.write_text(yaml.safe_dump({"categories": rows}))
+    cfg = parse_config(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "auto": {
+                        "strategy": "quality",
+                        "quality": {"table": str(table)},
+                        "deployments": [{"id": "big", "model": "big"}, {"id": "small", "model": "small"}],
+                    }
+                }
+            }
+        )
+    )
+    policy = QualityPolicy(cfg.models["auto"], cfg.models, {"big": 10.0, "small": 1.0})
+    cats = [f"cat{random.Random(1).randrange(58)}" for _ in range(100)]
+    contents = [PROMPT]
+    benchmark(lambda: [policy.choose(c, 50.0, chars=lambda: prompt_chars(contents)) for c in cats])
+
+
+@pytest.mark.benchmark(group="quality-category")
+def test_route_groups_at_a_prompts_length(benchmark, tmp_path: Path) -> None:
+    """The classifier's route groups when rows have ``min_chars``: one comparison per category."""
+    table = tmp_path / "t.yaml"
+    rows = {f"cat{i}": {"model": "small", "min_chars": 100 * i} if i % 2 else "big" for i in range(58)}
+    table.write_text(yaml.safe_dump({"default": "big", "categories": rows}))
+    q = QualityRouting(table=str(table))
+    rg = RouteGroups([f"cat{i}" for i in range(58)], q)
+    groups = benchmark(rg.at, lambda: prompt_chars([PROMPT]))
+    assert len(groups) == 58
