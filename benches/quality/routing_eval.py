@@ -14,7 +14,8 @@ are split in halves by a hash of the prompt. Prices: strong $10 / $30 per M inpu
 3. A gateway with a ``quality`` group over both deployments (that table, that classifier) serves every half-B item
    twice: with its category given (``x-gateway-category``) and with none (the classifier infers it; below its
    confidence bar the request is category-less and goes to strong). The same items sent to "strong" are the
-   baseline. Every answer is scored by the suite's metric; cost is the gateway's own (``x-gateway-cost-usd``).
+   baseline. Each category's items come from a caller of their own (a prompt found in two categories is not a
+   caller's retry, which the closed loop would count against the first answer). Every answer is scored by the suite's metric; cost is the gateway's own (``x-gateway-cost-usd``).
 
 Reported per category and overall: cost saved vs always-strong, quality kept (routed accuracy / strong accuracy),
 with 95% paired-bootstrap intervals over items (1,000 resamples), and the classifier's held-out accuracy.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
@@ -50,11 +52,26 @@ CORPUS = ROOT.parent / "shared" / "corpora" / "routellm"
 PY = sys.executable
 KEY = "gw-routing-eval-key-0000000000000000000"
 KEY_INFERRED = "gw-routing-eval-key-inferred-0000000000"  # another caller: its asks are not retries of KEY's
+
+
+def caller(category: str, given: bool) -> str:
+    """The key half-B items of ``category`` are sent with: one caller per category and pass. Some prompts are in
+    two categories (42 of half B are in both clinical_knowledge and college_medicine); one caller sending such a
+    prompt twice would be read by the closed loop as a retry, a signal against its first answer."""
+    tag = hashlib.blake2b(category.encode(), digest_size=10).hexdigest()
+    return f"gw-routing-eval-{'g' if given else 'i'}-{tag}"
+
+
 STRONG, WEAK = "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1"
 
 
 def config(
-    sim: str, db: Path, table: Path | None, classifier: Path | None, min_conf: float
+    sim: str,
+    db: Path,
+    table: Path | None,
+    classifier: Path | None,
+    min_conf: float,
+    categories: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     v1 = sim + "/v1"
     strong = {
@@ -93,6 +110,11 @@ def config(
         "keys": [
             {"key": KEY, "name": "eval", "tenant": "eval"},
             {"key": KEY_INFERRED, "name": "eval-inferred", "tenant": "eval"},
+            *(
+                {"key": caller(c, g), "name": f"eval-{'given' if g else 'inferred'}-{c}", "tenant": "eval"}
+                for c in categories
+                for g in (True, False)
+            ),
         ],
         "models": models,
     }
@@ -117,7 +139,7 @@ async def serve_items(
         assert client.session is not None
 
         async def one(it: Any) -> None:
-            headers = {**client.headers}
+            headers = {**client.headers, "authorization": f"Bearer {caller(it.category, given)}"}
             if given:
                 headers["x-gateway-category"] = it.category
             body = {
@@ -140,8 +162,8 @@ async def serve_items(
                     64,
                     "eval",
                 )
-                sc = judge_score(jdoc["choices"][0]["message"]["content"]) if jst == 200 else None
-                sc = 0.0 if sc is None else sc
+                rating = judge_score(jdoc["choices"][0]["message"]["content"]) if jst == 200 else None
+                sc = 0.0 if rating is None else rating
             else:
                 sc = score(metric, text, it.expected)
             out.append(
@@ -242,6 +264,7 @@ def main() -> int:
         print(clf_report)
         stop(gw)
         procs.remove(gw)
+        suites = {s.category: s for s in load_suites(corpus / "suites")}
         gw, url = start_gateway(
             config(
                 sim_url,
@@ -249,11 +272,11 @@ def main() -> int:
                 work / "run" / "routing.yaml",
                 work / "classifier.npz",
                 args.min_confidence,
+                tuple(suites),
             ),
             work,
         )
         procs.append(gw)
-        suites = {s.category: s for s in load_suites(corpus / "suites")}
         held = [it for s in suites.values() for it in s.items if it.split == "held"]
         base = asyncio.run(serve_items(url, "strong", held, suites, True, args.concurrency))
         given = asyncio.run(serve_items(url, "auto", held, suites, True, args.concurrency))
