@@ -100,6 +100,10 @@ const PHONE_CTX: &[&str] = &[
     "ring",
     "desk",
     "landline",
+    // a label after the number, as in contact blocks: "781 1704 office", "(37) 788-063-Office"
+    "office",
+    "pager",
+    "hotline",
 ];
 const CARD_CTX: &[&str] = &[
     "card",

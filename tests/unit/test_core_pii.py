@@ -121,6 +121,8 @@ def test_a_valid_card_followed_by_a_cvv_in_the_same_spacing_is_still_found():
         ("Call me at (05492) 773235 tomorrow", "(05492) 773235"),  # German area code in parentheses
         ("I called from 4930123456 yesterday", "4930123456"),  # an unbroken run after "called from"
         ("Ring 0049 5492 773235", "0049 5492 773235"),  # international prefix 00
+        ("781 1704 office\n(579)888-3058 fax", "781 1704"),  # a short local number labelled after it
+        ("Hungary 34796\n(37) 788-063-Office", "(37) 788-063"),
     ],
 )
 def test_phone_formats(text, phone):

@@ -4,7 +4,9 @@ The compliance stage runs before the PII stage (the profile chooses the PII poli
 review is still the caller's raw text. Reviewers need the instructions that tripped the filter, not the caller's
 e-mail addresses, card numbers or API keys: every string in the body is masked with every type the PII scanner
 knows (``<EMAIL_ADDRESS_1>``, ``<AWS_ACCESS_KEY_1>``), whatever the request's own PII policy, and the mapping
-back to the values is never stored.
+back to the values is never stored. Where the gateway has entity recognition configured (``stages.pii.ner``
+anywhere in the config), names and street addresses are masked too (``<PERSON_1>``, ``<LOCATION_1>``), by the
+same detector the PII stage uses.
 """
 
 from __future__ import annotations
@@ -44,13 +46,19 @@ def _put(node: Any, it: Any) -> Any:
     return node
 
 
-def masked_body(req: ChatRequest) -> dict[str, Any]:
-    """The request as plain data with every detected PII value and secret replaced by its placeholder."""
+def masked_body(req: ChatRequest, ner: Any = None) -> dict[str, Any]:
+    """The request as plain data with every detected PII value and secret replaced by its placeholder;
+    with ``ner`` (a ``gateway.stages.ner.NerDetector``) names and addresses as well. Blocking: with a
+    detector, run it on ``gateway.stages.ner.executor()``."""
     body: dict[str, Any] = msgspec.to_builtins(req)
     model = body.get("model")
     texts: list[str] = []
     _strings(body, texts)
-    masked, _mapping, _counts = _scanner().mask(texts, {}, None)
+    masked, mapping, _counts = _scanner().mask(texts, {}, None)
+    if ner is not None and any(t.strip() for t in masked):
+        from gateway.stages.ner import mask_spans
+
+        masked, _ = mask_spans(masked, ner.detect(masked), mapping, set(ner.entities))
     out: dict[str, Any] = _put(body, iter(masked))
     if model is not None:
         out["model"] = model  # a model name is never personal data

@@ -30,7 +30,13 @@ def build_stages(cfg: Config, gw: Gateway) -> list[Stage]:
     if st.compliance.enabled:
         from gateway.stages.compliance import ComplianceStage
 
-        stages.append(ComplianceStage(st.compliance, gw))
+        pii_cfgs = [
+            st.pii,
+            *(p.pii for p in st.profiles.values()),
+            *(p.pii for p in st.compliance.profiles.values()),
+        ]
+        ner = next((c.ner for c in pii_cfgs if c is not None and c.ner is not None), None)
+        stages.append(ComplianceStage(st.compliance, gw, ner))
     if st.budget.enabled:
         from gateway.stages.budget import BudgetStage
 

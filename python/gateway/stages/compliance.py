@@ -12,12 +12,13 @@ record (``flags.compliance``) and in ``x-gateway-compliance``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 from gateway.compliance import injection, output, quarantine
 from gateway.compliance.profiles import Profiles, Resolved
-from gateway.config import ComplianceConfig
+from gateway.config import ComplianceConfig, NerConfig
 from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline import Stage
@@ -60,10 +61,15 @@ def _header(d: dict[str, Any]) -> str:
 class ComplianceStage(Stage):
     name = "compliance"
 
-    def __init__(self, cfg: ComplianceConfig, gw: Any) -> None:
+    def __init__(self, cfg: ComplianceConfig, gw: Any, ner: NerConfig | None = None) -> None:
         self.policies = getattr(gw.state, "policies", None)
         self.profiles = Profiles(cfg, self.policies)
         self.store = getattr(gw, "store", None)
+        self.ner: Any = None  # names and addresses in quarantined bodies, when the config has NER anywhere
+        if ner is not None and cfg.profiles:
+            from gateway.stages.ner import NerDetector
+
+            self.ner = NerDetector(ner.model, rules=ner.rules)
 
     # ------------------------------------------------------------ before the call
 
@@ -82,7 +88,7 @@ class ComplianceStage(Stage):
         try:
             self._limits(ctx, req, profile, group, d)
             if profile.injection:
-                self._injection(ctx, req, profile, d)
+                await self._injection(ctx, req, profile, d)
         finally:
             ctx.response_headers["x-gateway-compliance"] = _header(d)
         if profile.pii is not None:
@@ -112,7 +118,7 @@ class ComplianceStage(Stage):
                 else:
                     req.max_tokens = cap
 
-    def _injection(self, ctx: RequestContext, req: ChatRequest, p: Resolved, d: dict) -> None:
+    async def _injection(self, ctx: RequestContext, req: ChatRequest, p: Resolved, d: dict) -> None:
         hit = injection.evaluate(req.messages, p)
         if hit is None:
             return
@@ -132,7 +138,14 @@ class ComplianceStage(Stage):
             d["review_id"] = review
             if self.store is not None:
                 p_ = ctx.principal
-                body = quarantine.masked_body(req)  # the reviewer sees the instructions, not the PII
+                # the reviewer sees the instructions, not the PII
+                if self.ner is None:
+                    body = quarantine.masked_body(req)
+                else:
+                    from gateway.stages.ner import executor
+
+                    loop = asyncio.get_running_loop()
+                    body = await loop.run_in_executor(executor(), quarantine.masked_body, req, self.ner)
                 self.store.put_quarantine(
                     review, ctx.request_id, p_.key_id if p_ else None, p_.tenant if p_ else None, hit, body
                 )

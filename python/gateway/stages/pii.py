@@ -17,7 +17,6 @@ already-masked texts, on one dedicated thread so the event loop keeps serving; t
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gateway import _core
@@ -27,8 +26,6 @@ from gateway.errors import GatewayError
 from gateway.pipeline import Stage
 from gateway.state.types import StateBackend
 from gateway.types import ChatChunk, ChatRequest, ChatResponse, Message
-
-_NER_THREAD: ThreadPoolExecutor | None = None  # one per process: spaCy holds the GIL; a pool would only queue
 
 VAULT = "pii_vault"  # ctx.scratch: placeholder -> original value
 UNMASKERS = "pii_unmaskers"
@@ -118,14 +115,11 @@ async def ner_mask(
     policy: Policy, texts: list[str], mapping: dict[str, str]
 ) -> tuple[list[str], dict[str, int]]:
     """PERSON/LOCATION over the structurally masked texts; extends ``mapping`` in place."""
-    global _NER_THREAD
-    from gateway.stages.ner import mask_spans
+    from gateway.stages.ner import executor, mask_spans
 
     if not any(t.strip() for t in texts):
         return texts, {}
-    if _NER_THREAD is None:
-        _NER_THREAD = ThreadPoolExecutor(1, thread_name_prefix="pii-ner")
-    spans = await asyncio.get_running_loop().run_in_executor(_NER_THREAD, policy.ner.detect, texts)
+    spans = await asyncio.get_running_loop().run_in_executor(executor(), policy.ner.detect, texts)
     return mask_spans(texts, spans, mapping, policy.ner_mask_types)
 
 
