@@ -801,9 +801,12 @@ def test_a_schema_failure_lowers_the_models_estimate(redis_gw: Callable[..., Gat
     assert demoted_after is not None and 5 <= demoted_after <= 8
 
 
-def test_streams_give_refusal_and_retry_signals(redis_gw: Callable[..., Gateway], corpus: Path) -> None:
-    """A stream's text is read when it ends (a refusal counts against the model), in both dialects; a caller
-    streaming the same prompt again counts against the earlier answer."""
+def test_streams_give_refusal_retry_and_schema_signals(
+    redis_gw: Callable[..., Gateway], corpus: Path
+) -> None:
+    """A stream's text is read when it ends (a refusal or an answer that fails the requested schema counts
+    against the model), in both dialects; a caller streaming the same prompt again counts against the earlier
+    answer."""
     cat = "mmlu_philosophy"
     gw = redis_gw({cat: {"model": "weak", "threshold": 0.6, "quality": 0.9, "n": 20}})
     prompts = [it["input"] for it in items(corpus, cat)[:3]]
@@ -850,6 +853,24 @@ def test_streams_give_refusal_and_retry_signals(redis_gw: Callable[..., Gateway]
     assert again["quality_retry_of"] == "auto-weak"
     est3 = estimate_after(gw, cat, "auto-weak", 23)
     assert est3["n"] == 23 and est3["mean"] < est2["mean"]
+    # a stream is checked against the requested JSON schema when it ends (too late to ask again: recorded, and
+    # a failure counts against the model)
+    for prompt, valid in (("Name one philosopher.", True), (prompts[1] + weak_says("not JSON"), False)):
+        with gw.openai().chat.completions.with_streaming_response.create(
+            model="auto",
+            messages=[{"role": "user", "content": prompt}],
+            response_format=SCHEMA,  # type: ignore[arg-type]
+            stream=True,
+            extra_headers={"x-gateway-category": cat},
+        ) as r:
+            text = "".join(c.choices[0].delta.content or "" for c in r.parse() if c.choices)
+            assert r.headers["x-gateway-model"] == "auto-weak"
+            flags = flags_of(gw, r.headers["x-gateway-request-id"])
+        assert flags["schema_valid"] is valid and (
+            "answer" in orjson.loads(text) if valid else text == "not JSON"
+        )
+    est4 = estimate_after(gw, cat, "auto-weak", 24)
+    assert est4["n"] == 24 and est4["mean"] < est3["mean"]
 
 
 def period_fraction(period: str, now: float) -> float:

@@ -31,7 +31,16 @@ from gateway.routing.select import Caller, eligible, fits_context, order, reacha
 from gateway.routing.target import Target
 from gateway.state.types import StateBackend
 from gateway.telemetry.metrics import METRICS
-from gateway.types import ChatChunk, ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse
+from gateway.types import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Message,
+    Usage,
+)
 
 R = TypeVar("R")
 
@@ -560,11 +569,21 @@ class Router:
         if ctx.category is not None:
             loop.remember(key, h, ctx.group or "", ctx.category, ctx.deployment or "")
 
-    def _stream_end_signals(self, stream: MeteredStream) -> None:
-        """A ``quality`` group's stream that ran to its end: a content filter or a refusal in the streamed text
-        counts against the deployment that streamed it (as for a whole answer)."""
+    def _stream_end(self, stream: MeteredStream) -> None:
+        """A stream that ran to its end, read whole: against the request's acceptance predicate (a JSON schema:
+        too late to ask again, so the result is recorded, ``schema_valid``) and, for a ``quality`` group, for
+        the signals a whole answer gives (a failed schema, a content filter, a refusal in the streamed text)."""
         ctx = stream.ctx
-        if stream.filtered or refusal_text("".join(stream.texts)):
+        text = "".join(stream.texts)
+        quality = ctx.group in self.quality and self.loop is not None
+        accept = ctx.accept
+        if accept is not None and (ctx.req is None or (ctx.req.n or 1) == 1):
+            whole = ChatResponse("", "", [Choice(index=0, message=Message("assistant", text))], Usage())
+            if not accept.check(ctx, ctx.deployment or "", whole):
+                accept.failure(ctx)  # (it records the failure in the flags; the stream has been delivered)
+                if quality:
+                    self.signal(ctx.group or "", ctx.category, ctx.deployment or "", 0.0, "schema")
+        if quality and (stream.filtered or refusal_text(text)):
             self.signal(ctx.group or "", ctx.category, ctx.deployment or "", 0.0, "refusal")
             ctx.flags["quality_refusal"] = True
 
@@ -627,7 +646,9 @@ class Router:
             return first, MeteredStream(ctx, req, t, first, it)
 
         first, rest = await self._attempts(ctx, group, call)
-        if ctx.group in self.quality and self.loop is not None:
+        quality = ctx.group in self.quality and self.loop is not None
+        if quality:
             self._retry_signal(ctx, req)
-            rest.on_end = self._stream_end_signals
+        if quality or ctx.accept is not None:
+            rest.on_end = self._stream_end
         return first, rest

@@ -2,8 +2,9 @@
 
 Schemas are compiled once in the Rust core and cached by hash. On invalid or malformed output the router (given
 this stage's predicate as ``ctx.accept``) asks the same deployment again (``retries`` times), then the group's
-other deployments, then answers with a clear error; the record's flags say what happened. Streams can't be retried after their first byte: they are validated at
-the end and the result is recorded (``schema_valid``).
+other deployments, then answers with a clear error; the record's flags say what happened. Streams can't be retried
+after their first byte: the router checks a stream's whole text against the same predicate when it ends and the
+result is recorded (``schema_valid``, ``schema_repairs``).
 """
 
 from __future__ import annotations
