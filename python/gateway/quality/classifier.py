@@ -2,7 +2,7 @@
 words, word pairs and byte 4-grams from the first 512 and last 256 characters of the prompt:
 ``rust/src/category.rs``), trained from the suites' inputs.
 
-Inference is one pass in Rust (``_core.CategoryModel``: features, the sum of their weight rows and the softmax,
+Inference is one pass in Rust (``_core.CategoryModel``: features, the sum of their int8 weight rows, the softmax,
 with no feature list crossing into Python), bounded by the cut whatever the prompt's length. Training is NumPy over
 the same features (``_core.category_features``). The confidence is the softmax probability of the top category:
 below the group's ``min_confidence`` a request is treated as category-less (it goes to the default, strong model).
