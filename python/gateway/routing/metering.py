@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ from gateway import tokens
 from gateway.context import RequestContext
 from gateway.pricing import charge
 from gateway.types import ChatChunk, ChatRequest, Usage
+
+log = logging.getLogger("gateway")
 
 if TYPE_CHECKING:
     from gateway.routing.target import Target
@@ -79,7 +82,10 @@ class MeteredStream:
             self.settle()
             if self.on_end is not None:
                 end, self.on_end = self.on_end, None
-                end(self)
+                try:  # what is learned from a delivered stream must not turn its end into an error
+                    end(self)
+                except Exception:
+                    log.exception("stream end hook failed on request %s", self.ctx.request_id)
             raise
         self._observe(batch)
         return batch
