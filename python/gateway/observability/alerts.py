@@ -29,6 +29,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import math
+import os
 import re
 import sqlite3
 import statistics
@@ -466,6 +467,10 @@ class AlertRunner:
         self.local: Detector | None = None  # this replica's own traffic, judged while Redis is unreachable
         self.degraded = False
         self.raised: dict[str, Alert] = {}  # what ``local`` raised or resolved while degraded, by id
+        self.unsent: list[
+            tuple[str, Detector]
+        ] = []  # contributions sent (maybe) but not acknowledged, by batch
+        self.grace_until = 0.0  # back from an outage, the leader waits for the replicas' hand-overs
         if self.cfg.shared and config.state.redis_url:
             from gateway.observability.fleet import Fleet
 
@@ -546,26 +551,34 @@ class AlertRunner:
         cb = int((now - self.cfg.lag_s) // self.local.bs) - 1
         try:
             if self.degraded:
+                # only a probe while Redis is out: a write sent into a hung Redis lands when it wakes
+                fleet.client.ping()
                 self._rejoin(now)
             if self.collect.series or self.collect.overhead:
-                fleet.push(self.collect.series, self.collect.overhead)
+                self.unsent.append((os.urandom(8).hex(), self.collect))
                 self.collect = Detector(self.cfg, self.config)
+            while self.unsent:
+                batch, c = self.unsent[0]
+                fleet.push(c.series, c.overhead, batch)
+                self.unsent.pop(0)
             if fleet.lead():
                 if fleet.loaded_to is None:  # (again) the leader: start from the fleet's state
                     self.detector = Detector(self.cfg, self.config)
                 fleet.load(self.detector, cb)
-                for a in self.detector.evaluate(now):
-                    # a recovery also closes the pages replicas raised for this incident while cut off
-                    for b in [a, *(fleet.take_aliases(a) if a.state == "resolved" else ())]:
-                        fleet.record(b)
-                        self.deliver(conn, b)
-                        events.append(b)
-                fleet.refresh(self.detector)
+                if now >= self.grace_until:
+                    for a in self.detector.evaluate(now):
+                        # a recovery also closes the pages replicas raised for this incident while cut off
+                        for b in [a, *(fleet.take_aliases(a) if a.state == "resolved" else ())]:
+                            fleet.record(b)
+                            self.deliver(conn, b)
+                            events.append(b)
+                    fleet.refresh(self.detector)
             fleet.mirror(conn, lambda c, body: store_alert(c, msgspec.convert(body, Alert)))
         except redis.RedisError as e:
             if not self.degraded:
                 self._degrade(conn, now, e)
-            self.collect._prune(cb)  # kept for Redis's return, as long as the fleet would keep it
+            for c in (self.collect, *(c for _, c in self.unsent)):
+                c._prune(cb)  # kept for Redis's return, as long as the fleet would keep it
             for a in self.local.evaluate(now):
                 self.raised[a.id] = a
                 self.deliver(conn, a)
@@ -615,6 +628,7 @@ class AlertRunner:
             n,
         )
         self.degraded, self.raised = False, {}
+        self.grace_until = now + max(3 * self.cfg.every_s, 5.0)  # the other replicas' next ticks
         local.active, local.quiet, local.held, local.last_resolved, local.origin = {}, {}, set(), {}, None
 
     def deliver(self, conn: sqlite3.Connection, a: Alert) -> None:

@@ -9,11 +9,13 @@ state (firing alerts, when each was last resolved) is kept in Redis, so a new le
 again. Every replica mirrors the fleet's alerts into its own store, so ``GET /admin/alerts`` and the dashboard
 of each replica show them.
 
-A replica that cannot reach Redis keeps its contributions and adds them when Redis answers again; meanwhile it
-judges its own traffic (see :class:`~gateway.observability.alerts.AlertRunner`). On its return it hands over
+A replica that cannot reach Redis keeps its contributions and adds them when Redis answers again (each batch
+once, even if a copy sent into a hung Redis lands when it wakes; while Redis is out only a probe is sent);
+meanwhile it judges its own traffic (see :class:`~gateway.observability.alerts.AlertRunner`). Back, it hands over
 what it raised (:meth:`Fleet.handover`): an alert for an incident the fleet has no alert for becomes the fleet's;
 one for an incident the fleet (or another replica) already paged for becomes an alias of that alert, closed by
-the same recovery; and it bumps the fleet's epoch, so the leader reloads the sums its traffic was added to.
+the same recovery; and it bumps the fleet's epoch, so the leader reloads the sums its traffic was added to. A
+leader back from an outage waits a few ticks before judging, so the other replicas have handed theirs over.
 """
 
 from __future__ import annotations
@@ -70,6 +72,32 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 return 1
 """
 
+# One replica's contributions, added once: a batch whose marker exists was added already (a write sent into a
+# hung Redis lands when it wakes, though its sender saw a timeout and sends the batch again). KEYS[1]: the marker;
+# ARGV: ttl (ms), the overhead cap, then 'h', hash, field, value | 'o', list, n, n values.
+PUSH = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  return 0
+end
+local i, cap = 3, tonumber(ARGV[2])
+while i <= #ARGV do
+  local key = ARGV[i + 1]
+  if ARGV[i] == 'h' then
+    redis.call('HINCRBYFLOAT', key, ARGV[i + 2], ARGV[i + 3])
+    i = i + 4
+  else
+    local n = tonumber(ARGV[i + 2])
+    for j = i + 3, i + 2 + n do
+      redis.call('RPUSH', key, ARGV[j])
+    end
+    redis.call('LTRIM', key, 0, cap - 1)
+    i = i + 3 + n
+  end
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+return 1
+"""
+
 # The later of two resolve times (a cooldown a replica started while cut off).
 LATER = """
 local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
@@ -96,11 +124,12 @@ class Fleet:
         self.k_bucket, self.k_over = f"{p}:b:", f"{p}:o:"
         self.k_lease, self.k_active, self.k_resolved = f"{p}:leader", f"{p}:active", f"{p}:resolved"
         self.k_all, self.k_updated = f"{p}:all", f"{p}:updated"
-        self.k_also, self.k_epoch = f"{p}:also:", f"{p}:epoch"
+        self.k_also, self.k_epoch, self.k_batch = f"{p}:also:", f"{p}:epoch", f"{p}:batch:"
         self.me = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
         self.lease = self.client.register_script(LEASE)
         self._handover = self.client.register_script(HANDOVER)
         self._later = self.client.register_script(LATER)
+        self._push = self.client.register_script(PUSH)
         self.epoch: bytes | None = None  # the fleet's epoch the leader's sums were loaded at
         self.ttl_s = int(self.cfg.history_s + self.cfg.window_s + 4 * self.cfg.spike_window_s + 120)
         self.leading = False
@@ -109,25 +138,18 @@ class Fleet:
 
     # ------------------------------------------------------------ every replica
 
-    def push(self, series: dict[tuple[str, str], Any], overhead: dict[int, list[float]]) -> None:
-        """Add one replica's contributions (a collecting detector's buckets) to the fleet's sums."""
-        pipe = self.client.pipeline(transaction=False)
-        touched: set[str] = set()
+    def push(self, series: dict[tuple[str, str], Any], overhead: dict[int, list[float]], batch: str) -> None:
+        """Add one replica's contributions (a collecting detector's buckets) to the fleet's sums, once per
+        ``batch`` however often it is sent."""
+        args: list[Any] = [self.ttl_s * 1000, MAX_OVERHEAD]
         for (signal, subject), s in series.items():
             for b, row in s.buckets.items():
-                key = f"{self.k_bucket}{b}"
                 for i, v in enumerate(row):
-                    pipe.hincrbyfloat(key, f"{signal}{SEP}{subject}{SEP}{i}", v)
-                touched.add(key)
+                    args += ["h", f"{self.k_bucket}{b}", f"{signal}{SEP}{subject}{SEP}{i}", v]
         for b, values in overhead.items():
             if values:
-                key = f"{self.k_over}{b}"
-                pipe.rpush(key, *values)
-                pipe.ltrim(key, 0, MAX_OVERHEAD - 1)
-                touched.add(key)
-        for key in touched:
-            pipe.expire(key, self.ttl_s)
-        pipe.execute()
+                args += ["o", f"{self.k_over}{b}", len(values), *values]
+        self._push(keys=[f"{self.k_batch}{batch}"], args=args)
 
     def mirror(self, conn: sqlite3.Connection, store: Any) -> None:
         """The fleet's alerts updated since the last look, into this replica's store."""
