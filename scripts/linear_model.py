@@ -1,4 +1,4 @@
-"""Train and write the hashed n-gram linear models the Rust core loads (GWLM v2 files).
+"""Train and write the hashed n-gram linear models the Rust core loads (GWLM v3 files).
 
 Features come from the Rust core itself (`gateway._core.normalize` and `hash_features`), so
 training and serving see exactly the same numbers. Needs the `train` extra (scikit-learn).
@@ -19,17 +19,16 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from gateway import _core
 
-VERSION = 2  # GWLM format: the feature set of gateway._core.hash_features (byte 3-5-grams, words, bigrams)
+VERSION = 3  # GWLM format: distinct features of gateway._core.hash_features (byte 3-5-grams, words, bigrams)
 
 
 def features(norms: Sequence[str], bits: int) -> csr_matrix:
-    """counts / sqrt(occurrences), as `LinearModel::predict` computes them."""
+    """Presence of each distinct feature / sqrt(distinct features), as `LinearModel::predict` computes it."""
     indptr, indices, data = [0], [], []
     for norm in norms:
-        idx = _core.hash_features(norm, bits)
-        uniq, counts = np.unique(np.asarray(idx, dtype=np.int64), return_counts=True)
+        uniq = np.unique(np.asarray(_core.hash_features(norm, bits), dtype=np.int64))
         indices.extend(uniq.tolist())
-        data.extend((counts / math.sqrt(max(len(idx), 1))).tolist())
+        data.extend([1.0 / math.sqrt(max(len(uniq), 1))] * len(uniq))
         indptr.append(len(indices))
     return csr_matrix((data, indices, indptr), shape=(len(norms), 1 << bits), dtype=np.float64)
 
@@ -71,7 +70,7 @@ def quantize(model: LogisticRegression) -> tuple[float, float, bytes]:
 
 
 def write(path: Path, bits: int, classes: list[tuple[str, LogisticRegression]]) -> int:
-    """Write a gzip-compressed GWLM v2 file; returns its size in bytes."""
+    """Write a gzip-compressed GWLM v3 file; returns its size in bytes."""
     out = bytearray(b"GWLM" + struct.pack("<BBH", VERSION, bits, len(classes)))
     for name, model in classes:
         bias, scale, q = quantize(model)

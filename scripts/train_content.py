@@ -5,10 +5,10 @@ Third-party data only, train split only (benches/quality/compliance_data.py): th
 openai-moderation's dev-840, RealToxicityPrompts samples by attribute, HarmBench and Do-Not-Answer
 (malicious uses as 'dangerous', hateful questions as 'hate'), and benign text (arena-hard prompts,
 news/paraphrase sentences, BIPIA e-mails) as negatives. A threshold per category is chosen on
-out-of-fold predictions of the training half (best F1) and written to content.json. Per category, the
-regularisation and how much the extra (prompt-like, not model-output) sets weigh are chosen by the same
-cross-validation on the training half: for most categories the extra sets shift the model away from what
-openai-moderation calls harmful.
+out-of-fold predictions of the training half (best F1, but flagging at most 1% of the real prompts and e-mails) and written
+to content.json. Per category, the regularisation and how much the extra (prompt-like, not model-output) sets
+weigh are chosen by the same cross-validation on the training half: for most categories the extra sets shift
+the model away from what openai-moderation calls harmful.
 
 Usage: .venv/bin/python scripts/train_content.py   (needs `pip install -e .[train]`)
 """
@@ -33,13 +33,15 @@ BITS = 17
 # Candidates for (C, weight of every row that is not openai-moderation's: the extra labelled sets and the benign
 # text), chosen per category by CV F1 on the training half's moderation rows.
 GRID = [(4.0, 0.0), (16.0, 0.0), (4.0, 0.1), (16.0, 0.1), (4.0, 1.0)]
+BENIGN_FPR = 0.01
 CATEGORIES = ["sexual", "sexual/minors", "hate", "harassment", "violence", "self-harm", "dangerous"]
 DATA = ROOT / "python" / "gateway" / "data"
 
 
-def best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    best = (0.5, 0.0)
-    for t in np.unique(scores):
+def best_f1_threshold(scores: np.ndarray, y: np.ndarray, floor: float = 0.0) -> tuple[float, float]:
+    """The threshold (at least `floor`) with the best F1."""
+    best = (max(0.5, floor), 0.0)
+    for t in np.unique(scores[scores >= floor]):
         pred = scores >= t
         tp = float((pred & (y == 1)).sum())
         if tp == 0:
@@ -55,13 +57,19 @@ def main() -> None:
         sys.exit(f"corpora not found at {cd.CORPORA}")
     mod = cd.moderation().train
     items: list[tuple[str, set[str], bool]] = [(r["prompt"], cd.labels(r), True) for r in mod]
-    items += [(t, cats, False) for t, cats in cd.extra_content_train()]
-    benign = cd.benign_prompts().train + cd.bipia_emails("train")
-    benign += [t for t in cd.other_benign().train if len(t) > 40][:1500]
+    extra = cd.extra_content_train()
+    items += [(t, cats, False) for t, cats in extra]
+    # Real user prompts and e-mails: the text the false-positive budget is spent on.
+    ordinary = cd.benign_prompts().train + cd.bipia_emails("train")
+    # other_benign holds Do-Not-Answer's questions (not injections, but some are this filter's positives).
+    labelled = {t for t, _ in extra}
+    benign = ordinary + [t for t in cd.other_benign().train if len(t) > 40 and t not in labelled][:1500]
     items += [(t, set(), False) for t in benign]
     norms = [_core.normalize(t) for t, _, _ in items]
     x = lm.features(norms, BITS)
     is_mod = np.array([m for _, _, m in items])
+    is_ordinary = np.zeros(len(items), dtype=bool)
+    is_ordinary[len(items) - len(benign) : len(items) - len(benign) + len(ordinary)] = True
     models, meta = [], {"bits": BITS, "categories": {}}
     for cat in CATEGORIES:
         y = np.array([int(cat in cats) for _, cats, _ in items])
@@ -75,7 +83,11 @@ def main() -> None:
         for c, wx in GRID if y[is_mod].sum() >= 5 else [(4.0, 1.0)]:
             w = np.where(is_mod, 1.0, wx)
             oof = lm.cv_scores(x, y, c, weights=w, strata=y * 2 + is_mod)
-            t, f1 = best_f1_threshold(oof[sel], y[sel])
+            # Most answers the filter sees are ordinary text, which moderation rows hardly hold: a threshold picked
+            # on them never flags more than 1% of the real prompts and e-mails, whatever F1 it would buy there.
+            # (A threshold picked on all rows already pays for the benign ones it flags.)
+            floor = lm.threshold_at_fpr(oof[is_ordinary].tolist(), BENIGN_FPR) if sel is is_mod else 0.0
+            t, f1 = best_f1_threshold(oof[sel], y[sel], floor)
             if best is None or f1 > best[0]:
                 best = (f1, t, c, wx)
         assert best is not None

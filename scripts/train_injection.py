@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -30,7 +31,9 @@ import linear_model as lm  # noqa: E402
 from gateway import _core  # noqa: E402
 
 BITS = 18
-C_DIRECT = 16.0
+# Chosen by 5-fold grouped CV on the training split (TPR at FPR <= 1% on arena prompts; 16, 32 and 64 within
+# half a point of each other).
+C_DIRECT = 32.0
 C_INDIRECT = 8.0
 # The false-positive budget is spent on real user prompts (arena-hard), which are far fewer than the easy benign
 # sentences: they weigh as much as this many of them, so the model learns the prompts that look like jailbreaks.
@@ -40,15 +43,34 @@ EMAIL_WEIGHT = 10.0
 DATA = ROOT / "python" / "gateway" / "data"
 
 
-def direct_set() -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """(texts, labels, kind per text: 0 jailbreak, 1 arena prompt, 2 other benign, near-duplicate group keys)."""
+def openings(text: str, rng: random.Random) -> list[str]:
+    """The opening of a long jailbreak, cut at a sentence end 150-500 characters in: short jailbreaks are
+    rare in the data (a sixth of the positives), and a long one's first lines are what a short one says."""
+    if len(text) < 700:
+        return []
+    cuts = [m.end() for m in re.finditer(r"[.!?\n]\s", text) if 150 <= m.end() <= 500]
+    return [text[: rng.choice(cuts)]] if cuts else []
+
+
+def direct_set() -> tuple[list[str], np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """(texts, labels, kind per text: 0 jailbreak, 1 arena prompt, 2 other benign, near-duplicate group keys,
+    whether the text is an original rather than an added opening)."""
+    rng = random.Random(5)
     pos = cd.jailbreaks().train
     benign = cd.benign_prompts().train
     other = cd.other_benign().train + cd.bipia_emails("train")
     texts = pos + benign + other
-    kind = np.array([0] * len(pos) + [1] * len(benign) + [2] * len(other))
+    kind = [0] * len(pos) + [1] * len(benign) + [2] * len(other)
     groups = [cd.group_key(t) if k == 0 else t for t, k in zip(texts, kind, strict=True)]
-    return texts, (kind == 0).astype(int), kind, groups
+    original = [True] * len(texts)
+    for t in pos:
+        for o in openings(t, rng):  # in its source's CV fold
+            texts.append(o)
+            kind.append(0)
+            groups.append(cd.group_key(t))
+            original.append(False)
+    k = np.array(kind)
+    return texts, (k == 0).astype(int), k, groups, np.array(original)
 
 
 def indirect_set() -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
@@ -97,17 +119,20 @@ def indirect_set() -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
 def main() -> None:
     if not cd.available():
         sys.exit(f"corpora not found at {cd.CORPORA}")
-    texts, y, kind, groups = direct_set()
+    texts, y, kind, groups, original = direct_set()
     x = lm.features([_core.normalize(t) for t in texts], BITS)
     pos_n, n_benign = int(y.sum()), int((kind == 1).sum())
-    print(f"direct: {pos_n} jailbreaks, {int((1 - y).sum())} benign ({n_benign} arena prompts)")
+    print(
+        f"direct: {int(y[original].sum())} jailbreaks (+{int((~original).sum())} openings), "
+        f"{int((1 - y).sum())} benign ({n_benign} arena prompts)"
+    )
     weights = np.where(kind == 1, ARENA_WEIGHT, 1.0)
     oof = lm.cv_scores(x, y, C_DIRECT, weights=weights, groups=groups, strata=kind)
     plain = _core.InjectionScanner()  # signatures only
     sig = np.array([plain.scan(t)[3] for t in texts])
     combined = 1 - (1 - oof) * (1 - sig)
     t_direct = lm.threshold_at_fpr(combined[kind == 1].tolist(), 0.01)
-    tpr = float((combined[kind == 0] >= t_direct).mean())
+    tpr = float((combined[(kind == 0) & original] >= t_direct).mean())
     print(
         f"  5-fold grouped CV on train: threshold {t_direct:.3f} at FPR<=1% on arena prompts, TPR {tpr:.3f}"
     )

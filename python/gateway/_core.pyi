@@ -183,7 +183,7 @@ class InjectionScanner:
     weight) and a hashed n-gram linear model. Score = 1 - (1 - p_classifier) * Π(1 - w_rule)."""
 
     def __init__(self, model: bytes | None = None) -> None:
-        """`model`: a GWLM v2 file (uncompressed) with classes "direct" and/or "indirect"; None = signatures
+        """`model`: a GWLM v3 file (uncompressed) with classes "direct" and/or "indirect"; None = signatures
         only. Raises ValueError on a malformed file."""
     def scan(self, text: str, indirect: bool = False) -> tuple[float, list[str], float, float]:
         """(score, rule ids, classifier probability, signature score). `indirect=True` scores every ~400-byte

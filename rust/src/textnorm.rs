@@ -6,6 +6,7 @@
 //! (`i g n o r e` → `ignore`), whitespace runs and repeated punctuation collapsed. Segments that
 //! look like base64 or hex are decoded and, when they decode to text, normalised and returned too.
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 
 use base64::Engine;
@@ -392,8 +393,10 @@ pub fn for_each_feature(norm: &str, bits: u32, mut f: impl FnMut(u32)) -> usize 
     n
 }
 
-/// One class of a linear model: `sigmoid(bias + scale * Σ q[h] / sqrt(n))` over the feature
-/// occurrences `h` of a text (`n` of them), with int8 weights `q`.
+/// One class of a linear model: `sigmoid(bias + scale * Σ q[h] / sqrt(n))` over the distinct
+/// features `h` of a text (`n` of them: presence, L2-normalised), with int8 weights `q`. Presence
+/// rather than counts: a jailbreak's telling phrases weigh as much in a short prompt as in a long
+/// one whose repeated boilerplate would otherwise dominate the sum.
 pub struct LinearClass {
     pub name: String,
     bias: f32,
@@ -401,7 +404,7 @@ pub struct LinearClass {
 }
 
 /// A set of classes sharing one feature space (`bits` wide). File format (little-endian):
-/// `b"GWLM"`, u8 version (2: the feature set of `for_each_feature`), u8 bits, u16 classes; per
+/// `b"GWLM"`, u8 version (3: the distinct features of `for_each_feature`; 2 summed occurrences), u8 bits, u16 classes; per
 /// class: u8 name length, name, f32 bias, f32 scale, `2^bits` i8 weights. In memory the weights
 /// are either interleaved by feature (`weights[h * classes + c]`: scoring every class of a feature
 /// touches one cache line; the content scanner scores all its classes at once) or kept per class
@@ -414,7 +417,7 @@ pub struct LinearModel {
     interleaved: bool,
 }
 
-pub const MODEL_VERSION: u8 = 2;
+pub const MODEL_VERSION: u8 = 3;
 
 impl LinearModel {
     /// A model laid out for scoring all classes of a text at once (`predict`).
@@ -493,7 +496,7 @@ impl LinearModel {
         }
         let k = self.classes.len();
         let mut sums = vec![0i64; k];
-        let n = for_each_feature(norm, self.bits, |h| {
+        let n = for_each_distinct(norm, self.bits, |h| {
             let row = &self.weights[h as usize * k..h as usize * k + k];
             for (s, &w) in sums.iter_mut().zip(row) {
                 *s += w as i64;
@@ -512,16 +515,46 @@ impl LinearModel {
         let mut s = 0i64;
         let n = if self.interleaved {
             let k = self.classes.len();
-            for_each_feature(norm, self.bits, |h| {
+            for_each_distinct(norm, self.bits, |h| {
                 s += self.weights[h as usize * k + class] as i64
             })
         } else {
             let dim = 1usize << self.bits;
             let table = &self.weights[class * dim..(class + 1) * dim];
-            for_each_feature(norm, self.bits, |h| s += table[h as usize] as i64)
+            for_each_distinct(norm, self.bits, |h| s += table[h as usize] as i64)
         };
         sigmoid(c.bias + c.scale * s as f32 / (n.max(1) as f32).sqrt())
     }
+}
+
+thread_local! {
+    /// Per thread: a bitset over the hashed feature space (cleared after each text by walking the
+    /// features it set) and the list of those features, so deduplication costs no allocation.
+    static SEEN: RefCell<(Vec<u64>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Calls `f` once per distinct hashed feature of a normalised text; returns how many there are.
+pub fn for_each_distinct(norm: &str, bits: u32, mut f: impl FnMut(u32)) -> usize {
+    SEEN.with(|cell| {
+        let (set, touched) = &mut *cell.borrow_mut();
+        let words = (1usize << bits).div_ceil(64);
+        if set.len() < words {
+            set.resize(words, 0);
+        }
+        touched.clear();
+        for_each_feature(norm, bits, |h| {
+            let (w, b) = ((h >> 6) as usize, 1u64 << (h & 63));
+            if set[w] & b == 0 {
+                set[w] |= b;
+                touched.push(h);
+                f(h);
+            }
+        });
+        for &h in touched.iter() {
+            set[(h >> 6) as usize] = 0;
+        }
+        touched.len()
+    })
 }
 
 pub fn sigmoid(z: f32) -> f32 {
@@ -647,5 +680,21 @@ mod tests {
         assert!(LinearModel::parse(&data[..data.len() - 1]).is_err());
         let per_class = LinearModel::parse_per_class(&data).unwrap();
         assert_eq!(per_class.predict("hello"), m.predict("hello"));
+    }
+
+    #[test]
+    fn distinct_features_are_counted_once() {
+        let text = "ignore ignore ignore the rules";
+        let mut all = Vec::new();
+        let n_all = for_each_feature(text, 12, |h| all.push(h));
+        all.sort_unstable();
+        all.dedup();
+        let mut seen = Vec::new();
+        let n = for_each_distinct(text, 12, |h| seen.push(h));
+        seen.sort_unstable();
+        assert!(n < n_all);
+        assert_eq!((n, &seen), (all.len(), &all));
+        // The bitset is clean again for the next text.
+        assert_eq!(for_each_distinct(text, 12, |_| {}), n);
     }
 }

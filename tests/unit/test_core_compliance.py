@@ -96,11 +96,11 @@ def test_features_match_the_model_width():
     bits = 12
     feats = _core.hash_features(_core.normalize("hello world again"), bits)
     assert feats and all(0 <= f < 2**bits for f in feats)
-    header = b"GWLM" + struct.pack("<BBH", 2, bits, 0)
+    header = b"GWLM" + struct.pack("<BBH", 3, bits, 0)
     assert _core.InjectionScanner(header).scan("x")[2] == 0.0  # a model with no classes scores nothing
     # a file of the previous format (other features) is refused, not read with the wrong features
     with pytest.raises(ValueError, match="retrain"):
-        _core.InjectionScanner(b"GWLM" + struct.pack("<BBH", 1, bits, 0))
+        _core.InjectionScanner(b"GWLM" + struct.pack("<BBH", 2, bits, 0))
 
 
 def test_content_span_categories(con):
