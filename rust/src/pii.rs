@@ -100,8 +100,9 @@ const PHONE_CTX: &[&str] = &[
     "ring",
     "desk",
     "landline",
-    // a label after the number, as in contact blocks: "781 1704 office", "(37) 788-063-Office"
-    "office",
+    // a label after the number, as in contact blocks: "781 1704 office", "(37) 788-063-Office"; the
+    // whole word only ("$"): "our offices are at 12 High Street" says nothing about a phone
+    "office$",
     "pager",
     "hotline",
 ];
@@ -323,7 +324,7 @@ fn resolve_overlaps(mut found: Vec<Detection>) -> Vec<Detection> {
 }
 
 /// True if one of `words` starts a word in the `CONTEXT_BEFORE` bytes before the match or the
-/// `CONTEXT_AFTER` bytes after it ("Phone: ...", "... (fax)").
+/// `CONTEXT_AFTER` bytes after it ("Phone: ...", "... (fax)"); a word ending in `$` must be the whole word.
 fn has_context(text: &str, start: usize, end: usize, words: &[&str]) -> bool {
     let b = text.as_bytes();
     let before = &b[start.saturating_sub(CONTEXT_BEFORE)..start];
@@ -333,9 +334,10 @@ fn has_context(text: &str, start: usize, end: usize, words: &[&str]) -> bool {
             .split(|c| !c.is_ascii_alphanumeric())
             .filter(|w| !w.is_empty())
             .any(|w| {
-                words
-                    .iter()
-                    .any(|c| w.len() >= c.len() && w[..c.len()].eq_ignore_ascii_case(c.as_bytes()))
+                words.iter().any(|c| match c.strip_suffix('$') {
+                    Some(whole) => w.eq_ignore_ascii_case(whole.as_bytes()),
+                    None => w.len() >= c.len() && w[..c.len()].eq_ignore_ascii_case(c.as_bytes()),
+                })
             })
     })
 }
@@ -1311,6 +1313,12 @@ mod tests {
         );
         assert!(scan("id 123456788").is_empty());
         assert_eq!(scan("my ssn is 123456788"), vec![("US_SSN", "123456788")]);
+    }
+
+    #[test]
+    fn office_is_a_phone_label_only_as_the_whole_word() {
+        assert_eq!(scan("781 1704 office"), vec![("PHONE_NUMBER", "781 1704")]);
+        assert!(scan("our offices are at 4155552671 Main").is_empty());
     }
 
     #[test]
