@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,51 +52,32 @@ def test_classify_long_prompt(benchmark, classifier: Classifier) -> None:
     benchmark(classifier.predict_grouped, text, groups, 1)
 
 
+def table_policy(tmp_path: Path, rows: dict[str, Any]) -> tuple[QualityPolicy, list[str]]:
+    """A quality group over a big and a small deployment routed by ``rows``, and 100 categories to ask about."""
+    table = tmp_path / "t.yaml"
+    table.write_text(yaml.safe_dump({"categories": rows}))
+    group = {
+        "strategy": "quality",
+        "quality": {"table": str(table)},
+        "deployments": [{"id": "big", "model": "big"}, {"id": "small", "model": "small"}],
+    }
+    cfg = parse_config(yaml.safe_dump({"models": {"auto": group}}))
+    rng = random.Random(1)
+    cats = [f"cat{rng.randrange(58)}" for _ in range(100)]
+    return QualityPolicy(cfg.models["auto"], cfg.models, {"big": 10.0, "small": 1.0}), cats
+
+
 @pytest.mark.benchmark(group="quality-table")
 def test_choose_from_table(benchmark, tmp_path: Path) -> None:
-    table = tmp_path / "t.yaml"
-    table.write_text(
-        yaml.safe_dump({"categories": {f"cat{i}": "small" if i % 2 else "big" for i in range(58)}})
-    )
-    cfg = parse_config(
-        yaml.safe_dump(
-            {
-                "models": {
-                    "auto": {
-                        "strategy": "quality",
-                        "quality": {"table": str(table)},
-                        "deployments": [{"id": "big", "model": "big"}, {"id": "small", "model": "small"}],
-                    }
-                }
-            }
-        )
-    )
-    policy = QualityPolicy(cfg.models["auto"], cfg.models, {"big": 10.0, "small": 1.0})
-    cats = [f"cat{random.Random(1).randrange(58)}" for _ in range(100)]
+    policy, cats = table_policy(tmp_path, {f"cat{i}": "small" if i % 2 else "big" for i in range(58)})
     benchmark(lambda: [policy.choose(c, 50.0) for c in cats])
 
 
 @pytest.mark.benchmark(group="quality-table")
 def test_choose_from_cost_aware_table(benchmark, tmp_path: Path) -> None:
     """Rows with ``min_chars`` (a cost-aware proposal): the prompt's characters are counted and compared."""
-    table = tmp_path / "t.yaml"
     rows = {f"cat{i}": {"model": "small", "min_chars": 400} if i % 2 else "big" for i in range(58)}
-    table.write_text(yaml.safe_dump({"categories": rows}))
-    cfg = parse_config(
-        yaml.safe_dump(
-            {
-                "models": {
-                    "auto": {
-                        "strategy": "quality",
-                        "quality": {"table": str(table)},
-                        "deployments": [{"id": "big", "model": "big"}, {"id": "small", "model": "small"}],
-                    }
-                }
-            }
-        )
-    )
-    policy = QualityPolicy(cfg.models["auto"], cfg.models, {"big": 10.0, "small": 1.0})
-    cats = [f"cat{random.Random(1).randrange(58)}" for _ in range(100)]
+    policy, cats = table_policy(tmp_path, rows)
     contents = [PROMPT]
     benchmark(lambda: [policy.choose(c, 50.0, chars=lambda: prompt_chars(contents)) for c in cats])
 
