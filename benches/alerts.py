@@ -24,7 +24,6 @@ Writes ``bench-results/alerts-<mode>.json``.
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import random
 import shutil
@@ -40,7 +39,7 @@ from typing import Any
 
 import httpx
 import yaml
-from tests.procs import free_port, stop_all, wait_http
+from tests.procs import Webhooks, free_port, stop_all, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -49,19 +48,6 @@ ADMIN = "gw-bench-alerts-admin-key-00000000000000"
 
 def key(kind: str, i: int) -> str:
     return f"gw-bench-alerts-{kind}-{i}".ljust(40, "0")
-
-
-class Hooks(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[float, dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        n = int(self.headers.get("content-length") or 0)
-        Hooks.received.append((time.time(), json.loads(self.rfile.read(n))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 def config(runs: int, sim: str, port: int, hook: str, work: Path) -> dict[str, Any]:
@@ -188,12 +174,10 @@ WORDS = [
 ]
 
 
-def start(runs: int, work: Path) -> tuple[str, str, list[subprocess.Popen[Any]], str]:
-    sim_port, gw_port, hook_port = free_port(), free_port(), free_port()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", hook_port), Hooks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def start(runs: int, work: Path, hooks: Webhooks) -> tuple[str, str, list[subprocess.Popen[Any]], str]:
+    sim_port, gw_port = free_port(), free_port()
     sim, gw = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
-    cfg = config(runs, sim, gw_port, f"http://127.0.0.1:{hook_port}/hook", work)
+    cfg = config(runs, sim, gw_port, hooks.url + "/hook", work)
     (work / "gateway.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     procs = [
         subprocess.Popen(
@@ -237,10 +221,12 @@ def sim_patch(sim: str, model: str, patch: dict[str, Any] | None) -> None:
     urllib.request.urlopen(req, timeout=10).close()
 
 
-def wait_hook(signal: str, match: Any, since: float, timeout_s: float = 240) -> tuple[float, dict[str, Any]]:
+def wait_hook(
+    hooks: Webhooks, signal: str, match: Any, since: float, timeout_s: float = 240
+) -> tuple[float, dict[str, Any]]:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        for t, h in list(Hooks.received):
+        for _, h, t in list(hooks.received):
             if t >= since and h["signal"] == signal and h["state"] == "firing" and match(h["subject"]):
                 return t - since, h
         time.sleep(0.1)
@@ -263,8 +249,9 @@ def main() -> int:
     stop = threading.Event()
     procs: list[subprocess.Popen[Any]] = []
     result: dict[str, Any] = {"mode": args.mode, "runs": runs}
+    hooks = Webhooks()
     try:
-        sim, gw, procs, _log = start(runs, work)
+        sim, gw, procs, _log = start(runs, work, hooks)
         callers: dict[str, Caller] = {}
         pii_events = [threading.Event() for _ in range(runs)]
         for i in range(runs):
@@ -292,14 +279,14 @@ def main() -> int:
             for i in range(runs):
                 t0 = time.time()
                 sim_patch(sim, f"flaky{i}-a", {"rate_503": 1.0})
-                dt, _ = wait_hook("provider_errors", lambda s, i=i: s == f"flaky{i}-a", t0)
+                dt, _ = wait_hook(hooks, "provider_errors", lambda s, i=i: s == f"flaky{i}-a", t0)
                 took["provider 503s"].append(dt)
                 sim_patch(sim, f"flaky{i}-a", None)
                 incidents.append(("provider_errors", f"flaky{i}-a"))
 
                 t0 = time.time()
                 callers[f"agent{i}"].boost.set()
-                dt, h = wait_hook("cost_spike", lambda s, i=i: s == f"agent t{i}/planner{i}", t0)
+                dt, h = wait_hook(hooks, "cost_spike", lambda s, i=i: s == f"agent t{i}/planner{i}", t0)
                 took["runaway agent x20"].append(dt)
                 callers[f"agent{i}"].boost.clear()
                 incidents += [
@@ -318,13 +305,13 @@ def main() -> int:
                         for n in range(30)
                     ]
                 assert 429 in codes, codes
-                dt, _ = wait_hook("rate_limit", lambda s, i=i: s == f"tenant lim{i}", t0)
+                dt, _ = wait_hook(hooks, "rate_limit", lambda s, i=i: s == f"tenant lim{i}", t0)
                 took["rate-limit burst"].append(dt)
                 incidents.append(("rate_limit", f"tenant lim{i}"))
 
                 t0 = time.time()
                 pii_events[i].set()
-                dt, h = wait_hook("pii_spike", lambda s: s.startswith("key "), t0)
+                dt, h = wait_hook(hooks, "pii_spike", lambda s: s.startswith("key "), t0)
                 took["PII rate jump"].append(dt)
                 pii_events[i].clear()
                 incidents.append(("pii_spike", h["subject"]))
@@ -334,7 +321,7 @@ def main() -> int:
                 )
             result["time_to_alert_s"] = {k: summary(v) for k, v in took.items()}
         time.sleep(12)  # alerts still on their way
-        fired = [h for _, h in Hooks.received if h["state"] == "firing" and h["tier"] == 1]
+        fired = [h for h in hooks.bodies() if h["state"] == "firing" and h["tier"] == 1]
         unexpected = [
             h for h in fired if not any(h["signal"] == s and h["subject"].startswith(p) for s, p in incidents)
         ]
@@ -345,10 +332,11 @@ def main() -> int:
         result["unexpected_tier1_alerts"] = [
             f"{h['signal']} {h['subject']}: {h['message']}" for h in unexpected
         ]
-        result["recoveries"] = len([1 for _, h in Hooks.received if h["state"] == "resolved"])
+        result["recoveries"] = len([1 for h in hooks.bodies() if h["state"] == "resolved"])
     finally:
         stop.set()
         stop_all(procs)
+        hooks.close()
     out = Path(args.out or f"bench-results/alerts-{args.mode}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -3,13 +3,16 @@ redis-server): one copy of the helpers, shared by ``tests/conftest.py`` and ``be
 
 from __future__ import annotations
 
+import http.server
+import json
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def free_port() -> int:
@@ -74,3 +77,41 @@ def start_redis(port: int) -> subprocess.Popen[Any]:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("redis did not start")
+
+
+class Webhooks:
+    """A webhook receiver on a free port (alert pages and recoveries): keeps every JSON body POSTed to it, with
+    its path and arrival time, in ``received``. ``close()`` stops it."""
+
+    def __init__(self) -> None:
+        received: list[Hook] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                n = int(self.headers.get("content-length") or 0)
+                received.append(Hook(self.path, json.loads(self.rfile.read(n)), time.time()))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def bodies(self, path: str | None = None) -> list[dict[str, Any]]:
+        """The bodies received so far (on ``path`` only, when given)."""
+        return [h.body for h in list(self.received) if path is None or h.path == path]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Hook(NamedTuple):
+    path: str
+    body: dict[str, Any]
+    at: float  # time.time() when it arrived

@@ -7,8 +7,6 @@ default is 5 s buckets, 15 s spike windows and 2 minutes of history, see tests/u
 from __future__ import annotations
 
 import contextlib
-import http.server
-import json
 import threading
 import time
 from typing import Any
@@ -17,31 +15,23 @@ import openai
 import pytest
 
 from gateway.admin_cli import call
-from tests.conftest import KEY_A, KEY_B, base_config, free_port
+from tests.conftest import KEY_A, KEY_B, base_config
+from tests.procs import Webhooks
 
 ADMIN = "gw-admin-key-for-alerts-000000000000000"
 KEY_PII = "gw-test-pii-caller-key-00000000000000000"
 pytestmark = pytest.mark.heavy
 
 
-class Hooks(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        n = int(self.headers.get("content-length") or 0)
-        Hooks.received.append({"path": self.path, "body": json.loads(self.rfile.read(n))})
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
+@pytest.fixture(scope="module")
+def hooks() -> Any:
+    sink = Webhooks()
+    yield sink
+    sink.close()
 
 
 @pytest.fixture(scope="module")
-def agw(simulator, start_gateway, tmp_path_factory):
-    port = free_port()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Hooks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def agw(simulator, start_gateway, tmp_path_factory, hooks):
     v1 = simulator.url + "/v1"
     cfg = base_config(simulator.url, tmp_path_factory.mktemp("db") / "alerts.db")
     cfg["admin"] = {"key": ADMIN}
@@ -72,14 +62,13 @@ def agw(simulator, start_gateway, tmp_path_factory):
             # not a scenario here: on a box this busy (oha, simulator, other suites) the overhead is not the point
             "overhead_p99_ms": 60_000,
             "webhooks": [
-                {"url": f"http://127.0.0.1:{port}/json", "format": "json"},
-                {"url": f"http://127.0.0.1:{port}/slack", "format": "slack"},
+                {"url": hooks.url + "/json", "format": "json"},
+                {"url": hooks.url + "/slack", "format": "slack"},
             ],
         }
     }
     gw = start_gateway(cfg, workers=2)
     yield gw
-    server.shutdown()
 
 
 class Traffic:
@@ -157,7 +146,7 @@ def wait_alert(
     raise AssertionError(f"no {signal} alert for {subject}: {[a['message'] for a in alerts(gw)]}")
 
 
-def test_alert_scenarios_against_a_running_gateway(agw, simulator):
+def test_alert_scenarios_against_a_running_gateway(agw, simulator, hooks):
     took: dict[str, float] = {}
     with Traffic(agw) as traffic:
         time.sleep(14)  # baselines learnt; nothing anomalous yet
@@ -197,12 +186,12 @@ def test_alert_scenarios_against_a_running_gateway(agw, simulator):
     assert {a["signal"] for a in fired} == {"provider_errors", "cost_spike", "rate_limit", "pii_spike"}
     # the webhooks got each alert, as generic JSON and as Slack text
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len([h for h in Hooks.received if h["path"] == "/slack"]) < 4:
+    while time.monotonic() < deadline and len(hooks.bodies("/slack")) < 4:
         time.sleep(0.2)
-    json_hooks = [h["body"] for h in Hooks.received if h["path"] == "/json"]
+    json_hooks = hooks.bodies("/json")
     assert {h["signal"] for h in json_hooks if h["state"] == "firing"} >= {"provider_errors", "pii_spike"}
     assert all(h["source"] == "ai-gateway" for h in json_hooks)
-    assert any("provider_errors" in h["body"]["text"] for h in Hooks.received if h["path"] == "/slack")
+    assert any("provider_errors" in h["text"] for h in hooks.bodies("/slack"))
 
 
 def pii_key_id(gw: Any) -> str:

@@ -4,9 +4,6 @@ one alert fleet-wide (one webhook, the same alert in both replicas' GET /admin/a
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 import time
 import uuid
 from typing import Any
@@ -15,31 +12,17 @@ import openai
 import pytest
 
 from gateway.admin_cli import call
-from tests.conftest import KEY_LIMITED, base_config, free_port
+from tests.conftest import KEY_LIMITED, base_config
+from tests.procs import Webhooks
 
 ADMIN = "gw-admin-key-for-fleet-alerts-0000000000"
 THRESHOLD = 10
 pytestmark = pytest.mark.heavy
 
 
-class Hooks(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        n = int(self.headers.get("content-length") or 0)
-        Hooks.received.append(json.loads(self.rfile.read(n)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def fleet(simulator, start_gateway, redis_url, tmp_path_factory):
-    port = free_port()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Hooks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hooks = Webhooks()
     prefix = f"fleet-{uuid.uuid4().hex[:8]}"
     gws = []
     for name in ("one", "two"):
@@ -57,12 +40,12 @@ def fleet(simulator, start_gateway, redis_url, tmp_path_factory):
                 "min_history_s": 8,
                 "rate_limit_rejects": THRESHOLD,
                 "overhead_p99_ms": 60_000,
-                "webhooks": [{"url": f"http://127.0.0.1:{port}/hook", "format": "json"}],
+                "webhooks": [{"url": hooks.url + "/hook", "format": "json"}],
             }
         }
         gws.append(start_gateway(cfg, workers=1))
-    yield gws
-    server.shutdown()
+    yield gws, hooks
+    hooks.close()
 
 
 def alerts(gw: Any) -> list[dict[str, Any]]:
@@ -82,6 +65,7 @@ def until(check: Any, timeout_s: float) -> Any:
 
 
 def test_one_alert_per_incident_across_replicas(fleet):
+    fleet, sink = fleet
     clients = [gw.openai(KEY_LIMITED) for gw in fleet]
     rejected = [0, 0]
     # the key's 30 requests a minute are shared through Redis: of 46, about 15 are refused, half by each
@@ -98,7 +82,7 @@ def test_one_alert_per_incident_across_replicas(fleet):
         assert len(got) == r
 
     def hooks(state: str) -> list[dict[str, Any]]:
-        return [h for h in Hooks.received if h["signal"] == "rate_limit" and h["state"] == state]
+        return [h for h in sink.bodies() if h["signal"] == "rate_limit" and h["state"] == state]
 
     fired = until(lambda: hooks("firing"), 30)
     assert len(fired) == 1 and fired[0]["subject"] == "tenant tenant-a"

@@ -14,10 +14,7 @@ Two replicas (two gateway processes, each with its own store), one Redis started
 
 from __future__ import annotations
 
-import http.server
-import json
 import signal
-import threading
 import time
 import uuid
 from typing import Any
@@ -28,36 +25,21 @@ import pytest
 from gateway.admin_cli import call
 from tests.conftest import KEY_LIMITED, base_config, free_port, start_redis
 from tests.integration.test_alerts_fleet import until
+from tests.procs import Webhooks
 
 ADMIN = "gw-admin-key-for-fleet-outage-000000000"
 THRESHOLD = 10
 pytestmark = pytest.mark.heavy
 
 
-class Hooks(http.server.BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        n = int(self.headers.get("content-length") or 0)
-        body = json.loads(self.rfile.read(n))
-        if body.get("signal") == "rate_limit":
-            Hooks.received.append(body)
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def hooks(state: str) -> list[dict[str, Any]]:
-    return [h for h in Hooks.received if h["state"] == state]
+def hooks(sink: Webhooks, state: str) -> list[dict[str, Any]]:
+    """The rate-limit alert pages (``firing``) or recoveries (``resolved``) received so far."""
+    return [h for h in sink.bodies() if h.get("signal") == "rate_limit" and h["state"] == state]
 
 
 @pytest.fixture
 def outage(simulator, start_gateway, tmp_path):
-    port, redis_port = free_port(), free_port()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Hooks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    redis_port, sink = free_port(), Webhooks()
     rd = start_redis(redis_port)
     prefix = f"outage-{uuid.uuid4().hex[:8]}"
     gws = []
@@ -81,17 +63,17 @@ def outage(simulator, start_gateway, tmp_path):
                 "rate_limit_rejects": THRESHOLD,
                 "cooldown_s": 6,
                 "overhead_p99_ms": 60_000,
-                "webhooks": [{"url": f"http://127.0.0.1:{port}/hook", "format": "json"}],
+                "webhooks": [{"url": sink.url + "/hook", "format": "json"}],
             }
         }
         gws.append(start_gateway(cfg, workers=1))
     try:
-        yield gws, rd
+        yield gws, rd, sink
     finally:
         rd.send_signal(signal.SIGCONT)
         rd.send_signal(signal.SIGKILL)
         rd.wait()
-        server.shutdown()
+        sink.close()
 
 
 def burst(clients: list[Any], n: int) -> list[int]:
@@ -114,13 +96,13 @@ def alerts(gw: Any) -> list[dict[str, Any]]:
 
 
 def test_fleet_alerts_degrade_to_each_replica_while_redis_is_frozen(outage):
-    (one, two), rd = outage
+    (one, two), rd, sink = outage
     clients = [one.openai(KEY_LIMITED), two.openai(KEY_LIMITED)]
 
     # 1. the fleet pages for a burst split between the replicas; the burst goes on at one replica, Redis frozen
     split = burst(clients, 46)
     assert all(0 < r < THRESHOLD for r in split) and sum(split) >= THRESHOLD, split
-    fleet_alert = until(lambda: hooks("firing"), 30)[0]
+    fleet_alert = until(lambda: hooks(sink, "firing"), 30)[0]
     assert fleet_alert["replica"] is None
     for gw in (one, two):  # each replica knows of the fleet's alert (its mirror) before Redis freezes
         assert until(lambda gw=gw: alerts(gw), 15)
@@ -128,9 +110,9 @@ def test_fleet_alerts_degrade_to_each_replica_while_redis_is_frozen(outage):
     alone = burst(clients[:1], 50)[0]
     assert alone >= THRESHOLD  # enough for the replica to page on its own traffic, were it not the fleet's
     time.sleep(8)  # several of its ticks judged its own traffic
-    assert len(hooks("firing")) == 1
+    assert len(hooks(sink, "firing")) == 1
     rd.send_signal(signal.SIGCONT)
-    resolved = until(lambda: hooks("resolved"), 60)
+    resolved = until(lambda: hooks(sink, "resolved"), 60)
     assert [h["id"] for h in resolved] == [fleet_alert["id"]]
     print(f"\n1. split {split}, then {alone} at one replica while frozen: one page, one recovery")
 
@@ -139,11 +121,11 @@ def test_fleet_alerts_degrade_to_each_replica_while_redis_is_frozen(outage):
     rd.send_signal(signal.SIGSTOP)
     alone = burst(clients[:1], 50)[0]
     assert alone >= THRESHOLD
-    local = until(lambda: hooks("firing")[1:], 30)
+    local = until(lambda: hooks(sink, "firing")[1:], 30)
     assert len(local) == 1 and local[0]["replica"], local
     assert local[0]["subject"] == "tenant tenant-a"
     rd.send_signal(signal.SIGCONT)
-    resolved = until(lambda: hooks("resolved")[1:], 60)
+    resolved = until(lambda: hooks(sink, "resolved")[1:], 60)
     assert [h["id"] for h in resolved] == [local[0]["id"]]
     # both replicas show it resolved: the one that raised it, and the other through the fleet's copy
     for gw in (one, two):
@@ -158,11 +140,11 @@ def test_fleet_alerts_degrade_to_each_replica_while_redis_is_frozen(outage):
     rd.send_signal(signal.SIGSTOP)
     split = burst(clients, 100)
     assert all(r >= THRESHOLD for r in split), split
-    pages = until(lambda: hooks("firing")[2:] if len(hooks("firing")) >= 4 else [], 40)
+    pages = until(lambda: hooks(sink, "firing")[2:] if len(hooks(sink, "firing")) >= 4 else [], 40)
     assert len(pages) == 2 and len({p["replica"] for p in pages}) == 2, pages
     rd.send_signal(signal.SIGCONT)
-    resolved = until(lambda: hooks("resolved")[2:] if len(hooks("resolved")) >= 4 else [], 60)
+    resolved = until(lambda: hooks(sink, "resolved")[2:] if len(hooks(sink, "resolved")) >= 4 else [], 60)
     assert sorted(h["id"] for h in resolved) == sorted(p["id"] for p in pages)
     time.sleep(4)  # and nothing more: no page from the fleet for the incident its replicas paged for
-    assert len(hooks("firing")) == 4 and len(hooks("resolved")) == 4
+    assert len(hooks(sink, "firing")) == 4 and len(hooks(sink, "resolved")) == 4
     print(f"3. {split} at both replicas while frozen: two pages, one per replica, both closed")
