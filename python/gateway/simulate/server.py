@@ -654,56 +654,32 @@ class SimApp:
         return True
 
     async def _openai_chat(self, scope, proto, deployment: str | None) -> None:
-        t0 = time.perf_counter()
-        if scope.method != "POST":
-            self._send_error(OPENAI, proto, 405, "", "openai.chat", message="Method not allowed.")
-            return
-        got = await self._read_json(proto, OPENAI, "openai.chat")
-        if got is None or not self._openai_auth(scope, proto, "openai.chat"):
-            return
-        raw, data = got
-        try:
-            req = oa.parse_chat(data, deployment)
-        except RequestError as e:
-            model = data.get("model", "") if isinstance(data, dict) else ""
-            self._send_error(
-                OPENAI,
-                proto,
-                e.status,
-                str(model),
-                "openai.chat",
-                message=e.message,
-                param=e.param,
-                code=e.code,
-            )
-            return
-        await self._generate(OPENAI, scope, proto, req, raw, "openai.chat", t0)
+        await self._openai_generate(
+            scope, proto, OPENAI, "openai.chat", lambda d: oa.parse_chat(d, deployment)
+        )
 
     async def _openai_responses(self, scope, proto, _unused) -> None:
+        await self._openai_generate(scope, proto, RESPONSES, "openai.responses", rs.parse)
+
+    async def _openai_generate(self, scope, proto, dialect, endpoint: str, parse) -> None:
+        """Chat Completions and Responses: the same checks in the same order, each in its own error shape."""
         t0 = time.perf_counter()
         if scope.method != "POST":
-            self._send_error(RESPONSES, proto, 405, "", "openai.responses", message="Method not allowed.")
+            self._send_error(dialect, proto, 405, "", endpoint, message="Method not allowed.")
             return
-        got = await self._read_json(proto, RESPONSES, "openai.responses")
-        if got is None or not self._openai_auth(scope, proto, "openai.responses"):
+        got = await self._read_json(proto, dialect, endpoint)
+        if got is None or not self._openai_auth(scope, proto, endpoint):
             return
         raw, data = got
         try:
-            req = rs.parse(data)
+            req = parse(data)
         except RequestError as e:
             model = data.get("model", "") if isinstance(data, dict) else ""
             self._send_error(
-                RESPONSES,
-                proto,
-                e.status,
-                str(model),
-                "openai.responses",
-                message=e.message,
-                param=e.param,
-                code=e.code,
+                dialect, proto, e.status, str(model), endpoint, message=e.message, param=e.param, code=e.code
             )
             return
-        await self._generate(RESPONSES, scope, proto, req, raw, "openai.responses", t0)
+        await self._generate(dialect, scope, proto, req, raw, endpoint, t0)
 
     async def _openai_embeddings(self, scope, proto, deployment: str | None) -> None:
         if scope.method != "POST":
