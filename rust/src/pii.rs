@@ -105,6 +105,20 @@ const PHONE_CTX: &[&str] = &[
     "office$",
     "pager",
     "hotline",
+    // presidio's phone context ("number"), vCard's TEL types (voice, textphone) and the short and
+    // foreign labels of contact blocks ("Mob:", "Ph:", "Cel.", "Mobil", "Celular")
+    "number",
+    "voice",
+    "textphone",
+    "mob$",
+    "mobil",
+    "ph$",
+    "cel$",
+    "celu",
+    "helpline",
+    // a contact block: the number next to an e-mail label ("Phone 358 0594  E-mail: ...")
+    "mail$",
+    "email$",
 ];
 const CARD_CTX: &[&str] = &[
     "card",
@@ -753,6 +767,42 @@ fn phone_shape(groups: &[&str], intl: bool, date_seps: bool) -> Option<PhoneShap
     }
 }
 
+/// Groupings that only phone numbers are written in, numbering plan or not: a parenthesised area code
+/// followed by two more groups ("(37) 788-063", "(64) 3591-3246"), or three or more groups of 2-4
+/// digits with one separator throughout ("432 03 163", "21 253 109 8211", "60-56-85-91") that are
+/// neither thousands ("72 128 827"), nor a date ("12 05 2023"), nor laid out as a US SSN (3-2-4),
+/// nor, when spaced, a row of equal-width numbers ("10 20 30 40").
+fn phone_grouping(groups: &[&str], seps: &[&str], paren: bool) -> bool {
+    if groups.len() < 3 {
+        return false;
+    }
+    if paren {
+        return true;
+    }
+    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    let thousands = lens[0] <= 3 && lens[1..].iter().all(|&l| l == 3);
+    let one_sep = seps.iter().all(|s| *s == seps[0]);
+    let spaced = seps[0].trim().is_empty();
+    let equal = lens.iter().all(|&l| l == lens[0]);
+    one_sep
+        && lens.iter().all(|l| (2..=4).contains(l))
+        && !thousands
+        && lens != [3, 2, 4]
+        && !(spaced && equal)
+        && !looks_like_date(&groups[..3])
+}
+
+/// No other number right before or after the span, one space or comma apart: a row of a table
+/// ("8,503 233 254 30 8 5") is not a phone number however its groups look.
+fn standalone(text: &str, start: usize, end: usize) -> bool {
+    let b = text.as_bytes();
+    let digit_at = |i: Option<usize>| i.and_then(|i| b.get(i)).is_some_and(u8::is_ascii_digit);
+    let gap = |c: Option<&u8>| matches!(c, Some(b' ' | b'\t' | b','));
+    let before = start.checked_sub(1).and_then(|i| b.get(i));
+    let after = b.get(end);
+    !(gap(before) && digit_at(start.checked_sub(2)) || gap(after) && digit_at(Some(end + 1)))
+}
+
 /// 2024-05-01, 01.05.2024, 05/01/24: three groups that parse as a calendar date.
 fn looks_like_date(groups: &[&str]) -> bool {
     let n = |g: &str| g.parse::<u32>().unwrap_or(0);
@@ -853,14 +903,22 @@ fn phone_span(text: &str, start: usize, first: usize, last: usize, end: usize) -
             .iter()
             .all(|s| matches!(s.trim(), "-" | "." | "/"));
     let shape = phone_shape(&groups, intl, date_seps)?;
-    let separated = groups.len() > 1 || text[start..first].contains('(');
+    if shape == PhoneShape::Generic && seps.len() == 1 && seps[0] == "." {
+        return None; // "12345.6789" is a decimal
+    }
+    let paren = text[start..first].contains('(');
+    let separated = groups.len() > 1 || paren;
     let score = match shape {
         _ if intl => 0.6,
         PhoneShape::Plan if separated => 0.5,
         _ => 0.4,
     };
-    // Bare digit runs and plan-less groups are phone numbers only if something nearby says so.
-    let needs_context = !intl && (!separated || shape == PhoneShape::Generic);
+    // Bare digit runs and plan-less groups are phone numbers only if something nearby says so, unless
+    // they are written in a way only phone numbers are.
+    let needs_context = !intl
+        && (!separated
+            || (shape == PhoneShape::Generic
+                && !(standalone(text, start, end) && phone_grouping(&groups, &seps, paren))));
     Some(Hit {
         start,
         end,
@@ -1319,6 +1377,48 @@ mod tests {
     fn office_is_a_phone_label_only_as_the_whole_word() {
         assert_eq!(scan("781 1704 office"), vec![("PHONE_NUMBER", "781 1704")]);
         assert!(scan("our offices are at 4155552671 Main").is_empty());
+    }
+
+    #[test]
+    fn groupings_only_phones_take_need_no_context() {
+        for p in [
+            "(37) 788-063",
+            "(64) 3591-3246",
+            "432 03 163",
+            "21 253 109 8211",
+            "51 516 33 75",
+            "60-56-85-91",
+        ] {
+            assert_eq!(
+                scan(&format!("the value {p} here")),
+                vec![("PHONE_NUMBER", p)],
+                "{p}"
+            );
+        }
+        // thousands, rows of equal-width numbers and dates still need a phone word
+        for t in [
+            "a total of 72 128 827 here",
+            "row 10 20 30 40 here",
+            "on 12 05 2023 here",
+            "at 1996 09 11 18 here",
+        ] {
+            assert!(scan(t).is_empty(), "{t}");
+        }
+    }
+
+    #[test]
+    fn more_phone_words() {
+        for t in [
+            "my number is 450 0840",
+            "Mob: 9469 9966",
+            "Ph: 358 0594",
+            "Voice: 451 5986",
+            "Celular 99 577450",
+            "9472 7916, e-mail ann@example.com",
+        ] {
+            let phones = scan(t).into_iter().filter(|(ty, _)| *ty == "PHONE_NUMBER");
+            assert_eq!(phones.count(), 1, "{t}");
+        }
     }
 
     #[test]

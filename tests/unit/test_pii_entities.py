@@ -43,11 +43,45 @@ def test_a_street_address_is_found_whole(text, address):
 
 
 @pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        # a text written all in lower case: the words are read as if capitalised, function words excepted
+        (
+            "i want to update my address to: 2613 avenida praia 1 suite 463, mohács, hungary 24743",
+            "2613 avenida praia 1 suite 463, mohács, hungary 24743",
+        ),
+        (
+            "the restaurant is located at 389 167 king alexander\nlady frere\n, ec\n 76634. it serves food.",
+            "389 167 king alexander\nlady frere\n, ec\n 76634",
+        ),
+        # a lower-case region code on its own line
+        ("Write to 12 Maple Street\nSpringfield\n, il\n 62704", "12 Maple Street\nSpringfield\n, il\n 62704"),
+        # postcodes: Canada, and digits joined by a dash (Brazil)
+        (
+            "Ship it to 100 Main St Suite 442, Mill Village NS B0J 2H0 today",
+            "100 Main St Suite 442, Mill Village NS B0J 2H0",
+        ),
+        ("Send it to Rua Augusta 1500, São Paulo 01310-100.", "Rua Augusta 1500, São Paulo 01310-100"),
+        # a particle inside the street name; lower-case words after a street type that comes first
+        ("I now live in 6570 Jiřího z Poděbrad 1874, Praha", "6570 Jiřího z Poděbrad 1874, Praha"),
+        (
+            ">770 26 rue des lieutenants Thomazo\n>Apt. 735\n>DOLE",
+            "770 26 rue des lieutenants Thomazo\n>Apt. 735\n>DOLE",
+        ),
+    ],
+)
+def test_addresses_in_lower_case_and_with_foreign_postcodes_are_found_whole(text, address):
+    assert found(find_addresses, text) == [address]
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "Compute the checksum of the 2 files and compare it with the value in the README.",
         "In 2023 the team shipped 3 releases; version 4 adds streaming.",
         "def f(x):\n    return x + 1  # street 5",
+        "Band B. 100 Hz and 200 Hz; 6008 MHz and 2 GB",
+        "the sum of 12 and 30 is 42, and the answer is in the readme.",
     ],
 )
 def test_ordinary_text_has_no_address(text):
