@@ -90,7 +90,11 @@ def _allocate(suites: list[Suite], results: list[Result], target: float, referen
             score.setdefault((r.category, r.item), {})[r.model] = r.score
             cost.setdefault((r.category, r.item), {})[r.model] = r.cost_usd
     models = {r.model for r in results}
-    obs = [Obs(k[0], chars.get(k, 0), sc, cost[k]) for k, sc in score.items() if len(sc) == len(models)]
+    # in item order, not the order the answers came back in: the cross-validation's folds, and so the proposal,
+    # are the same for the same results
+    obs = [
+        Obs(k[0], chars.get(k, 0), sc, cost[k]) for k, sc in sorted(score.items()) if len(sc) == len(models)
+    ]
     return allocate(obs, reference, target)
 
 
