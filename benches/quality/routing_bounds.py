@@ -271,6 +271,12 @@ def main() -> int:
     out["product_allocation_on_held"] = measure(held, fitted, intervals=True) | {
         "aimed": round(alloc.aimed, 4)
     }
+    # the same allocation blind to the prompt's length (one saving per category): per-subject routing
+    flat = allocate([Obs(o.category, 0, o.score, o.cost) for o in obs], "strong", TARGET)
+    whole_cats = [apply(flat.moves, Obs(i.category, 0, i.score, i.cost), "strong") == "weak" for i in held]
+    out["per_subject_allocation_on_held"] = measure(held, whole_cats, intervals=True) | {
+        "aimed": round(flat.aimed, 4)
+    }
     out["all_weak_on_held"] = measure(held, [True] * len(held))
     out["per_item_oracle_on_held"] = measure(held, [i.score["weak"] >= i.score["strong"] for i in held])
     bounds: dict[str, Any] = {}
