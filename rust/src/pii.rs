@@ -119,6 +119,11 @@ const PHONE_CTX: &[&str] = &[
     // a contact block: the number next to an e-mail label ("Phone 358 0594  E-mail: ...")
     "mail$",
     "email$",
+    // vCard's home and work numbers; "get in touch"; an extension
+    "home$",
+    "work$",
+    "touch$",
+    "extension",
 ];
 const CARD_CTX: &[&str] = &[
     "card",
@@ -796,11 +801,9 @@ fn phone_grouping(groups: &[&str], seps: &[&str], paren: bool) -> bool {
 /// ("8,503 233 254 30 8 5") is not a phone number however its groups look.
 fn standalone(text: &str, start: usize, end: usize) -> bool {
     let b = text.as_bytes();
-    let digit_at = |i: Option<usize>| i.and_then(|i| b.get(i)).is_some_and(u8::is_ascii_digit);
-    let gap = |c: Option<&u8>| matches!(c, Some(b' ' | b'\t' | b','));
-    let before = start.checked_sub(1).and_then(|i| b.get(i));
-    let after = b.get(end);
-    !(gap(before) && digit_at(start.checked_sub(2)) || gap(after) && digit_at(Some(end + 1)))
+    let gap = |i: usize| matches!(b.get(i), Some(b' ' | b'\t' | b','));
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    !(gap(end) && digit(end + 1) || start >= 2 && gap(start - 1) && digit(start - 2))
 }
 
 /// 2024-05-01, 01.05.2024, 05/01/24: three groups that parse as a calendar date.
@@ -829,7 +832,16 @@ fn valid_phone(text: &str, s: usize, e: usize) -> Option<Hit> {
         j
     });
     let groups = digit_groups(text, s, core_end);
-    // Try sub-spans over whole digit groups: leftmost start first, then longest.
+    // Try sub-spans over whole digit groups: leftmost start first, then longest. After a postcode that
+    // follows a place name, a number that needs no context word beats the longer one that does
+    // ("Sweden 99178 0490 39 07 81": the postcode is not part of it).
+    let after_postcode = groups.len() > 1
+        && (4..=6).contains(&(groups[0].1 - groups[0].0))
+        && groups[0].0 == s
+        && s >= 2
+        && b[s - 1] == b' '
+        && b[s - 2].is_ascii_alphabetic();
+    let mut needs_context: Option<Hit> = None;
     for i in 0..groups.len() {
         for j in (i..groups.len()).rev() {
             let start = if i == 0 {
@@ -846,12 +858,18 @@ fn valid_phone(text: &str, s: usize, e: usize) -> Option<Hit> {
             } else {
                 close_paren(b, groups[j].1)
             };
-            if let Some(hit) = phone_span(text, start, groups[i].0, groups[j].1, end) {
-                return Some(hit);
+            let Some(hit) = phone_span(text, start, groups[i].0, groups[j].1, end) else {
+                continue;
+            };
+            match needs_context {
+                None if !hit.needs_context => return Some(hit),
+                None => needs_context = Some(hit),
+                Some(_) if !hit.needs_context && i == 1 && after_postcode => return Some(hit),
+                Some(_) => {}
             }
         }
     }
-    None
+    needs_context
 }
 
 fn paren_start(b: &[u8], digit_start: usize) -> usize {
@@ -1407,6 +1425,18 @@ mod tests {
     }
 
     #[test]
+    fn a_postcode_before_a_phone_number_is_not_part_of_it() {
+        assert_eq!(
+            scan("Sweden 99178 0490 39 07 81"),
+            vec![("PHONE_NUMBER", "0490 39 07 81")]
+        );
+        assert_eq!(
+            scan("South Africa 89082 085 175 7641-Office"),
+            vec![("PHONE_NUMBER", "085 175 7641")]
+        );
+    }
+
+    #[test]
     fn more_phone_words() {
         for t in [
             "my number is 450 0840",
@@ -1415,6 +1445,8 @@ mod tests {
             "Voice: 451 5986",
             "Celular 99 577450",
             "9472 7916, e-mail ann@example.com",
+            "Home: 358 0594",
+            "get in touch on 780 6326",
         ] {
             let phones = scan(t).into_iter().filter(|(ty, _)| *ty == "PHONE_NUMBER");
             assert_eq!(phones.count(), 1, "{t}");

@@ -62,6 +62,8 @@ def test_a_street_address_is_found_whole(text, address):
             "100 Main St Suite 442, Mill Village NS B0J 2H0",
         ),
         ("Send it to Rua Augusta 1500, São Paulo 01310-100.", "Rua Augusta 1500, São Paulo 01310-100"),
+        # a building/flat number and a Polish postcode
+        ("Send it to ul. Słowicza 10/3, 00-950 Warszawa please", "ul. Słowicza 10/3, 00-950 Warszawa"),
         # a particle inside the street name; lower-case words after a street type that comes first
         ("I now live in 6570 Jiřího z Poděbrad 1874, Praha", "6570 Jiřího z Poděbrad 1874, Praha"),
         (

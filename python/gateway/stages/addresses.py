@@ -52,7 +52,7 @@ _COMPOUND = (
 _UP = r"[\p{Lu}\p{Lt}]"
 _CAP = rf"(?:[dl]['\u2019])?{_UP}[\p{{L}}\p{{M}}'\u2019\-]*\.?"  # a capitalised word, all capitals too ("TYSTBERGA", "St.")
 _WORD = rf"(?:[dl]['\u2019])?{_UP}[\p{{L}}\p{{M}}'\u2019\-]*"  # the same without a dot: in a continuation a dot ends the sentence
-_NUM = r"\d{1,5}[A-Za-z]?"
+_NUM = r"\d{1,5}(?:/\d{1,4})?[A-Za-z]?"  # 24, 24B, 10/3 (building/flat)
 _JOIN = r"(?:de|da|do|dos|das|del|della|dei|degli|di|du|des|la|le|van|von|der|den|het|ten|op|am|an|im|na|z|u|v|y|e|i|and|&)\b"
 _JOINS = set(_JOIN[3:-3].split("|"))
 # the joining words that may stand inside a street name ("Jiřího z Poděbrad"), not those that join two things
@@ -76,6 +76,19 @@ _CUE = (
 _BEFORE_NUMBER = r"(?=(?:\p{L}[\p{L}\p{M}'\u2019\-]*\.?[ \t]+){1,4}\d)"
 _STRONG = r"(?:Street|Avenue|Road|Boulevard|Lane|Drive|Court|Mall|Loop|Plaza|Parkway|Terrace|Crescent)"
 
+# English function words: they end an address, and stay lower case in the capitalised view of a caseless text
+FUNCTION_WORDS = frozenset(
+    """
+    a an the and or but nor so yet for of in on at to from by with about as into onto upon over after before
+    is are was were be been am do does did have has had i me my we us our you your he him his she her it its
+    they them their this that these those there here what which who whom when where why how not no yes please
+    thanks thank can could will would shall should may might must let also just then than too very now all
+    any some each every one two new old last next same other more most only own out off up down again
+    """.split()  # noqa: SIM905 (a word list reads better as text)
+)
+_SHORT_FUNCTION = "|".join(sorted(w for w in FUNCTION_WORDS if 2 <= len(w) <= 3))
+# a lower-case region code of 2-3 letters alone at the end of a line, before a comma or at the end ("\n, ec\n")
+_SHORT_LOWER = rf"(?!(?:{_SHORT_FUNCTION})\b)\p{{Ll}}{{2,3}}(?=[ \t]*(?:\n|,|\.?[ \t]*$))"
 ANCHORS = regex.compile(
     "|".join(
         [
@@ -100,19 +113,6 @@ ANCHORS = regex.compile(
     regex.V0,
 )
 
-# English function words: they end an address, and stay lower case in the capitalised view of a caseless text
-FUNCTION_WORDS = frozenset(
-    """
-    a an the and or but nor so yet for of in on at to from by with about as into onto upon over after before
-    is are was were be been am do does did have has had i me my we us our you your he him his she her it its
-    they them their this that these those there here what which who whom when where why how not no yes please
-    thanks thank can could will would shall should may might must let also just then than too very now all
-    any some each every one two new old last next same other more most only own out off up down again
-    """.split()  # noqa: SIM905 (a word list reads better as text)
-)
-_SHORT_FUNCTION = "|".join(sorted(w for w in FUNCTION_WORDS if 2 <= len(w) <= 3))
-# a lower-case region code of 2-3 letters alone at the end of a line, before a comma or at the end ("\n, ec\n")
-_SHORT_LOWER = rf"(?!(?:{_SHORT_FUNCTION})\b)\p{{Ll}}{{2,3}}(?=[ \t]*(?:\n|,|\.?[ \t]*$))"
 # what may continue an address after an anchor, each piece after a separator
 _SEP = r"(?=[ \t,\n])[ \t]*,?[ \t]*(?:\n(?:[ \t]*\n[ \t]+)?[ \t]*(?:[>\-*•?]+[ \t]*)?)?,?[ \t]*"
 _PIECE = (
