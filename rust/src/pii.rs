@@ -797,6 +797,21 @@ fn phone_grouping(groups: &[&str], seps: &[&str], paren: bool) -> bool {
         && !looks_like_date(&groups[..3])
 }
 
+/// A capitalised word follows the span after one space, and it is not a label ("Desk:"): the
+/// number is a house number before its street's name.
+fn names_follow(text: &str, end: usize) -> bool {
+    let Some(rest) = text.get(end..).and_then(|r| r.strip_prefix(' ')) else {
+        return false;
+    };
+    if !rest.chars().next().is_some_and(char::is_uppercase) {
+        return false;
+    }
+    let word = rest
+        .find(|c: char| !c.is_alphanumeric())
+        .unwrap_or(rest.len());
+    !rest[word..].starts_with(':')
+}
+
 /// No other number right before or after the span, one space or comma apart: a row of a table
 /// ("8,503 233 254 30 8 5") is not a phone number however its groups look.
 fn standalone(text: &str, start: usize, end: usize) -> bool {
@@ -921,8 +936,11 @@ fn phone_span(text: &str, start: usize, first: usize, last: usize, end: usize) -
             .iter()
             .all(|s| matches!(s.trim(), "-" | "." | "/"));
     let shape = phone_shape(&groups, intl, date_seps)?;
-    if shape == PhoneShape::Generic && seps.len() == 1 && seps[0] == "." {
-        return None; // "12345.6789" is a decimal
+    if shape == PhoneShape::Generic
+        && (seps.len() == 1 && seps[0] == "." || names_follow(text, end))
+    {
+        // "12345.6789" is a decimal; "370 3911 Fourth Avenue", "99449 18 Rue ..." are house numbers
+        return None;
     }
     let paren = text[start..first].contains('(');
     let separated = groups.len() > 1 || paren;
@@ -1433,6 +1451,19 @@ mod tests {
         assert_eq!(
             scan("South Africa 89082 085 175 7641-Office"),
             vec![("PHONE_NUMBER", "085 175 7641")]
+        );
+    }
+
+    #[test]
+    fn house_numbers_before_a_street_name_are_not_phones() {
+        assert!(scan("call in at 370 3911 Fourth Avenue").is_empty());
+        assert!(scan("contact us at 99449 18 Rue de Tanger").is_empty());
+        assert_eq!(
+            scan("Mobile: 737 219 628 Desk: 5403926876"),
+            vec![
+                ("PHONE_NUMBER", "737 219 628"),
+                ("PHONE_NUMBER", "5403926876")
+            ]
         );
     }
 
