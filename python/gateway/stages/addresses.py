@@ -156,12 +156,13 @@ def capitalised_view(text: str) -> str:
     return _LOWER_WORD.sub(_capitalise, text)
 
 
-_PLACEHOLDER = regex.compile(r"<[A-Z][A-Z0-9_]*_\d+>")
+# the placeholders of values the structured scan masked ("<EMAIL_ADDRESS_1>"), which run before the rules
+PLACEHOLDER = regex.compile(r"<[A-Z][A-Z0-9_]*_\d+>")
 
 
 def _caseless(text: str) -> bool:
     """Written all in lower case, apart from the placeholders of values already masked."""
-    return not any(c.isupper() for c in _PLACEHOLDER.sub("", text))
+    return not any(c.isupper() for c in PLACEHOLDER.sub("", text))
 
 
 def find_addresses(text: str) -> list[tuple[int, int]]:

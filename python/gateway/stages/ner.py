@@ -32,13 +32,12 @@ from typing import Any
 
 from gateway.config import NER_DEFAULT_MODEL as DEFAULT_MODEL
 from gateway.config import model_problem
-from gateway.stages.addresses import find_addresses
+from gateway.stages.addresses import PLACEHOLDER, find_addresses
 from gateway.stages.names import coordinated, find_names
 
 NER_TYPES = ("PERSON", "LOCATION")
 SPACY_LABELS = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
 
-PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_\d+>")
 CHUNK_CHARS = 20_000  # longer texts are split (at a newline or space) so no doc nears spaCy's max_length
 
 
