@@ -11,6 +11,7 @@ import math
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -62,14 +63,24 @@ def cv_scores(
     return out
 
 
-def quantize(model: LogisticRegression) -> tuple[float, float, bytes]:
-    w = model.coef_[0]
+class Weights(NamedTuple):
+    """One class's weights over the hashed features and its bias, when they are not a fitted model's own
+    (scripts/word_prior.py folds extra columns back into the word slots)."""
+
+    coef: np.ndarray
+    bias: float
+
+
+def quantize(model: LogisticRegression | Weights) -> tuple[float, float, bytes]:
+    w, bias = (
+        (model.coef, model.bias) if isinstance(model, Weights) else (model.coef_[0], model.intercept_[0])
+    )
     scale = float(np.abs(w).max() / 127) or 1.0
     q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
-    return float(model.intercept_[0]), scale, q.tobytes()
+    return float(bias), scale, q.tobytes()
 
 
-def write(path: Path, bits: int, classes: list[tuple[str, LogisticRegression]]) -> int:
+def write(path: Path, bits: int, classes: Sequence[tuple[str, LogisticRegression | Weights]]) -> int:
     """Write a gzip-compressed GWLM v3 file; returns its size in bytes."""
     out = bytearray(b"GWLM" + struct.pack("<BBH", VERSION, bits, len(classes)))
     for name, model in classes:

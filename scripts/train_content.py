@@ -10,6 +10,10 @@ to content.json. Per category, the regularisation and how much the extra (prompt
 weigh are chosen by the same cross-validation on the training half: for most categories the extra sets shift
 the model away from what openai-moderation calls harmful.
 
+For 'hate' the same cross-validation also chooses whether HateSonar's word lexicon is an extra column of the
+logistic regression (scripts/word_prior.py), folded back into the word slots of the hashed table, so the file
+format and the scan stay as they are.
+
 Usage: .venv/bin/python scripts/train_content.py   (needs `pip install -e .[train]`)
 """
 
@@ -26,6 +30,8 @@ sys.path[:0] = [str(ROOT / "benches" / "quality"), str(ROOT / "scripts")]
 
 import compliance_data as cd  # noqa: E402
 import linear_model as lm  # noqa: E402
+import word_prior as wp  # noqa: E402
+from scipy.sparse import csr_matrix, hstack  # noqa: E402
 
 from gateway import _core  # noqa: E402
 
@@ -34,6 +40,8 @@ BITS = 17
 # text), chosen per category by CV F1 on the training half's moderation rows.
 GRID = [(4.0, 0.0), (16.0, 0.0), (4.0, 0.1), (16.0, 0.1), (4.0, 1.0)]
 BENIGN_FPR = 0.01
+# Categories for which the same CV also tries the lexicon column (scripts/word_prior.py) next to the n-grams.
+LEXICON_CATEGORIES = {"hate"}
 CATEGORIES = ["sexual", "sexual/minors", "hate", "harassment", "violence", "self-harm", "dangerous"]
 DATA = ROOT / "python" / "gateway" / "data"
 
@@ -67,10 +75,14 @@ def main() -> None:
     items += [(t, set(), False) for t in benign]
     norms = [_core.normalize(t) for t, _, _ in items]
     x = lm.features(norms, BITS)
+    # The lexicon's column (scripts/word_prior.py): the hashed features times the lexicon's word-slot weights.
+    lexicon = wp.slot_weights(wp.hatesonar_lexicon(), BITS)
+    x_lex = hstack([x, csr_matrix((x @ lexicon)[:, None])]).tocsr()
     is_mod = np.array([m for _, _, m in items])
     is_ordinary = np.zeros(len(items), dtype=bool)
     is_ordinary[len(items) - len(benign) : len(items) - len(benign) + len(ordinary)] = True
-    models, meta = [], {"bits": BITS, "categories": {}}
+    models: list[tuple[str, lm.LogisticRegression | lm.Weights]] = []
+    meta: dict = {"bits": BITS, "categories": {}}
     for cat in CATEGORIES:
         y = np.array([int(cat in cats) for _, cats, _ in items])
         if y.sum() < 5:
@@ -79,30 +91,44 @@ def main() -> None:
         # Thresholds are picked on moderation rows only: they are what the filter sees in production
         # (model outputs), while the extra sets are prompts.
         sel = is_mod if y[is_mod].sum() >= 5 else np.ones_like(is_mod)
-        best: tuple[float, float, float, float] | None = None  # (f1, threshold, C, extra weight)
-        for c, wx in GRID if y[is_mod].sum() >= 5 else [(4.0, 1.0)]:
-            w = np.where(is_mod, 1.0, wx)
-            oof = lm.cv_scores(x, y, c, weights=w, strata=y * 2 + is_mod)
-            # Most answers the filter sees are ordinary text, which moderation rows hardly hold: a threshold picked
-            # on them never flags more than 1% of the real prompts and e-mails, whatever F1 it would buy there.
-            # (A threshold picked on all rows already pays for the benign ones it flags.)
-            floor = lm.threshold_at_fpr(oof[is_ordinary].tolist(), BENIGN_FPR) if sel is is_mod else 0.0
-            t, f1 = best_f1_threshold(oof[sel], y[sel], floor)
-            if best is None or f1 > best[0]:
-                best = (f1, t, c, wx)
+        # (f1, threshold, C, extra weight, lexicon)
+        best: tuple[float, float, float, float, bool] | None = None
+        grid = GRID if y[is_mod].sum() >= 5 else [(4.0, 1.0)]
+        for lex in (False, True) if cat in LEXICON_CATEGORIES else (False,):
+            xc = x_lex if lex else x
+            for c, wx in grid:
+                w = np.where(is_mod, 1.0, wx)
+                oof = lm.cv_scores(xc, y, c, weights=w, strata=y * 2 + is_mod)
+                # Most answers the filter sees are ordinary text, which moderation rows hardly hold: a threshold
+                # picked on them never flags more than 1% of the real prompts and e-mails, whatever F1 it would
+                # buy there. (A threshold picked on all rows already pays for the benign ones it flags.)
+                floor = lm.threshold_at_fpr(oof[is_ordinary].tolist(), BENIGN_FPR) if sel is is_mod else 0.0
+                t, f1 = best_f1_threshold(oof[sel], y[sel], floor)
+                if cat in LEXICON_CATEGORIES:
+                    print(f"  {cat}: lexicon {lex}, C {c}, extra weight {wx}: CV F1 {f1:.3f}", flush=True)
+                if best is None or f1 > best[0]:
+                    best = (f1, t, c, wx, lex)
         assert best is not None
-        f1, t, c, wx = best
+        f1, t, c, wx, lex = best
         w = np.where(is_mod, 1.0, wx)
-        models.append((cat, lm.fit(x, y, c, w)))
+        model = lm.fit(x_lex if lex else x, y, c, w)
+        if lex:
+            coef = model.coef_[0]
+            folded = coef[: 1 << BITS] + coef[-1] * lexicon  # the column's weight, back in the word slots
+            models.append((cat, lm.Weights(folded, float(model.intercept_[0]))))
+        else:
+            models.append((cat, model))
         meta["categories"][cat] = {
             "positives": int(y.sum()),
             "threshold": round(t, 4),
             "cv_f1": round(f1, 3),
             "C": c,
             "extra_weight": wx,
+            "lexicon": lex,
         }
         print(
-            f"{cat}: {int(y.sum())} positives, C {c}, extra weight {wx}, CV threshold {t:.3f}, CV F1 {f1:.3f}"
+            f"{cat}: {int(y.sum())} positives, C {c}, extra weight {wx}, lexicon {lex}, "
+            f"CV threshold {t:.3f}, CV F1 {f1:.3f}"
         )
     size = lm.write(DATA / "content.gwlm.gz", BITS, models)
     (DATA / "content.json").write_text(json.dumps(meta, indent=2) + "\n")
