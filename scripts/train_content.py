@@ -65,6 +65,11 @@ def main() -> None:
         sys.exit(f"corpora not found at {cd.CORPORA}")
     mod = cd.moderation().train
     items: list[tuple[str, set[str], bool]] = [(r["prompt"], cd.labels(r), True) for r in mod]
+    # A moderation row not labelled for a category is left out of that category's training and thresholds.
+    unknown = {cat: np.zeros(len(items), dtype=bool) for cat in CATEGORIES}
+    for i, r in enumerate(mod):
+        for cat in cd.COLUMNS:
+            unknown[cat][i] = not cd.labelled(r, cat)
     extra = cd.extra_content_train()
     items += [(t, cats, False) for t, cats in extra]
     # Real user prompts and e-mails: the text the false-positive budget is spent on.
@@ -81,10 +86,15 @@ def main() -> None:
     is_mod = np.array([m for _, _, m in items])
     is_ordinary = np.zeros(len(items), dtype=bool)
     is_ordinary[len(items) - len(benign) : len(items) - len(benign) + len(ordinary)] = True
+    for cat in CATEGORIES:
+        unknown[cat] = np.concatenate([unknown[cat], np.zeros(len(items) - len(mod), dtype=bool)])
     models: list[tuple[str, lm.LogisticRegression | lm.Weights]] = []
     meta: dict = {"bits": BITS, "categories": {}}
+    x_all, x_lex_all, is_mod_all, is_ordinary_all = x, x_lex, is_mod, is_ordinary
     for cat in CATEGORIES:
-        y = np.array([int(cat in cats) for _, cats, _ in items])
+        keep = ~unknown[cat]
+        x, x_lex, is_mod, is_ordinary = x_all[keep], x_lex_all[keep], is_mod_all[keep], is_ordinary_all[keep]
+        y = np.array([int(cat in cats) for (_, cats, _), k in zip(items, keep, strict=True) if k])
         if y.sum() < 5:
             print(f"{cat}: too few positives ({int(y.sum())}), skipped")
             continue
@@ -120,6 +130,7 @@ def main() -> None:
             models.append((cat, model))
         meta["categories"][cat] = {
             "positives": int(y.sum()),
+            "rows": int(keep.sum()),
             "threshold": round(t, 4),
             "cv_f1": round(f1, 3),
             "C": c,

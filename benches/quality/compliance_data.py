@@ -181,6 +181,17 @@ def moderation() -> Split:
     return _split(rows, key=lambda r: r["prompt"])
 
 
+# The columns that say whether a text is of a category (absent where the labellers were not asked)
+COLUMNS = {cat: [col] for col, cat in MODERATION.items()} | {"hate": ["H", "H2"], "violence": ["V", "V2"]}
+
+
+def labelled(row: dict, cat: str) -> bool:
+    """Whether the row was labelled for ``cat`` at all: about half of the texts were labelled only for other
+    categories, so their absence of a label says nothing (counting them as negatives would call a detection on
+    an unlabelled hateful text a false positive)."""
+    return any(col in row for col in COLUMNS[cat])
+
+
 def labels(row: dict) -> set[str]:
     out = {cat for col, cat in MODERATION.items() if row.get(col) == 1}
     if row.get("H2") == 1:

@@ -204,10 +204,11 @@ def content(scanner) -> dict:
             best[cat] = max(best.get(cat, 0.0), score)
         scores.append(best)
     out = {"n": len(rows)}
-    for cat in cd.MODERATION.values():
-        y = [int(cat in cd.labels(r)) for r in rows]
-        pred = [int(s.get(cat, 0.0) >= thresholds.get(cat, 0.5)) for s in scores]
-        out[cat] = prf(cat, y, pred)
+    for cat in cd.MODERATION.values():  # on the texts labelled for the category
+        idx = [i for i, r in enumerate(rows) if cd.labelled(r, cat)]
+        y = [int(cat in cd.labels(rows[i])) for i in idx]
+        pred = [int(scores[i].get(cat, 0.0) >= thresholds.get(cat, 0.5)) for i in idx]
+        out[cat] = prf(f"{cat} (of {len(idx)})", y, pred) | {"labelled": len(idx)}
     anyy = [int(bool(cd.labels(r))) for r in rows]
     anyp = [int(any(s.get(c, 0.0) >= thresholds.get(c, 0.5) for c in cd.MODERATION.values())) for s in scores]
     out["any"] = prf("any category", anyy, anyp)

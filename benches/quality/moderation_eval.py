@@ -29,8 +29,9 @@ def main() -> int:
     prf("flagged", [int(bool(cd.labels(r))) for r in rows], [int(x["flagged"]) for x in results])
     for ours in cd.MODERATION.values():
         name = next(k for k, v in moderations.CATEGORIES.items() if v == ours)
-        y = [int(ours in cd.labels(r)) for r in rows]
-        prf(name, y, [int(x["categories"][name]) for x in results])
+        idx = [i for i, r in enumerate(rows) if cd.labelled(r, ours)]  # the texts labelled for the category
+        y = [int(ours in cd.labels(rows[i])) for i in idx]
+        prf(f"{name} (of {len(idx)})", y, [int(results[i]["categories"][name]) for i in idx])
     return 0
 
 
