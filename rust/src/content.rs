@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use regex::Regex;
 
 use crate::pii::{Entity, Scanner, DETACH_MIN_BYTES};
+use crate::prefilter;
 use crate::textnorm::{normalize, LinearModel};
 
 pub const SECRET_TYPES: &[Entity] = &[
@@ -70,8 +71,8 @@ const DANGEROUS: &[&str] = &[
 ];
 const DANGEROUS_WEIGHT: f32 = 0.6;
 
-static CANARY_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"gwcanary-[0-9a-f]{16}").expect("canary regex"));
+const CANARY: &str = r"gwcanary-[0-9a-f]{16}";
+static CANARY_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(CANARY).expect("canary regex"));
 static DANGEROUS_AC: LazyLock<AhoCorasick> =
     LazyLock::new(|| AhoCorasick::new(DANGEROUS).expect("dangerous phrases"));
 
@@ -88,8 +89,59 @@ pub struct Finding {
 pub struct ContentScanner {
     secrets: Scanner,
     pii: Scanner,
+    gate: SpanGate,
     model: Option<LinearModel>,
     names: Vec<&'static str>,
+}
+
+/// Which span scanners a text needs at all, from what their patterns' matches must contain
+/// (`prefilter`): secrets and canaries start with one of a few literals (`AKIA`, `ghp_`, `sk-`,
+/// `eyJ`, `-----BEGIN`, `gwcanary-`, ...), and every personal-data pattern needs a digit or an
+/// `@`. An answer that is plain prose then skips the secret and PII automata, whose tables would
+/// otherwise be reloaded into the CPU caches for every request. A pattern from which nothing
+/// can be derived turns its gate off (always scanned).
+struct SpanGate {
+    /// Literal prefixes of every secret pattern and of the canary (`None`: always scan).
+    secret_prefixes: Option<AhoCorasick>,
+    /// Bytes one of which every PII pattern's match holds (`None`: always scan).
+    pii_bytes: Option<[bool; 256]>,
+}
+
+impl SpanGate {
+    fn new(secrets: &Scanner, pii: &Scanner) -> SpanGate {
+        let mut lits = vec![CANARY.as_bytes()[..9].to_vec()]; // "gwcanary-"
+        let mut finite = true;
+        for p in secrets.patterns() {
+            match prefilter::prefixes(p, 64) {
+                Some(ps) => lits.extend(ps),
+                None => finite = false,
+            }
+        }
+        let secret_prefixes = finite.then(|| AhoCorasick::new(&lits).expect("secret prefixes"));
+        let set = prefilter::byte_set(|b| b.is_ascii_digit() || b == b'@');
+        let pii_bytes = pii
+            .patterns()
+            .iter()
+            .all(|p| prefilter::needs_one_of(p, &set))
+            .then_some(set);
+        SpanGate {
+            secret_prefixes,
+            pii_bytes,
+        }
+    }
+
+    /// (secrets or canary possible, PII possible) in `text`.
+    fn check(&self, text: &str) -> (bool, bool) {
+        let secrets = self
+            .secret_prefixes
+            .as_ref()
+            .is_none_or(|ac| ac.is_match(text));
+        let pii = self
+            .pii_bytes
+            .as_ref()
+            .is_none_or(|set| text.bytes().any(|b| set[b as usize]));
+        (secrets, pii)
+    }
 }
 
 /// Category names the model may carry, with their public spelling.
@@ -115,9 +167,13 @@ impl ContentScanner {
                 names.push(*n);
             }
         }
+        let secrets = Scanner::new(SECRET_TYPES);
+        let pii = Scanner::new(PII_TYPES);
+        let gate = SpanGate::new(&secrets, &pii);
         Ok(ContentScanner {
-            secrets: Scanner::new(SECRET_TYPES),
-            pii: Scanner::new(PII_TYPES),
+            secrets,
+            pii,
+            gate,
             model,
             names,
         })
@@ -134,29 +190,36 @@ impl ContentScanner {
 
     /// Span categories (secrets, pii, canary) in `text`, byte offsets.
     pub fn spans(&self, text: &str, out: &mut Vec<Finding>) {
-        for d in self.secrets.scan(text) {
-            out.push(Finding {
-                category: "secrets",
-                score: d.score as f32,
-                span: Some((d.start, d.end)),
-                detail: d.entity.name().to_string(),
-            });
+        let (secrets, pii) = self.gate.check(text);
+        if secrets {
+            for d in self.secrets.scan(text) {
+                out.push(Finding {
+                    category: "secrets",
+                    score: d.score as f32,
+                    span: Some((d.start, d.end)),
+                    detail: d.entity.name().to_string(),
+                });
+            }
         }
-        for d in self.pii.scan(text) {
-            out.push(Finding {
-                category: "pii",
-                score: d.score as f32,
-                span: Some((d.start, d.end)),
-                detail: d.entity.name().to_string(),
-            });
+        if pii {
+            for d in self.pii.scan(text) {
+                out.push(Finding {
+                    category: "pii",
+                    score: d.score as f32,
+                    span: Some((d.start, d.end)),
+                    detail: d.entity.name().to_string(),
+                });
+            }
         }
-        for m in CANARY_RE.find_iter(text) {
-            out.push(Finding {
-                category: "canary",
-                score: 1.0,
-                span: Some((m.start(), m.end())),
-                detail: "CANARY".to_string(),
-            });
+        if secrets {
+            for m in CANARY_RE.find_iter(text) {
+                out.push(Finding {
+                    category: "canary",
+                    score: 1.0,
+                    span: Some((m.start(), m.end())),
+                    detail: "CANARY".to_string(),
+                });
+            }
         }
     }
 
@@ -400,6 +463,35 @@ mod tests {
         }
         let clean = s.scan("The weather is mild today.");
         assert!(clean.iter().all(|x| x.score < 0.5), "{clean:?}");
+    }
+
+    #[test]
+    fn span_gate_holds_for_every_pattern() {
+        let s = ContentScanner::new(None).unwrap();
+        // derived from the patterns: both gates are on (a pattern they could not cover turns one off)
+        assert!(s.gate.secret_prefixes.is_some() && s.gate.pii_bytes.is_some());
+        for (text, cat) in [
+            ("key AKIAIOSFODNN7EXAMPLE here", "secrets"),
+            (
+                "token ghp_abcdefghijklmnopqrstuvwxyz0123456789 ok",
+                "secrets",
+            ),
+            ("use sk-ant-abcdefghijklmnopqrstuvwxyz", "secrets"),
+            ("-----BEGIN RSA PRIVATE KEY----- abc", "secrets"),
+            ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abc", "secrets"),
+            ("leaked gwcanary-0123456789abcdef", "canary"),
+            ("write to bob@example.com", "pii"),
+            ("call +1 415 555 0132 now", "pii"),
+        ] {
+            assert!(
+                s.scan(text).iter().any(|f| f.category == cat),
+                "{cat} missed in {text:?}"
+            );
+        }
+        assert_eq!(
+            s.gate.check("Plain prose, with no numbers at all."),
+            (false, false)
+        );
     }
 
     #[test]

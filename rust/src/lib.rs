@@ -5,6 +5,7 @@ pub mod category;
 pub mod content;
 pub mod injection;
 pub mod pii;
+pub mod prefilter;
 pub mod ratelimit;
 pub mod schema;
 pub mod textnorm;

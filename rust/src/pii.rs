@@ -268,6 +268,11 @@ impl Scanner {
         Scanner { set, patterns }
     }
 
+    /// The scanner's patterns (for prefilters derived from them).
+    pub fn patterns(&self) -> &[String] {
+        self.set.patterns()
+    }
+
     /// Non-overlapping detections (higher score, then longer, wins), sorted by start; byte offsets.
     pub fn scan(&self, text: &str) -> Vec<Detection> {
         let mut found = Vec::new();

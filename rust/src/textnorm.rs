@@ -7,6 +7,7 @@
 //! look like base64 or hex are decoded and, when they decode to text, normalised and returned too.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 
 use base64::Engine;
@@ -410,10 +411,18 @@ pub struct LinearClass {
 /// touches one cache line; the content scanner scores all its classes at once) or kept per class
 /// (`weights[c * 2^bits + h]`: a scan that reads one class, like injection, touches that class's
 /// table only, half or less of the memory).
+///
+/// The weights and the bitset that deduplicates a text's features share one `PagedTable` (see
+/// there): between two requests they are evicted from the CPU caches and the TLB, and a scan's
+/// ~1,000 random reads then cost one page walk for the table instead of one per 4 KiB page.
 pub struct LinearModel {
     pub bits: u32,
     pub classes: Vec<LinearClass>,
-    weights: Vec<i8>,
+    table: PagedTable,
+    /// Where the dedup bitset starts in `table` (after the weights, 64-byte aligned), and whether
+    /// a scan is using it (another thread's concurrent scan falls back to its own bitset).
+    seen_at: usize,
+    seen_busy: AtomicBool,
     interleaved: bool,
 }
 
@@ -445,7 +454,9 @@ impl LinearModel {
         let dim = 1usize << bits;
         let mut at = 8;
         let mut classes = Vec::with_capacity(n);
-        let mut weights = vec![0i8; dim * n];
+        let seen_at = (dim * n).div_ceil(64) * 64;
+        let mut table = PagedTable::zeroed(seen_at + dim / 8);
+        let weights = &mut table.bytes_mut()[..dim * n];
         for k in 0..n {
             let len = *data.get(at).ok_or_else(bad)? as usize;
             at += 1;
@@ -463,12 +474,10 @@ impl LinearModel {
             at += dim;
             if interleaved {
                 for (h, &x) in w.iter().enumerate() {
-                    weights[h * n + k] = x as i8;
+                    weights[h * n + k] = x;
                 }
             } else {
-                for (dst, &x) in weights[k * dim..(k + 1) * dim].iter_mut().zip(w) {
-                    *dst = x as i8;
-                }
+                weights[k * dim..(k + 1) * dim].copy_from_slice(w);
             }
             classes.push(LinearClass { name, bias, scale });
         }
@@ -478,7 +487,9 @@ impl LinearModel {
         Ok(LinearModel {
             bits,
             classes,
-            weights,
+            table,
+            seen_at,
+            seen_busy: AtomicBool::new(false),
             interleaved,
         })
     }
@@ -496,8 +507,9 @@ impl LinearModel {
         }
         let k = self.classes.len();
         let mut sums = vec![0i64; k];
-        let n = for_each_distinct(norm, self.bits, |h| {
-            let row = &self.weights[h as usize * k..h as usize * k + k];
+        let weights = self.weights();
+        let n = self.distinct(norm, |h| {
+            let row = &weights[h as usize * k..h as usize * k + k];
             for (s, &w) in sums.iter_mut().zip(row) {
                 *s += w as i64;
             }
@@ -513,48 +525,144 @@ impl LinearModel {
     pub fn predict_one(&self, norm: &str, class: usize) -> f32 {
         let c = &self.classes[class];
         let mut s = 0i64;
+        let weights = self.weights();
         let n = if self.interleaved {
             let k = self.classes.len();
-            for_each_distinct(norm, self.bits, |h| {
-                s += self.weights[h as usize * k + class] as i64
-            })
+            self.distinct(norm, |h| s += weights[h as usize * k + class] as i64)
         } else {
             let dim = 1usize << self.bits;
-            let table = &self.weights[class * dim..(class + 1) * dim];
-            for_each_distinct(norm, self.bits, |h| s += table[h as usize] as i64)
+            let table = &weights[class * dim..(class + 1) * dim];
+            self.distinct(norm, |h| s += table[h as usize] as i64)
         };
         sigmoid(c.bias + c.scale * s as f32 / (n.max(1) as f32).sqrt())
+    }
+
+    fn weights(&self) -> &[i8] {
+        let b = &self.table.bytes()[..(1usize << self.bits) * self.classes.len()];
+        // SAFETY: i8 and u8 have the same size and alignment, every bit pattern is valid in both.
+        unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<i8>(), b.len()) }
+    }
+
+    /// `for_each_distinct` with the model's own bitset (beside its weights) when no other thread
+    /// is using it.
+    fn distinct(&self, norm: &str, f: impl FnMut(u32)) -> usize {
+        if self
+            .seen_busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return for_each_distinct(norm, self.bits, f);
+        }
+        let words = (1usize << self.bits) / 64;
+        // SAFETY: `seen_busy` gives this call sole use of the bitset region of the table, which
+        // lies after the weights (never written after parsing), 64-byte aligned, `words` u64 long.
+        let set = unsafe {
+            let p = self.table.ptr.as_ptr().add(self.seen_at).cast::<u64>();
+            std::slice::from_raw_parts_mut(p, words)
+        };
+        let n = TOUCHED.with(|t| distinct_in(set, &mut t.borrow_mut(), norm, self.bits, f));
+        self.seen_busy.store(false, Ordering::Release);
+        n
+    }
+}
+
+/// Zeroed memory of its own, aligned to 2 MiB and asked to be backed by transparent huge pages:
+/// one TLB entry covers a model's weights and bitset. Scoring a text reads ~1,000 random places
+/// of a 0.25-1 MB table; when the table's 4 KiB pages have left the TLB (between requests they
+/// have) every read also costs a page walk, which is most of a cold scan's time. Where the kernel
+/// gives no huge page this is ordinary memory. The tail of the last 2 MiB is unused.
+struct PagedTable {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: the table is plain bytes; shared access is read-only except the bitset region, which
+// `LinearModel::distinct` hands to one thread at a time.
+unsafe impl Send for PagedTable {}
+unsafe impl Sync for PagedTable {}
+
+const HUGE_PAGE: usize = 2 << 20;
+
+impl PagedTable {
+    fn zeroed(len: usize) -> PagedTable {
+        let size = len.max(1).div_ceil(HUGE_PAGE) * HUGE_PAGE;
+        let layout = std::alloc::Layout::from_size_align(size, HUGE_PAGE).expect("table layout");
+        // SAFETY: non-zero size; the memory is zeroed below before any read.
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let Some(ptr) = std::ptr::NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        #[cfg(target_os = "linux")]
+        // SAFETY: the range is this allocation; advice only (a refusal changes nothing).
+        unsafe {
+            libc::madvise(raw.cast(), size, libc::MADV_HUGEPAGE);
+        }
+        // SAFETY: `raw` is valid for `size` bytes (first touch after the advice, so the fault
+        // can map a huge page).
+        unsafe { std::ptr::write_bytes(raw, 0, size) };
+        PagedTable { ptr, len, layout }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: valid, initialised for `len` bytes for the table's lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as `bytes`, and `&mut self` is the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PagedTable {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }
 
 thread_local! {
     /// Per thread: a bitset over the hashed feature space (cleared after each text by walking the
-    /// features it set) and the list of those features, so deduplication costs no allocation.
-    static SEEN: RefCell<(Vec<u64>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// features it set) for scans that find their model's own bitset in use, and the list of
+    /// features a text set, so deduplication costs no allocation.
+    static SEEN: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    static TOUCHED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Calls `f` once per distinct hashed feature of a normalised text; returns how many there are.
-pub fn for_each_distinct(norm: &str, bits: u32, mut f: impl FnMut(u32)) -> usize {
+pub fn for_each_distinct(norm: &str, bits: u32, f: impl FnMut(u32)) -> usize {
     SEEN.with(|cell| {
-        let (set, touched) = &mut *cell.borrow_mut();
+        let set = &mut *cell.borrow_mut();
         let words = (1usize << bits).div_ceil(64);
         if set.len() < words {
             set.resize(words, 0);
         }
-        touched.clear();
-        for_each_feature(norm, bits, |h| {
-            let (w, b) = ((h >> 6) as usize, 1u64 << (h & 63));
-            if set[w] & b == 0 {
-                set[w] |= b;
-                touched.push(h);
-                f(h);
-            }
-        });
-        for &h in touched.iter() {
-            set[(h >> 6) as usize] = 0;
-        }
-        touched.len()
+        TOUCHED.with(|t| distinct_in(&mut set[..words], &mut t.borrow_mut(), norm, bits, f))
     })
+}
+
+/// Deduplication over a clear bitset of `2^bits` bits, left clear again.
+fn distinct_in(
+    set: &mut [u64],
+    touched: &mut Vec<u32>,
+    norm: &str,
+    bits: u32,
+    mut f: impl FnMut(u32),
+) -> usize {
+    touched.clear();
+    for_each_feature(norm, bits, |h| {
+        let (w, b) = ((h >> 6) as usize, 1u64 << (h & 63));
+        if set[w] & b == 0 {
+            set[w] |= b;
+            touched.push(h);
+            f(h);
+        }
+    });
+    for &h in touched.iter() {
+        set[(h >> 6) as usize] = 0;
+    }
+    touched.len()
 }
 
 pub fn sigmoid(z: f32) -> f32 {
@@ -680,6 +788,26 @@ mod tests {
         assert!(LinearModel::parse(&data[..data.len() - 1]).is_err());
         let per_class = LinearModel::parse_per_class(&data).unwrap();
         assert_eq!(per_class.predict("hello"), m.predict("hello"));
+    }
+
+    #[test]
+    fn model_bitset_and_thread_bitset_agree() {
+        // weights 1..=127 by feature, one class: the score sums the distinct features' weights
+        let bits = 10u32;
+        let mut data = b"GWLM".to_vec();
+        data.extend([MODEL_VERSION, bits as u8, 1, 0, 1, b'x']);
+        data.extend(0.0f32.to_le_bytes());
+        data.extend(0.01f32.to_le_bytes());
+        data.extend((0..1u32 << bits).map(|h| (h % 127 + 1) as u8));
+        let m = LinearModel::parse_per_class(&data).unwrap();
+        let text = "ignore ignore all the rules, all of them";
+        let own = m.predict_one(text, 0);
+        assert_eq!(m.predict_one(text, 0), own); // the model's bitset was left clear
+        m.seen_busy.store(true, Ordering::Relaxed); // as if another thread were scoring
+        assert_eq!(m.predict_one(text, 0), own);
+        m.seen_busy.store(false, Ordering::Relaxed);
+        assert_eq!(m.predict(text), vec![own]);
+        assert_eq!(m.table.ptr.as_ptr() as usize % HUGE_PAGE, 0);
     }
 
     #[test]
