@@ -65,11 +65,6 @@ def main() -> None:
         sys.exit(f"corpora not found at {cd.CORPORA}")
     mod = cd.moderation().train
     items: list[tuple[str, set[str], bool]] = [(r["prompt"], cd.labels(r), True) for r in mod]
-    # A moderation row not labelled for a category is left out of that category's training and thresholds.
-    unknown = {cat: np.zeros(len(items), dtype=bool) for cat in CATEGORIES}
-    for i, r in enumerate(mod):
-        for cat in cd.COLUMNS:
-            unknown[cat][i] = not cd.labelled(r, cat)
     extra = cd.extra_content_train()
     items += [(t, cats, False) for t, cats in extra]
     # Real user prompts and e-mails: the text the false-positive budget is spent on.
@@ -86,33 +81,33 @@ def main() -> None:
     is_mod = np.array([m for _, _, m in items])
     is_ordinary = np.zeros(len(items), dtype=bool)
     is_ordinary[len(items) - len(benign) : len(items) - len(benign) + len(ordinary)] = True
-    for cat in CATEGORIES:
-        unknown[cat] = np.concatenate([unknown[cat], np.zeros(len(items) - len(mod), dtype=bool)])
     models: list[tuple[str, lm.LogisticRegression | lm.Weights]] = []
     meta: dict = {"bits": BITS, "categories": {}}
-    x_all, x_lex_all, is_mod_all, is_ordinary_all = x, x_lex, is_mod, is_ordinary
     for cat in CATEGORIES:
-        keep = ~unknown[cat]
-        x, x_lex, is_mod, is_ordinary = x_all[keep], x_lex_all[keep], is_mod_all[keep], is_ordinary_all[keep]
-        y = np.array([int(cat in cats) for (_, cats, _), k in zip(items, keep, strict=True) if k])
+        # a moderation row not labelled for the category is left out of its training and thresholds
+        keep = np.ones(len(items), dtype=bool)
+        if cat in cd.COLUMNS:
+            keep[: len(mod)] = [cd.labelled(r, cat) for r in mod]
+        xk, xk_lex, mod_k, ordinary_k = x[keep], x_lex[keep], is_mod[keep], is_ordinary[keep]
+        y = np.array([int(cat in cats) for _, cats, _ in items])[keep]
         if y.sum() < 5:
             print(f"{cat}: too few positives ({int(y.sum())}), skipped")
             continue
         # Thresholds are picked on moderation rows only: they are what the filter sees in production
         # (model outputs), while the extra sets are prompts.
-        sel = is_mod if y[is_mod].sum() >= 5 else np.ones_like(is_mod)
+        sel = mod_k if y[mod_k].sum() >= 5 else np.ones_like(mod_k)
         # (f1, threshold, C, extra weight, lexicon)
         best: tuple[float, float, float, float, bool] | None = None
-        grid = GRID if y[is_mod].sum() >= 5 else [(4.0, 1.0)]
+        grid = GRID if y[mod_k].sum() >= 5 else [(4.0, 1.0)]
         for lex in (False, True) if cat in LEXICON_CATEGORIES else (False,):
-            xc = x_lex if lex else x
+            xc = xk_lex if lex else xk
             for c, wx in grid:
-                w = np.where(is_mod, 1.0, wx)
-                oof = lm.cv_scores(xc, y, c, weights=w, strata=y * 2 + is_mod)
+                w = np.where(mod_k, 1.0, wx)
+                oof = lm.cv_scores(xc, y, c, weights=w, strata=y * 2 + mod_k)
                 # Most answers the filter sees are ordinary text, which moderation rows hardly hold: a threshold
                 # picked on them never flags more than 1% of the real prompts and e-mails, whatever F1 it would
                 # buy there. (A threshold picked on all rows already pays for the benign ones it flags.)
-                floor = lm.threshold_at_fpr(oof[is_ordinary].tolist(), BENIGN_FPR) if sel is is_mod else 0.0
+                floor = lm.threshold_at_fpr(oof[ordinary_k].tolist(), BENIGN_FPR) if sel is mod_k else 0.0
                 t, f1 = best_f1_threshold(oof[sel], y[sel], floor)
                 if cat in LEXICON_CATEGORIES:
                     print(f"  {cat}: lexicon {lex}, C {c}, extra weight {wx}: CV F1 {f1:.3f}", flush=True)
@@ -120,8 +115,8 @@ def main() -> None:
                     best = (f1, t, c, wx, lex)
         assert best is not None
         f1, t, c, wx, lex = best
-        w = np.where(is_mod, 1.0, wx)
-        model = lm.fit(x_lex if lex else x, y, c, w)
+        w = np.where(mod_k, 1.0, wx)
+        model = lm.fit(xk_lex if lex else xk, y, c, w)
         if lex:
             coef = model.coef_[0]
             folded = coef[: 1 << BITS] + coef[-1] * lexicon  # the column's weight, back in the word slots

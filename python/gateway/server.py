@@ -5,8 +5,9 @@ handed, as the exact text validated, to fresh workers: Granian respawns them one
 accepting on the shared socket before the old one stops, and the old one finishing what it has in flight. Every
 request is served by one config from start to end. One race is Granian's (hyper's graceful stop): a connection
 the old worker accepted in its last instant, before a byte of its request was read, is closed unanswered. No part
-of that request reached the gateway, so clients retry it safely (the OpenAI and Anthropic SDKs do by default). An invalid file is refused with the field path that is wrong,
-and the running workers keep serving the config they have.
+of that request reached the gateway, so clients retry it safely (the OpenAI and Anthropic SDKs do by default).
+An invalid file is refused with the field path that is wrong, and the running workers keep serving the config
+they have.
 
 Drain (``SIGTERM`` / ``SIGINT``): the workers answer ``/readyz`` with 503 at once and keep accepting for
 ``server.drain_grace_s`` (load balancers take the replica out meanwhile); then they stop accepting, finish the

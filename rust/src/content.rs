@@ -191,25 +191,18 @@ impl ContentScanner {
     /// Span categories (secrets, pii, canary) in `text`, byte offsets.
     pub fn spans(&self, text: &str, out: &mut Vec<Finding>) {
         let (secrets, pii) = self.gate.check(text);
-        if secrets {
-            for d in self.secrets.scan(text) {
-                out.push(Finding {
-                    category: "secrets",
-                    score: d.score as f32,
-                    span: Some((d.start, d.end)),
-                    detail: d.entity.name().to_string(),
-                });
+        for (category, scanner, possible) in
+            [("secrets", &self.secrets, secrets), ("pii", &self.pii, pii)]
+        {
+            if !possible {
+                continue;
             }
-        }
-        if pii {
-            for d in self.pii.scan(text) {
-                out.push(Finding {
-                    category: "pii",
-                    score: d.score as f32,
-                    span: Some((d.start, d.end)),
-                    detail: d.entity.name().to_string(),
-                });
-            }
+            out.extend(scanner.scan(text).into_iter().map(|d| Finding {
+                category,
+                score: d.score as f32,
+                span: Some((d.start, d.end)),
+                detail: d.entity.name().to_string(),
+            }));
         }
         if secrets {
             for m in CANARY_RE.find_iter(text) {

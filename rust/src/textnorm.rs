@@ -774,14 +774,25 @@ mod tests {
         assert_eq!(windows("short", 100), vec!["short"]);
     }
 
+    /// A GWLM file of one class "x" with its bias, scale and int8 weights (as bytes).
+    fn one_class_model(
+        bits: u32,
+        bias: f32,
+        scale: f32,
+        weights: impl Iterator<Item = u8>,
+    ) -> Vec<u8> {
+        let mut data = b"GWLM".to_vec();
+        data.extend([MODEL_VERSION, bits as u8, 1, 0, 1, b'x']);
+        data.extend(bias.to_le_bytes());
+        data.extend(scale.to_le_bytes());
+        data.extend(weights);
+        data
+    }
+
     #[test]
     fn linear_model_round_trip() {
         let bits = 8u32;
-        let mut data = b"GWLM".to_vec();
-        data.extend([MODEL_VERSION, bits as u8, 1, 0, 1, b'x']);
-        data.extend(0.5f32.to_le_bytes());
-        data.extend(1.0f32.to_le_bytes());
-        data.extend(std::iter::repeat_n(0u8, 1 << bits));
+        let data = one_class_model(bits, 0.5, 1.0, std::iter::repeat_n(0u8, 1 << bits));
         let m = LinearModel::parse(&data).unwrap();
         assert_eq!(m.class("x"), Some(0));
         assert!((m.predict("hello")[0] - sigmoid(0.5)).abs() < 1e-6);
@@ -794,11 +805,12 @@ mod tests {
     fn model_bitset_and_thread_bitset_agree() {
         // weights 1..=127 by feature, one class: the score sums the distinct features' weights
         let bits = 10u32;
-        let mut data = b"GWLM".to_vec();
-        data.extend([MODEL_VERSION, bits as u8, 1, 0, 1, b'x']);
-        data.extend(0.0f32.to_le_bytes());
-        data.extend(0.01f32.to_le_bytes());
-        data.extend((0..1u32 << bits).map(|h| (h % 127 + 1) as u8));
+        let data = one_class_model(
+            bits,
+            0.0,
+            0.01,
+            (0..1u32 << bits).map(|h| (h % 127 + 1) as u8),
+        );
         let m = LinearModel::parse_per_class(&data).unwrap();
         let text = "ignore ignore all the rules, all of them";
         let own = m.predict_one(text, 0);
