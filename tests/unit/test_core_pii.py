@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
+import pathlib
+import re
 
+import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +15,7 @@ from hypothesis import strategies as st
 from gateway._core import PiiScanner, StreamUnmasker, unmask
 
 SCANNER = PiiScanner()
+PLANS = pathlib.Path(__file__).resolve().parents[2] / "rust" / "src" / "phone_plans.json"
 
 SAMPLES = {
     "EMAIL_ADDRESS": "jane.doe@example.co.uk",
@@ -127,6 +132,81 @@ def test_a_valid_card_followed_by_a_cvv_in_the_same_spacing_is_still_found():
 )
 def test_phone_formats(text, phone):
     assert ("PHONE_NUMBER", phone) in [(t, text[s:e]) for t, s, e, _ in SCANNER.scan(text)]
+
+
+PLAN_REGIONS = [p["region"] for p in json.loads(PLANS.read_text())["plans"]]
+
+
+def exact_grouping_regions(text: str, number: str) -> list[str]:
+    """The regions for which libphonenumber's matcher finds `number` in `text` with its groups as written."""
+    return [
+        r
+        for r in PLAN_REGIONS
+        if any(
+            m.raw_string == number
+            for m in phonenumbers.PhoneNumberMatcher(text, r, leniency=phonenumbers.Leniency.EXACT_GROUPING)
+        )
+    ]
+
+
+def phones(text: str) -> list[str]:
+    return [text[s:e] for t, s, e, _ in SCANNER.scan(text) if t == "PHONE_NUMBER"]
+
+
+def test_every_plan_regions_own_numbers_are_found_without_a_phone_word():
+    """libphonenumber's example fixed-line and mobile numbers of each region, written in its national
+    format, in a sentence with no phone word. The scanner takes plan-less numbers of 7-12 digits in
+    groups of two or more only, so "(06 1) 234 5678" (Hungary), "(0-312) 34567" (Lithuania) and
+    "011 15-2345-6789" (an Argentine mobile, 13 digits) still need one."""
+    missed, tried = [], 0
+    for region in PLAN_REGIONS:
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            number = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+            groups = re.findall(r"\d+", number)
+            if any(len(g) == 1 for g in groups) or len("".join(groups)) > 12:
+                continue
+            tried += 1
+            if number not in phones(f"Write to her at {number} today."):
+                missed.append((region, number))
+    assert tried > 140
+    assert missed == []
+
+
+@pytest.mark.parametrize(
+    ("number", "grouped"),
+    [
+        ("0494 92 82 32", True),  # Belgium
+        ("(71) 4233-6306", True),  # Brazil
+        ("723 813 266", True),  # Czechia, Spain, Poland
+        ("46 733 95", True),  # Estonia
+        ("49 492 82 32", False),
+        ("7238 132 66", False),
+        ("12 345 678", False),
+        ("4233 63 06", False),
+    ],
+)
+def test_plan_less_groups_need_no_phone_word_exactly_when_a_region_writes_them_so(number, grouped):
+    text = f"Write to her at {number} today."
+    assert bool(exact_grouping_regions(text, number)) == grouped  # the oracle: libphonenumber itself
+    assert (phones(text) == [number]) == grouped
+    assert phones(f"Phone: {number}") == [number]  # with a phone word, either way
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "rent in the range of 20000-30000 per month",  # a range, though Denmark or Norway could dial it
+        "the 8086/8088 bus cycle",
+        "Volume 1, 1837-1843: A Selection",
+        "FALSE 196.17 tr 235.41 20 4 USA",  # a decimal in a table
+        "[14:26:26 28/02/11] ok",  # the seconds of a time, then a date
+    ],
+)
+def test_ranges_decimals_and_times_are_not_phone_numbers(text):
+    assert phones(text) == []
 
 
 def test_only_selected_entities():
