@@ -175,8 +175,14 @@ def plan(region: str) -> dict:
     meta = PhoneMetadata.metadata_for_region(region)
     valid = [getattr(meta, t).national_number_pattern for t in TYPES if getattr(meta, t) is not None]
     valid = [p for p in valid if p and p != "NA"]
+    lengths = sorted(
+        {n for t in TYPES if getattr(meta, t) is not None for n in getattr(meta, t).possible_length if n > 0}
+        | {n for n in meta.general_desc.possible_length if n > 0}
+    )
     return {
         "region": region,
+        # national number lengths, to skip the region's regexes for numbers of other lengths
+        "lengths": lengths,
         "prefix": meta.national_prefix_for_parsing or meta.national_prefix or "",
         # "9\\1" in libphonenumber's notation -> "9${1}" for Rust's Captures::expand
         "transform": re.sub(r"\\(\d)", r"${\1}", meta.national_prefix_transform_rule or ""),

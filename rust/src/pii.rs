@@ -900,11 +900,13 @@ fn phone_span(text: &str, start: usize, first: usize, last: usize, end: usize) -
     // Bare digit runs and plan-less groups are phone numbers only if something nearby says so, unless
     // the groups are exactly those a national numbering plan writes and read neither as a range nor
     // as a decimal ("235.41 20": one dot).
+    // (The plan table is consulted last, and only when no phone word is nearby anyway.)
     let needs_context = !intl
         && (!separated
             || shape == PhoneShape::Generic
                 && (reads_as_range(&groups, &seps)
                     || seps.iter().filter(|s| s.trim() == ".").count() == 1
+                    || has_context(text, start, end, PHONE_CTX)
                     || !phone_plans::exactly_grouped(&groups)));
     Some(Hit {
         start,
