@@ -10,9 +10,9 @@ Groups:
   streaming scan of the same KiB fed in 16-byte chunks.
 - compliance-stage: the stage's hooks as a request meets them (a real Gateway built from the load benchmark's
   compliance config: profile resolved, the ~1 KB prompt scanned, canary planted, a 16-token answer filtered
-  whole or as a stream of 16 chunks), against the same request without the stage; each hook also with the CPU
-  caches evicted before every call (``cold``), as on the request path of a busy machine, where the scanners'
-  tables are no longer cached when the next request reaches them.
+  whole or as a stream of 16 chunks, each rendered for the caller), against the same request without the
+  stage; each hook also with the CPU caches evicted before every call (``cold``), as on the request path of a
+  busy machine, where the scanners' tables are no longer cached when the next request reaches them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
@@ -32,7 +33,7 @@ from gateway.app import Gateway
 from gateway.compliance import models
 from gateway.config import parse_config
 from gateway.context import RequestContext
-from gateway.dialects.openai import OpenAIDialect
+from gateway.dialects.openai import OpenAIDialect, chunk_dict
 from gateway.http import make_client
 from gateway.types import ChatChunk, ChatResponse, Choice, Delta, Message, Usage
 
@@ -134,7 +135,13 @@ def _request(gw: Gateway, loop: asyncio.AbstractEventLoop) -> Callable[[bool], N
     """One request's pass through the pipeline's hooks (no network): parse, pre, post or the stream's chunks."""
     body = json.dumps({**BODY, "messages": [{"role": "user", "content": COMPLIANCE_PROMPT}]}).encode()
     principal = gw.auth.authenticate(KEY)
-    words = [w + " " for w in ANSWER.split(" ")]
+    # tokens as providers stream them (a word with its leading space), each chunk with its wire bytes, rendered
+    # for the caller as the relay does: raw when no stage changed it, re-encoded when one did
+    words = ANSWER.split(" ")
+    chunks = [
+        (w if i == 0 else " " + w, orjson.dumps(chunk_dict(ChatChunk("c", "bench", [Delta(0, content=w)]))))
+        for i, w in enumerate(words)
+    ]
     pipeline = gw.pipeline
 
     async def request(stream: bool) -> None:
@@ -144,9 +151,13 @@ def _request(gw: Gateway, loop: asyncio.AbstractEventLoop) -> Callable[[bool], N
         ctx.req, ctx.model, ctx.group = req, req.model, "bench"
         await pipeline.pre(ctx, req)
         if stream:
-            for w in words:
-                pipeline.on_chunk(ctx, ChatChunk("c", "bench", [Delta(0, content=w)], raw=b"{}"))
-            pipeline.on_stream_end(ctx)
+            render = OpenAIDialect.stream(req).chunk
+            for w, raw in chunks:
+                kept = pipeline.on_chunk(ctx, ChatChunk("c", "bench", [Delta(0, content=w)], raw=raw))
+                if kept is not None:
+                    render(kept)
+            for c in pipeline.on_stream_end(ctx):
+                render(c)
         else:
             msg = Message("assistant", ANSWER)
             await pipeline.post(ctx, ChatResponse("c", "bench", [Choice(0, msg, "stop")], Usage(300, 16)))

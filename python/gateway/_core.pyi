@@ -4,7 +4,7 @@ Texts of 4 KiB or more are processed with the GIL released.
 """
 
 from collections.abc import Mapping, Sequence
-from typing import Any, final
+from typing import Any, Literal, final
 
 __version__: str
 
@@ -233,17 +233,29 @@ class ContentScanner:
     def __init__(self, model: bytes | None = None) -> None: ...
     @property
     def categories(self) -> list[str]: ...
-    def scan(self, text: str) -> list[tuple[str, float, int, int, str]]:
+    def scan(
+        self, text: str, floors: Sequence[float] | None = None
+    ) -> list[tuple[str, float, int, int, str]]:
         """(category, score, start, end, detail); start/end are code-point offsets for span categories
-        (secrets, pii, canary) and -1 for text categories."""
+        (secrets, pii, canary) and -1 for text categories. `floors`: one score per `categories` entry
+        (inf: not wanted); only findings reaching their floor are returned, and parts of the scan no floor
+        needs are skipped. ValueError when its length differs from `categories`."""
 
 @final
 class ContentStream:
-    """Incremental scan of one stream: text is released up to the last whitespace (a secret is never released
-    half-scanned), spans are matched with a 96-byte look-behind, the classifier rescores the last 1 KiB every
-    256 new bytes and at the end."""
+    """Incremental scan of one stream: text is released as `hold` allows (a span that is cut out is never
+    released half-scanned), spans are matched with a 96-byte look-behind, the classifier rescores the last 1 KiB
+    every 256 new bytes and at the end."""
 
-    def __init__(self, scanner: ContentScanner) -> None: ...
+    def __init__(
+        self,
+        scanner: ContentScanner,
+        floors: Sequence[float] | None = None,
+        hold: Literal["word", "secrets", "nothing"] = "word",
+    ) -> None:
+        """`floors` as for `ContentScanner.scan`. `hold`: what is kept back until the next chunk — the
+        unfinished last word (`word`), only a last word that may begin a secret or canary literal
+        (`secrets`), or nothing. ValueError for another value."""
     def feed(self, chunk: str, last: bool = False) -> tuple[str, list[tuple[str, float, int, int, str]]]:
         """(text released now, findings in it with offsets into that text)."""
     @property

@@ -92,7 +92,12 @@ pub struct ContentScanner {
     gate: SpanGate,
     model: Option<LinearModel>,
     names: Vec<&'static str>,
+    /// `categories()`, kept: a floor is looked up by a finding's place in it.
+    categories: Vec<&'static str>,
 }
+
+/// The span categories, last in `categories()` in this order.
+const SPAN_CATEGORIES: [&str; 3] = ["secrets", "pii", "canary"];
 
 /// Which span scanners a text needs at all, from what their patterns' matches must contain
 /// (`prefilter`): secrets and canaries start with one of a few literals (`AKIA`, `ghp_`, `sk-`,
@@ -103,6 +108,10 @@ pub struct ContentScanner {
 struct SpanGate {
     /// Literal prefixes of every secret pattern and of the canary (`None`: always scan).
     secret_prefixes: Option<AhoCorasick>,
+    /// The same literals, for telling whether a stream's last, unfinished word may still become one,
+    /// and which of them a match may begin with inside a word (the canary's, punctuation-led ones).
+    secret_literals: Vec<Vec<u8>>,
+    anywhere: Vec<usize>,
     /// Bytes one of which every PII pattern's match holds (`None`: always scan).
     pii_bytes: Option<[bool; 256]>,
 }
@@ -118,6 +127,12 @@ impl SpanGate {
             }
         }
         let secret_prefixes = finite.then(|| AhoCorasick::new(&lits).expect("secret prefixes"));
+        let secret_literals = if finite { lits } else { Vec::new() };
+        // literal 0 is the canary's (its pattern has no `\b`); the secret patterns start at a word
+        // boundary unless their literal starts with punctuation
+        let anywhere = (0..secret_literals.len())
+            .filter(|&k| k == 0 || secret_literals[k].first().is_none_or(|&b| !is_word(b)))
+            .collect();
         let set = prefilter::byte_set(|b| b.is_ascii_digit() || b == b'@');
         let pii_bytes = pii
             .patterns()
@@ -126,8 +141,36 @@ impl SpanGate {
             .then_some(set);
         SpanGate {
             secret_prefixes,
+            secret_literals,
+            anywhere,
             pii_bytes,
         }
+    }
+
+    /// Whether `tail` (the text after a stream's last whitespace) holds a secret or canary literal,
+    /// or ends with the beginning of one where a match may start, so that the next chunk may
+    /// complete it. The secret patterns start at a word boundary (`\b`) unless their literal begins
+    /// with punctuation (`-----BEGIN`); the canary may start anywhere. Without the literals (a
+    /// pattern with no finite prefix) every tail may.
+    fn may_start_secret(&self, tail: &str) -> bool {
+        let Some(ac) = &self.secret_prefixes else {
+            return true;
+        };
+        if ac.is_match(tail) {
+            return true;
+        }
+        let t = tail.as_bytes();
+        let begins = |rest: &[u8], l: &Vec<u8>| rest.len() < l.len() && l.starts_with(rest);
+        (0..t.len()).any(|i| {
+            let rest = &t[i..];
+            if i == 0 || !is_word(t[i - 1]) {
+                self.secret_literals.iter().any(|l| begins(rest, l))
+            } else {
+                self.anywhere
+                    .iter()
+                    .any(|&k| begins(rest, &self.secret_literals[k]))
+            }
+        })
     }
 
     /// (secrets or canary possible, PII possible) in `text`.
@@ -142,6 +185,11 @@ impl SpanGate {
             .is_none_or(|set| text.bytes().any(|b| set[b as usize]));
         (secrets, pii)
     }
+}
+
+/// A byte of a regex word (`\w` in ASCII).
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// Category names the model may carry, with their public spelling.
@@ -170,27 +218,37 @@ impl ContentScanner {
         let secrets = Scanner::new(SECRET_TYPES);
         let pii = Scanner::new(PII_TYPES);
         let gate = SpanGate::new(&secrets, &pii);
+        let mut categories = names.clone();
+        if !categories.contains(&"dangerous") {
+            categories.push("dangerous");
+        }
+        categories.extend(SPAN_CATEGORIES);
         Ok(ContentScanner {
             secrets,
             pii,
             gate,
             model,
             names,
+            categories,
         })
     }
 
-    pub fn categories(&self) -> Vec<&'static str> {
-        let mut out = self.names.clone();
-        if !out.contains(&"dangerous") {
-            out.push("dangerous");
-        }
-        out.extend(["secrets", "pii", "canary"]);
-        out
+    pub fn categories(&self) -> &[&'static str] {
+        &self.categories
     }
 
     /// Span categories (secrets, pii, canary) in `text`, byte offsets.
     pub fn spans(&self, text: &str, out: &mut Vec<Finding>) {
-        let (secrets, pii) = self.gate.check(text);
+        self.spans_of(text, [true; 3], out);
+    }
+
+    /// The span categories `want` asks for (secrets, pii, canary) in `text`.
+    fn spans_of(&self, text: &str, want: [bool; 3], out: &mut Vec<Finding>) {
+        if !want.iter().any(|&w| w) {
+            return;
+        }
+        let (gate_secrets, gate_pii) = self.gate.check(text);
+        let (secrets, pii) = (gate_secrets && want[0], gate_pii && want[1]);
         for (category, scanner, possible) in
             [("secrets", &self.secrets, secrets), ("pii", &self.pii, pii)]
         {
@@ -204,7 +262,7 @@ impl ContentScanner {
                 detail: d.entity.name().to_string(),
             }));
         }
-        if secrets {
+        if gate_secrets && want[2] {
             for m in CANARY_RE.find_iter(text) {
                 out.push(Finding {
                     category: "canary",
@@ -249,10 +307,44 @@ impl ContentScanner {
     }
 
     pub fn scan(&self, text: &str) -> Vec<Finding> {
+        self.scan_with(text, None)
+    }
+
+    /// `scan`, reporting only findings that reach their category's floor (`floors`: one per
+    /// `categories()` entry, infinite for a category the caller does not act on). The parts no
+    /// floor can use are not run: a profile that acts on secrets alone never loads the classifier.
+    pub fn scan_with(&self, text: &str, floors: Option<&[f32]>) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.spans(text, &mut out);
-        self.classes(text, &mut out);
+        self.spans_of(text, self.span_wants(floors), &mut out);
+        if self.wants_classes(floors) {
+            self.classes(text, &mut out);
+        }
+        self.keep_reaching(floors, &mut out);
         out
+    }
+
+    fn span_wants(&self, floors: Option<&[f32]>) -> [bool; 3] {
+        let n = self.categories.len();
+        floors.map_or([true; 3], |f| {
+            [
+                f[n - 3].is_finite(),
+                f[n - 2].is_finite(),
+                f[n - 1].is_finite(),
+            ]
+        })
+    }
+
+    fn wants_classes(&self, floors: Option<&[f32]>) -> bool {
+        floors.is_none_or(|f| f[..self.categories.len() - 3].iter().any(|x| x.is_finite()))
+    }
+
+    fn keep_reaching(&self, floors: Option<&[f32]>, out: &mut Vec<Finding>) {
+        if let Some(f) = floors {
+            out.retain(|x| {
+                let at = self.categories.iter().position(|c| *c == x.category);
+                at.is_some_and(|i| x.score >= f[i])
+            });
+        }
     }
 }
 
@@ -265,7 +357,24 @@ pub const RESCORE: usize = 256;
 /// Longest run without whitespace held back before it is released anyway.
 pub const MAX_HOLD: usize = 4096;
 
+/// What a stream holds back before release, so that a span the profile cuts out (redact, block) is
+/// never sent half-scanned. A span found in text already released can still be flagged, through the
+/// look-behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Everything after the last whitespace: any word may be the start of an e-mail address or
+    /// another personal-data span (PII is cut).
+    Word,
+    /// The last word only when it holds or ends with the beginning of a secret or canary literal
+    /// (`sk-`, `AKIA`, `gwcanary-`, ...): only secrets or canaries are cut. Prose tokens then
+    /// pass as they come, with no word of delay and their bytes untouched.
+    Secrets,
+    /// Nothing: no span category is cut.
+    Nothing,
+}
+
 pub struct ContentStream {
+    hold: Hold,
     pending: String,
     /// The last released bytes (at most WINDOW), for look-behind and rescoring.
     recent: String,
@@ -274,7 +383,7 @@ pub struct ContentStream {
 
 impl Default for ContentStream {
     fn default() -> Self {
-        Self::new()
+        Self::new(Hold::Word)
     }
 }
 
@@ -287,8 +396,9 @@ fn tail_from(s: &str, keep: usize) -> usize {
 }
 
 impl ContentStream {
-    pub fn new() -> Self {
+    pub fn new(hold: Hold) -> Self {
         ContentStream {
+            hold,
             pending: String::new(),
             recent: String::new(),
             since_score: 0,
@@ -303,13 +413,31 @@ impl ContentStream {
         chunk: &str,
         last: bool,
     ) -> (String, Vec<Finding>) {
+        self.feed_with(scanner, chunk, last, None)
+    }
+
+    /// `feed`, keeping only findings that reach their floors (see `ContentScanner::scan_with`).
+    pub fn feed_with(
+        &mut self,
+        scanner: &ContentScanner,
+        chunk: &str,
+        last: bool,
+        floors: Option<&[f32]>,
+    ) -> (String, Vec<Finding>) {
         self.pending.push_str(chunk);
-        let cut = if last || self.pending.len() > MAX_HOLD {
+        let cut = if last || self.pending.len() > MAX_HOLD || self.hold == Hold::Nothing {
             self.pending.len()
         } else {
-            match self.pending.rfind(|c: char| c.is_whitespace()) {
+            let word = match self.pending.rfind(|c: char| c.is_whitespace()) {
                 Some(i) => i + self.pending[i..].chars().next().map_or(1, char::len_utf8),
                 None => 0,
+            };
+            let keep =
+                self.hold == Hold::Word || scanner.gate.may_start_secret(&self.pending[word..]);
+            if keep {
+                word
+            } else {
+                self.pending.len()
             }
         };
         let released: String = self.pending.drain(..cut).collect();
@@ -323,7 +451,7 @@ impl ContentStream {
         window.push_str(&self.recent[lb_at..]);
         window.push_str(&released);
         let mut spans = Vec::new();
-        scanner.spans(&window, &mut spans);
+        scanner.spans_of(&window, scanner.span_wants(floors), &mut spans);
         for mut f in spans {
             let (s, e) = f.span.expect("span category");
             if e <= behind {
@@ -336,10 +464,13 @@ impl ContentStream {
         let drop = tail_from(&self.recent, WINDOW);
         self.recent.drain(..drop);
         self.since_score += released.len();
-        if self.since_score >= RESCORE || (last && self.since_score > 0) {
+        if (self.since_score >= RESCORE || (last && self.since_score > 0))
+            && scanner.wants_classes(floors)
+        {
             self.since_score = 0;
             scanner.classes(&self.recent, &mut findings);
         }
+        scanner.keep_reaching(floors, &mut findings);
         (released, findings)
     }
 }
@@ -388,15 +519,36 @@ impl PyContentScanner {
 
     #[getter]
     fn categories(&self) -> Vec<&'static str> {
-        self.inner.categories()
+        self.inner.categories().to_vec()
     }
 
-    fn scan(&self, py: Python<'_>, text: &str) -> Vec<PyFinding> {
-        let run = || to_py(text, self.inner.scan(text));
-        if text.len() >= DETACH_MIN_BYTES {
+    #[pyo3(signature = (text, floors = None))]
+    fn scan(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        floors: Option<Vec<f32>>,
+    ) -> PyResult<Vec<PyFinding>> {
+        let floors = self.check_floors(floors)?;
+        let run = || to_py(text, self.inner.scan_with(text, floors.as_deref()));
+        Ok(if text.len() >= DETACH_MIN_BYTES {
             py.detach(run)
         } else {
             run()
+        })
+    }
+}
+
+impl PyContentScanner {
+    fn check_floors(&self, floors: Option<Vec<f32>>) -> PyResult<Option<Vec<f32>>> {
+        let n = self.inner.categories().len();
+        match floors {
+            Some(f) if f.len() != n => Err(PyValueError::new_err(format!(
+                "floors: one per category ({n}: {}), got {}",
+                self.inner.categories().join(", "),
+                f.len()
+            ))),
+            f => Ok(f),
         }
     }
 }
@@ -404,24 +556,45 @@ impl PyContentScanner {
 #[pyclass(name = "ContentStream", module = "gateway._core")]
 pub struct PyContentStream {
     scanner: Py<PyContentScanner>,
+    floors: Option<Vec<f32>>,
     inner: ContentStream,
 }
 
 #[pymethods]
 impl PyContentStream {
     #[new]
-    fn new(scanner: Py<PyContentScanner>) -> Self {
-        PyContentStream {
+    #[pyo3(signature = (scanner, floors = None, hold = "word"))]
+    fn new(
+        py: Python<'_>,
+        scanner: Py<PyContentScanner>,
+        floors: Option<Vec<f32>>,
+        hold: &str,
+    ) -> PyResult<Self> {
+        let floors = scanner.bind(py).get().check_floors(floors)?;
+        let hold = match hold {
+            "word" => Hold::Word,
+            "secrets" => Hold::Secrets,
+            "nothing" => Hold::Nothing,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "hold: \"word\", \"secrets\" or \"nothing\", not {other:?}"
+                )))
+            }
+        };
+        Ok(PyContentStream {
             scanner,
-            inner: ContentStream::new(),
-        }
+            floors,
+            inner: ContentStream::new(hold),
+        })
     }
 
     /// `feed(chunk, last=False) -> (released text, findings in it)`.
     #[pyo3(signature = (chunk, last = false))]
     fn feed(&mut self, py: Python<'_>, chunk: &str, last: bool) -> (String, Vec<PyFinding>) {
         let scanner = self.scanner.bind(py).get();
-        let (text, findings) = self.inner.feed(&scanner.inner, chunk, last);
+        let (text, findings) =
+            self.inner
+                .feed_with(&scanner.inner, chunk, last, self.floors.as_deref());
         let py_findings = to_py(&text, findings);
         (text, py_findings)
     }
@@ -490,7 +663,7 @@ mod tests {
     #[test]
     fn stream_holds_a_token_until_it_is_whole() {
         let s = ContentScanner::new(None).unwrap();
-        let mut st = ContentStream::new();
+        let mut st = ContentStream::new(Hold::Word);
         let mut out = String::new();
         let mut found = Vec::new();
         for c in [
@@ -512,9 +685,56 @@ mod tests {
     }
 
     #[test]
+    fn secrets_hold_passes_prose_tokens_and_holds_a_split_secret() {
+        let s = ContentScanner::new(None).unwrap();
+        let mut st = ContentStream::new(Hold::Secrets);
+        // Tokens as model streams send them (leading space): released as they come, unchanged.
+        for c in ["Dolor", " culpa", " key", " ones", " gh"] {
+            let (t, _) = st.feed(&s, c, false);
+            assert_eq!(t, if c == " gh" { " " } else { c }, "{c:?}");
+        }
+        // A key and a canary split across chunks are held until their word ends, then found whole.
+        let mut out = String::from("Dolor culpa key ones ");
+        let mut found = Vec::new();
+        for c in [
+            "p_abcdefghijklmnopqrstuvwxyz0123456789",
+            " then",
+            " AK",
+            "IAIOSFODNN7",
+            "EXAMPLE",
+            " id:gw",
+            "canary-0123456789",
+            "abcdef",
+            " done",
+        ] {
+            let (t, f) = st.feed(&s, c, false);
+            out.push_str(&t);
+            found.extend(f);
+        }
+        let (t, f) = st.feed(&s, "", true);
+        out.push_str(&t);
+        found.extend(f);
+        assert_eq!(
+            out,
+            "Dolor culpa key ones ghp_abcdefghijklmnopqrstuvwxyz0123456789 then AKIAIOSFODNN7EXAMPLE id:gwcanary-0123456789abcdef done"
+        );
+        let count = |cat: &str| found.iter().filter(|f| f.category == cat).count();
+        assert_eq!((count("secrets"), count("canary")), (2, 1), "{found:?}");
+    }
+
+    #[test]
+    fn nothing_hold_releases_every_chunk_as_it_comes() {
+        let s = ContentScanner::new(None).unwrap();
+        let mut st = ContentStream::new(Hold::Nothing);
+        for c in ["mail bob", "@example", ".com now"] {
+            assert_eq!(st.feed(&s, c, false).0, c);
+        }
+    }
+
+    #[test]
     fn stream_canary_split_across_chunks() {
         let s = ContentScanner::new(None).unwrap();
-        let mut st = ContentStream::new();
+        let mut st = ContentStream::new(Hold::Word);
         let mut hits = 0;
         for c in ["the prompt said gwcanary-0123", "456789abcdef ", "ok"] {
             hits += st

@@ -89,11 +89,10 @@ fn leet(c: u8) -> Option<u8> {
 /// ASCII character before it (a combining mark may compose with it), go through the normaliser.
 /// A boundary before an ASCII character is safe: it is a starter nothing composes with backwards.
 fn fold_chars(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
     if text.is_ascii() {
-        out.extend(text.bytes().map(|b| b.to_ascii_lowercase() as char));
-        return out;
+        return text.to_ascii_lowercase();
     }
+    let mut out = String::with_capacity(text.len());
     let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -217,13 +216,11 @@ fn join_spaced(b: Vec<u8>) -> String {
         if single(i) {
             // Count a run: letter (sep letter)*
             let mut j = i;
-            let mut letters = vec![b[i]];
             while j + 2 < b.len() && sep(b[j + 1]) && single(j + 2) {
-                letters.push(b[j + 2]);
                 j += 2;
             }
-            if letters.len() >= 4 {
-                out.extend_from_slice(&letters);
+            if (j - i) / 2 + 1 >= 4 {
+                out.extend(b[i..=j].iter().step_by(2));
                 i = j + 1;
                 continue;
             }

@@ -102,7 +102,28 @@ def test_jailbreak_is_rejected_with_rule_ids_never_the_text(cgw):
 def test_benign_prompt_passes(cgw):
     raw = chat(cgw.openai(KEY_A), "Write two sentences about the history of the printing press.")
     assert raw.parse().choices[0].message.content
-    assert "injection=" not in raw.headers["x-gateway-compliance"]
+    assert raw.headers["x-gateway-compliance"] == "profile=standard"  # nothing decided
+
+
+def test_streamed_tokens_pass_as_the_upstream_sent_them_when_only_secrets_are_cut(cgw, simulator):
+    """A profile that redacts secrets but only flags PII: a prose token is not held back for the next one (no
+    word of delay), while a secret is still cut (the core's tests split one across chunks)."""
+    prompt = f"#echo Sure, here it is: alpha beta {SECRET} gamma [[sim:tps=500]]"
+
+    def deltas(client: Any) -> list[str]:
+        out = []
+        for c in client.chat.completions.create(
+            model="gpt-4o", stream=True, messages=[{"role": "user", "content": prompt}]
+        ):
+            if c.choices and c.choices[0].delta.content:
+                out.append(c.choices[0].delta.content)
+        return out
+
+    upstream = deltas(openai.OpenAI(base_url=simulator.url + "/v1", api_key="sim", max_retries=0))
+    through = deltas(cgw.openai(KEY_A, default_headers={"x-gateway-tags": "redact"}))
+    at = upstream.index(" " + SECRET)
+    assert through[:at] == upstream[:at]  # token for token
+    assert "".join(through) == "".join(upstream).replace(SECRET, "[REDACTED:secrets]")
 
 
 def test_injection_inside_a_tool_result_is_caught_anthropic(cgw):

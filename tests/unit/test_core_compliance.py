@@ -143,3 +143,65 @@ def test_content_stream_releases_whole_tokens_and_finds_split_secrets(con):
     assert "".join(out) == "The key is AKIAIOSFODNN7EXAMPLE, keep it safe."
     assert [c for c, *_ in found if c == "secrets"] == ["secrets"]
     assert st.pending == 0
+
+
+def _floors(con: _core.ContentScanner, **wanted: float) -> list[float]:
+    return [wanted.get(c.replace("/", "_").replace("-", "_"), float("inf")) for c in con.categories]
+
+
+def test_content_scan_returns_only_findings_that_reach_their_floor(con):
+    text = "key AKIAIOSFODNN7EXAMPLE, mail bob@example.com; build a pipe bomb"
+    everything = {c for c, *_ in con.scan(text)}
+    assert {"secrets", "pii", "dangerous", "hate"} <= everything  # every class is scored without floors
+    assert [c for c, *_ in con.scan(text, _floors(con, secrets=0.5))] == ["secrets"]
+    assert {c for c, *_ in con.scan(text, _floors(con, pii=0.5, dangerous=0.5))} == {"pii", "dangerous"}
+    assert con.scan(text, _floors(con, secrets=1.5)) == []  # under its floor: dropped
+    assert con.scan(text, _floors(con)) == []
+    with pytest.raises(ValueError, match="one per category"):
+        con.scan(text, [0.5])
+
+
+def _stream(st: _core.ContentStream, chunks: list[str]) -> tuple[list[str], list[str]]:
+    released, found = [], []
+    for c in [*chunks, None]:
+        text, f = st.feed(c or "", last=c is None)
+        released.append(text)
+        found += [cat for cat, *_ in f]
+    return released, found
+
+
+def test_stream_holding_only_secrets_passes_prose_tokens_as_they_come(con):
+    floors = _floors(con, secrets=0.5, canary=0.5)
+    tokens = ["Sure", ",", " here", " is", " the", " key", ":", " AK", "IAIOSF", "ODNN7EX", "AMPLE", " ok"]
+    released, found = _stream(_core.ContentStream(con, floors, "secrets"), tokens)
+    assert released[:7] == tokens[:7]  # prose: released unchanged, no word held back
+    assert released[7:11] == [" ", "", "", ""] and released[11] == "AKIAIOSFODNN7EXAMPLE ok"
+    assert found == ["secrets"]
+    # holding whole words, the same stream is released a word late
+    released, found = _stream(_core.ContentStream(con, floors, "word"), tokens)
+    assert released[:3] == ["", "", "Sure, "] and found == ["secrets"]
+
+
+def test_stream_holding_words_keeps_a_split_email_whole(con):
+    floors = _floors(con, pii=0.5)
+    released, found = _stream(
+        _core.ContentStream(con, floors, "word"), ["mail jane", ".doe@exa", "mple.com now"]
+    )
+    assert released == ["mail ", "", "jane.doe@example.com ", "now"] and found == ["pii"]
+    # holding nothing, it leaves as it came; the address is still found (flagged), over the look-behind
+    released, found = _stream(
+        _core.ContentStream(con, floors, "nothing"), ["mail jane", ".doe@exa", "mple.com now"]
+    )
+    assert released[:3] == ["mail jane", ".doe@exa", "mple.com now"] and found == ["pii"]
+    with pytest.raises(ValueError, match="hold"):
+        _core.ContentStream(con, floors, "sentence")  # type: ignore[arg-type]
+
+
+def test_stream_hold_follows_what_the_profile_cuts():
+    from gateway.compliance.profiles import stream_hold
+
+    assert stream_hold({"pii": (0.5, "redact"), "secrets": (0.5, "redact")}, shadow=False) == "word"
+    assert stream_hold({"pii": (0.5, "flag"), "secrets": (0.5, "redact")}, shadow=False) == "secrets"
+    assert stream_hold({"canary": (1.0, "block")}, shadow=False) == "secrets"
+    assert stream_hold({"pii": (0.5, "flag"), "hate": (0.5, "block")}, shadow=False) == "nothing"
+    assert stream_hold({"pii": (0.5, "block")}, shadow=True) == "nothing"  # shadow mode cuts nothing

@@ -20,8 +20,16 @@ SPAN_CATEGORIES = frozenset({"secrets", "pii", "canary"})
 CANARY_PREFIX = "gwcanary-"
 
 
+_CANARIES: list[str] = []
+
+
 def new_canary() -> str:
-    return CANARY_PREFIX + os.urandom(8).hex()
+    """A fresh unguessable token; drawn from the OS 256 at a time (one system call instead of one per
+    request)."""
+    if not _CANARIES:
+        raw = os.urandom(8 * 256).hex()
+        _CANARIES.extend(CANARY_PREFIX + raw[i : i + 16] for i in range(0, len(raw), 16))
+    return _CANARIES.pop()
 
 
 class Verdict:
@@ -63,20 +71,12 @@ class Verdict:
 
 def scan(text: str, profile: Any) -> Verdict:
     v = Verdict()
-    v.add(profile, models.content_scanner().scan(text))
+    findings = models.content_scanner().scan(text, profile.content_floors)
+    if findings:  # only those the profile acts on come back
+        v.add(profile, findings)
     return v
 
 
-def actionable(profile: Any, findings: list[tuple[str, float, int, int, str]]) -> bool:
-    """Whether any finding reaches its category's threshold under a non-allow action (most stream reads
-    have none: then no verdict is built)."""
-    rules = profile.content_rules
-    for f in findings:
-        rule = rules.get(f[0])
-        if rule is not None and f[1] >= rule[0]:
-            return True
-    return False
-
-
-def new_stream() -> Any:
-    return _core.ContentStream(models.content_scanner())
+def new_stream(profile: Any) -> _core.ContentStream:
+    """An incremental scan of one stream that returns only the findings ``profile`` acts on."""
+    return _core.ContentStream(models.content_scanner(), profile.content_floors, profile.stream_hold)

@@ -31,8 +31,10 @@ class Resolved:
         "canary",
         "content",
         "content_actions",
+        "content_floors",
         "content_rules",
         "content_thresholds",
+        "header",
         "indirect_action",
         "indirect_threshold",
         "injection",
@@ -43,6 +45,7 @@ class Resolved:
         "pii",
         "restrict_to",
         "shadow",
+        "stream_hold",
     )
 
     def __init__(self, name: str, p: ComplianceProfile) -> None:
@@ -73,14 +76,31 @@ class Resolved:
         # category -> (threshold, action) for every category this profile acts on (not "allow"): the output
         # filter looks each finding up once, and a finding of a category not in it costs nothing more
         self.content_rules: dict[str, tuple[float, str]] = {}
-        for cat in {*models.content_scanner().categories, *self.content_actions}:
+        scanned = models.content_scanner().categories
+        for cat in {*scanned, *self.content_actions}:
             action = self.content_action(cat)
             if action != "allow":
                 self.content_rules[cat] = (self.content_thresholds.get(cat, 0.5), action)
+        # per scanned category, the score from which a finding is returned at all (the core drops the rest
+        # and skips what no category needs): most answers then come back with no findings to look at
+        inf = float("inf")
+        self.content_floors = [self.content_rules[c][0] if c in self.content_rules else inf for c in scanned]
+        self.header = f"profile={name}"  # x-gateway-compliance when nothing was decided
+        self.stream_hold = stream_hold(self.content_rules, self.shadow)
 
     def content_action(self, category: str) -> str:
         c = self.content
         return self.content_actions.get(category) or (c.default if c is not None else "allow")
+
+
+def stream_hold(rules: dict[str, tuple[float, str]], shadow: bool) -> str:
+    """What a stream's output filter holds back (``_core.ContentStream``): the unfinished last word when PII is
+    cut out (any word may begin an e-mail address), only a word that may begin a secret or canary when only those
+    are, nothing when no span is cut (flagged spans are still found, over the look-behind)."""
+    cuts = {c for c, (_, action) in rules.items() if action in ("redact", "block")} if not shadow else set()
+    if "pii" in cuts:
+        return "word"
+    return "secrets" if cuts & {"secrets", "canary"} else "nothing"
 
 
 class Profiles:

@@ -90,7 +90,8 @@ class ComplianceStage(Stage):
             if profile.injection:
                 await self._injection(ctx, req, profile, d)
         finally:
-            ctx.response_headers["x-gateway-compliance"] = _header(d)
+            # profile and via only: nothing was decided (most requests)
+            ctx.response_headers["x-gateway-compliance"] = profile.header if len(d) == 2 else _header(d)
         if profile.pii is not None:
             ctx.pii_override = (profile.name, profile.pii)
         if profile.canary:
@@ -230,9 +231,9 @@ class ComplianceStage(Stage):
     def _feed(self, ctx: RequestContext, st: _State, index: int, text: str, last: bool) -> str:
         stream = st.streams.get(index)
         if stream is None:
-            stream = st.streams[index] = output.new_stream()
+            stream = st.streams[index] = output.new_stream(st.profile)
         released, findings = stream.feed(text, last)
-        if not findings or not output.actionable(st.profile, findings):
+        if not findings:  # the core returns only findings the profile acts on
             return released
         v = output.Verdict()
         v.add(st.profile, findings)
