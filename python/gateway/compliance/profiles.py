@@ -34,6 +34,7 @@ class Resolved:
         "content_floors",
         "content_rules",
         "content_thresholds",
+        "filters",
         "header",
         "indirect_action",
         "indirect_threshold",
@@ -87,6 +88,7 @@ class Resolved:
         self.content_floors = [self.content_rules[c][0] if c in self.content_rules else inf for c in scanned]
         self.header = f"profile={name}"  # x-gateway-compliance when nothing was decided
         self.stream_hold = stream_hold(self.content_rules, self.shadow)
+        self.filters = c is not None or p.canary  # whether answers go through the output filter at all
 
     def content_action(self, category: str) -> str:
         c = self.content

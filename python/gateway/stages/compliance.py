@@ -40,7 +40,7 @@ class _State:
     def use(self, profile: Resolved) -> None:
         """The profile that filters the answer (a restricted group's own, after a reroute)."""
         self.profile = profile
-        self.filters = _filters(profile)
+        self.filters = profile.filters
 
 
 def _header(d: dict[str, Any]) -> str:
@@ -74,7 +74,7 @@ class ComplianceStage(Stage):
     # ------------------------------------------------------------ before the call
 
     async def pre(self, ctx: RequestContext, req: ChatRequest) -> ChatResponse | None:
-        if self.policies is not None:
+        if self.policies is not None and self.policies.due():
             await self.policies.refresh()  # at most once a second per worker
         group = ctx.group or ctx.model
         profile, via = self.profiles.resolve(ctx, group)
@@ -86,7 +86,8 @@ class ComplianceStage(Stage):
         ctx.scratch[STATE] = _State(profile, d)
         ctx.flags["compliance"] = d
         try:
-            self._limits(ctx, req, profile, group, d)
+            if profile.allowed_groups is not None or profile.max_tokens is not None:
+                self._limits(ctx, req, profile, group, d)
             if profile.injection:
                 await self._injection(ctx, req, profile, d)
         finally:
@@ -257,10 +258,6 @@ class ComplianceStage(Stage):
             return
         st.decision["output"] = {"action": v.action, "categories": dict(v.categories)}
         ctx.response_headers["x-gateway-compliance"] = _header(st.decision)
-
-
-def _filters(p: Resolved) -> bool:
-    return p.content is not None or p.canary
 
 
 def _merge(into: output.Verdict, v: output.Verdict) -> None:

@@ -86,6 +86,10 @@ class Policies:
         self.raw: dict[str, Rules] = {}
         self._next = 0.0
 
+    def due(self) -> bool:
+        """Whether ``refresh`` would read the shared state now (at most once a second per worker)."""
+        return time.monotonic() >= self._next
+
     async def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now < self._next:
