@@ -660,25 +660,29 @@ mod tests {
         );
     }
 
+    /// Feeds `chunks` and ends the stream: (all released text, all findings).
+    fn run(s: &ContentScanner, st: &mut ContentStream, chunks: &[&str]) -> (String, Vec<Finding>) {
+        let mut out = String::new();
+        let mut found = Vec::new();
+        for (i, c) in chunks.iter().chain([&""]).enumerate() {
+            let (t, f) = st.feed(s, c, i == chunks.len());
+            out.push_str(&t);
+            found.extend(f);
+        }
+        (out, found)
+    }
+
     #[test]
     fn stream_holds_a_token_until_it_is_whole() {
         let s = ContentScanner::new(None).unwrap();
         let mut st = ContentStream::new(Hold::Word);
-        let mut out = String::new();
-        let mut found = Vec::new();
-        for c in [
+        let chunks = [
             "your key is AKIA",
             "IOSFODNN7",
             "EXAMPLE and",
             " that is all",
-        ] {
-            let (t, f) = st.feed(&s, c, false);
-            out.push_str(&t);
-            found.extend(f);
-        }
-        let (t, f) = st.feed(&s, "", true);
-        out.push_str(&t);
-        found.extend(f);
+        ];
+        let (out, found) = run(&s, &mut st, &chunks);
         assert_eq!(out, "your key is AKIAIOSFODNN7EXAMPLE and that is all");
         let secrets: Vec<_> = found.iter().filter(|f| f.category == "secrets").collect();
         assert_eq!(secrets.len(), 1, "{found:?}");
@@ -694,9 +698,7 @@ mod tests {
             assert_eq!(t, if c == " gh" { " " } else { c }, "{c:?}");
         }
         // A key and a canary split across chunks are held until their word ends, then found whole.
-        let mut out = String::from("Dolor culpa key ones ");
-        let mut found = Vec::new();
-        for c in [
+        let chunks = [
             "p_abcdefghijklmnopqrstuvwxyz0123456789",
             " then",
             " AK",
@@ -706,17 +708,11 @@ mod tests {
             "canary-0123456789",
             "abcdef",
             " done",
-        ] {
-            let (t, f) = st.feed(&s, c, false);
-            out.push_str(&t);
-            found.extend(f);
-        }
-        let (t, f) = st.feed(&s, "", true);
-        out.push_str(&t);
-        found.extend(f);
+        ];
+        let (out, found) = run(&s, &mut st, &chunks);
         assert_eq!(
             out,
-            "Dolor culpa key ones ghp_abcdefghijklmnopqrstuvwxyz0123456789 then AKIAIOSFODNN7EXAMPLE id:gwcanary-0123456789abcdef done"
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789 then AKIAIOSFODNN7EXAMPLE id:gwcanary-0123456789abcdef done"
         );
         let count = |cat: &str| found.iter().filter(|f| f.category == cat).count();
         assert_eq!((count("secrets"), count("canary")), (2, 1), "{found:?}");
