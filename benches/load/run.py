@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,43 @@ def wait(url: str, proc: subprocess.Popen[Any], timeout_s: float = 60) -> None:
         wait_http(url, proc, timeout_s)
     except RuntimeError as e:
         raise SystemExit(str(e)) from None
+
+
+def serve_gateway(
+    cfg: dict[str, Any],
+    path: Path,
+    procs: list[subprocess.Popen[Any]],
+    *,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60,
+    quiet: bool = False,
+) -> subprocess.Popen[Any]:
+    """Write ``cfg`` to ``path``, start a gateway on it (in that folder; stopped with ``procs``) and wait until it
+    is ready."""
+    path.write_text(yaml.safe_dump(cfg))
+    p = subprocess.Popen(
+        [PY, "-m", "gateway", "serve", "--config", str(path)],
+        cwd=path.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if quiet else None,
+        env=env,
+    )
+    procs.append(p)
+    wait(f"http://127.0.0.1:{cfg['server']['port']}/readyz", p, timeout_s)
+    return p
+
+
+def write_result(
+    result: dict[str, Any], args: argparse.Namespace, report: Callable[[dict[str, Any]], None]
+) -> int:
+    """Stamp the run's shape on ``result``, write it to ``--out`` and print its report."""
+    result["workers"], result["cpus"] = args.workers, os.cpu_count()
+    out = ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    report(result)
+    print(f"\nwritten to {out}")
+    return 0
 
 
 def wait_post(url: str, timeout_s: float = 30) -> None:
@@ -274,7 +312,6 @@ def main() -> int:
         )
         cfg["state"] = {"redis_url": f"redis://127.0.0.1:{redis_port}/0"}
         time.sleep(0.5)
-    (work / "bench.yaml").write_text(yaml.safe_dump(cfg))
     try:
         sim = subprocess.Popen(
             [PY, "-m", "gateway", "simulate", "--port", str(sim_port), "--workers", "1"],
@@ -283,13 +320,7 @@ def main() -> int:
         )
         procs.append(sim)
         wait(sim_url + "/healthz", sim)
-        gw = subprocess.Popen(
-            [PY, "-m", "gateway", "serve", "--config", str(work / "bench.yaml")],
-            cwd=work,
-            stdout=subprocess.DEVNULL,
-        )
-        procs.append(gw)
-        wait(gw_url + "/readyz", gw)
+        gw = serve_gateway(cfg, work / "bench.yaml", procs)
         relay_port = free_port()
         relay = subprocess.Popen(
             [
@@ -343,43 +374,21 @@ def main() -> int:
                 port = free_port()
                 c = {**cfg, "server": {**cfg["server"], "port": port}, "stages": {"cache": cache_cfg}}
                 c["store"] = {"sqlite_path": str(work / f"{name}.db")}
-                (work / f"{name}.yaml").write_text(yaml.safe_dump(c))
-                p = subprocess.Popen(
-                    [PY, "-m", "gateway", "serve", "--config", str(work / f"{name}.yaml")],
-                    cwd=work,
-                    stdout=subprocess.DEVNULL,
-                )
-                procs.append(p)
-                wait(f"http://127.0.0.1:{port}/readyz", p, timeout_s=120)
+                p = serve_gateway(c, work / f"{name}.yaml", procs, timeout_s=120)
                 cached[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", p)
             result = compare_cache(exe, d_url, direct_h, g_url, gw_h, cached, scale, args.rounds)
             result["rss_mb_per_worker"] = {
                 "no cache": rss_per_worker_mb(gw.pid),
                 **{name: rss_per_worker_mb(p.pid) for name, (_, p) in cached.items()},
             }
-            result["workers"], result["cpus"] = args.workers, os.cpu_count()
-            out = ROOT / args.out
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=2))
-            print_cache_report(result)
-            print(f"\nwritten to {out}")
-            return 0
+            return write_result(result, args, print_cache_report)
 
         if args.observability:
             from benches.load import observability
 
             def start(c: dict[str, Any], where: Path) -> tuple[str, subprocess.Popen[Any]]:
-                (where / "bench.yaml").write_text(yaml.safe_dump(c))
-                p = subprocess.Popen(
-                    [PY, "-m", "gateway", "serve", "--config", str(where / "bench.yaml")],
-                    cwd=where,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                procs.append(p)
-                url = f"http://127.0.0.1:{c['server']['port']}"
-                wait(url + "/readyz", p)
-                return url, p
+                p = serve_gateway(c, where / "bench.yaml", procs, quiet=True)
+                return f"http://127.0.0.1:{c['server']['port']}", p
 
             urls, variant_procs, close = observability.start_variants(cfg, work, start, free_port)
             try:
@@ -396,60 +405,28 @@ def main() -> int:
                 )
             finally:
                 close()
-            result["workers"], result["cpus"] = args.workers, os.cpu_count()
-            out = ROOT / args.out
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=2))
-            observability.print_report(result)
-            print(f"\nwritten to {out}")
-            return 0
+            return write_result(result, args, observability.print_report)
 
         if args.compliance:
             port = free_port()
             c = {**cfg, "server": {**cfg["server"], "port": port}, "stages": COMPLIANCE_STAGES}
             c["store"] = {"sqlite_path": str(work / "compliance.db")}
-            (work / "compliance.yaml").write_text(yaml.safe_dump(c))
-            p = subprocess.Popen(
-                [PY, "-m", "gateway", "serve", "--config", str(work / "compliance.yaml")],
-                cwd=work,
-                stdout=subprocess.DEVNULL,
-            )
-            procs.append(p)
-            wait(f"http://127.0.0.1:{port}/readyz", p)
+            p = serve_gateway(c, work / "compliance.yaml", procs)
             variants = {"off": (g_url, gw.pid), "on": (f"http://127.0.0.1:{port}/v1/chat/completions", p.pid)}
             if args.compliance_baseline:  # the same config, another checkout's code (its python/ directory)
                 base = Path(args.compliance_baseline).resolve() / "python"
                 bport = free_port()
                 b = {**c, "server": {**c["server"], "port": bport}}
                 b["store"] = {"sqlite_path": str(work / "compliance-baseline.db")}
-                (work / "compliance-baseline.yaml").write_text(yaml.safe_dump(b))
-                bp = subprocess.Popen(
-                    [PY, "-m", "gateway", "serve", "--config", str(work / "compliance-baseline.yaml")],
-                    cwd=work,
-                    stdout=subprocess.DEVNULL,
-                    env={**os.environ, "PYTHONPATH": str(base)},
-                )
-                procs.append(bp)
-                wait(f"http://127.0.0.1:{bport}/readyz", bp)
+                env = {**os.environ, "PYTHONPATH": str(base)}
+                bp = serve_gateway(b, work / "compliance-baseline.yaml", procs, env=env)
                 variants["on (baseline)"] = (f"http://127.0.0.1:{bport}/v1/chat/completions", bp.pid)
             result = compare_compliance(exe, variants, gw_h, scale, args.rounds)
-            result["workers"], result["cpus"] = args.workers, os.cpu_count()
-            out = ROOT / args.out
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=2))
-            print_compliance_report(result)
-            print(f"\nwritten to {out}")
-            return 0
+            return write_result(result, args, print_compliance_report)
 
         if args.responses:
             result = compare_responses(exe, gw_url, gw_h, scale, args.rounds)
-            result["workers"], result["cpus"] = args.workers, os.cpu_count()
-            out = ROOT / args.out
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=2))
-            print_responses_report(result)
-            print(f"\nwritten to {out}")
-            return 0
+            return write_result(result, args, print_responses_report)
 
         rows: list[dict[str, Any]] = []
         for conc, n in ((1, 3000), (16, 20000), (64, 30000)):
@@ -465,20 +442,13 @@ def main() -> int:
             measure(f"stream closed-loop c={conc}", stream_body, conc=conc, n=max(200, int(n * scale)))
         rss = rss_per_worker_mb(gw.pid)
         result = {
-            "workers": args.workers,
             "stages": args.stages,
             "routing": args.routing,
             "redis": args.redis,
             "rows": rows,
             "rss_mb_per_worker": rss,
-            "cpus": os.cpu_count(),
         }
-        out = ROOT / args.out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
-        print_report(result)
-        print(f"\nwritten to {out}")
-        return 0
+        return write_result(result, args, print_report)
     finally:
         stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
