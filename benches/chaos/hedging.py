@@ -24,13 +24,13 @@ upstream requests the simulator counted (the cost of hedging). Written to ``benc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from typing import Any
 
-from benches.chaos.common import ROOT, pct, run_client, stack
+from benches.chaos.common import pct, run_client, stack
+from benches.results import save_result
 
 GROUPS = {"no-hedge": ("nh", None), "hedge-fixed": ("fx", "fixed"), "hedge-p95": ("p95", "p95")}
 
@@ -156,12 +156,7 @@ def main() -> int:
         },
         "rows": rows,
     }
-    out = ROOT / a.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    report(result)
-    print(f"\nwritten to {out}")
-    return 0
+    return save_result(result, a.out, report)
 
 
 def report(r: dict[str, Any]) -> None:

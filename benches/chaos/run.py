@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from benches.chaos.common import ROOT, Stack, diff_counts, pct, read_records, stack
+from benches.chaos.common import Stack, diff_counts, pct, read_records, stack
+from benches.results import save_result
 
 DEPLOYMENTS = ["chaos-a", "chaos-b", "chaos-c", "chaos-d"]
 PROFILE: dict[str, Any] = {
@@ -239,12 +239,7 @@ def main() -> int:
         "baseline": baseline,
         "chaos": chaos,
     }
-    out = ROOT / a.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    report(result)
-    print(f"\nwritten to {out}")
-    return 0
+    return save_result(result, a.out, report)
 
 
 def _split(s: dict[str, Any]) -> str:

@@ -42,6 +42,8 @@ from typing import Any
 import yaml
 from tests.procs import free_port, stop_all, wait_http
 
+from benches.results import save_result
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 KEY = "gw-bench-key-0000000000000000000000000000"
@@ -88,12 +90,7 @@ def write_result(
 ) -> int:
     """Stamp the run's shape on ``result``, write it to ``--out`` and print its report."""
     result["workers"], result["cpus"] = args.workers, os.cpu_count()
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    report(result)
-    print(f"\nwritten to {out}")
-    return 0
+    return save_result(result, args.out, report)
 
 
 def wait_post(url: str, timeout_s: float = 30) -> None:
