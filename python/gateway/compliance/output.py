@@ -69,11 +69,14 @@ class Verdict:
         return text
 
 
-def scan(text: str, profile: Any) -> Verdict:
-    v = Verdict()
+def scan(text: str, profile: Any) -> Verdict | None:
+    """The verdict on one answer, or None when nothing in it is acted on (the core returns only findings that
+    reach the profile's floors, so most answers come back with none)."""
     findings = models.content_scanner().scan(text, profile.content_floors)
-    if findings:  # only those the profile acts on come back
-        v.add(profile, findings)
+    if not findings:
+        return None
+    v = Verdict()
+    v.add(profile, findings)
     return v
 
 

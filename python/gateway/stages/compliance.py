@@ -181,12 +181,16 @@ class ComplianceStage(Stage):
         if st is None or not st.filters:
             return resp
         p = st.profile
-        total = output.Verdict()
+        total = None
         for c in resp.choices:
             text = c.message.content
             if not isinstance(text, str) or not text:
                 continue
             v = output.scan(text, p)
+            if v is None:
+                continue
+            if total is None:
+                total = output.Verdict()
             _merge(total, v)
             if v.action == "redact" and not p.shadow:
                 c.message.content = v.apply(text, p.content.refusal if p.content else "")
@@ -200,6 +204,8 @@ class ComplianceStage(Stage):
                 c.message.content = p.content.refusal
                 c.finish_reason = "content_filter" if ctx.dialect == "openai" else c.finish_reason
                 resp.raw = None
+        if total is None:
+            return resp
         self._record(ctx, st, total)
         if total.action == "block" and not p.shadow and (p.content is None or p.content.on_block == "error"):
             raise _blocked(total)
