@@ -237,12 +237,7 @@ impl ContentScanner {
         &self.categories
     }
 
-    /// Span categories (secrets, pii, canary) in `text`, byte offsets.
-    pub fn spans(&self, text: &str, out: &mut Vec<Finding>) {
-        self.spans_of(text, [true; 3], out);
-    }
-
-    /// The span categories `want` asks for (secrets, pii, canary) in `text`.
+    /// The span categories `want` asks for (secrets, pii, canary) in `text`, byte offsets.
     fn spans_of(&self, text: &str, want: [bool; 3], out: &mut Vec<Finding>) {
         if !want.iter().any(|&w| w) {
             return;
@@ -324,18 +319,15 @@ impl ContentScanner {
     }
 
     fn span_wants(&self, floors: Option<&[f32]>) -> [bool; 3] {
-        let n = self.categories.len();
+        let first = self.categories.len() - SPAN_CATEGORIES.len();
         floors.map_or([true; 3], |f| {
-            [
-                f[n - 3].is_finite(),
-                f[n - 2].is_finite(),
-                f[n - 1].is_finite(),
-            ]
+            std::array::from_fn(|k| f[first + k].is_finite())
         })
     }
 
     fn wants_classes(&self, floors: Option<&[f32]>) -> bool {
-        floors.is_none_or(|f| f[..self.categories.len() - 3].iter().any(|x| x.is_finite()))
+        let spans = self.categories.len() - SPAN_CATEGORIES.len();
+        floors.is_none_or(|f| f[..spans].iter().any(|x| x.is_finite()))
     }
 
     fn keep_reaching(&self, floors: Option<&[f32]>, out: &mut Vec<Finding>) {

@@ -59,6 +59,16 @@ fn text(v: &serde_json::Value, k: &str) -> String {
     v[k].as_str().unwrap_or_default().to_string()
 }
 
+/// The array at `v` (empty when absent).
+fn items(v: &serde_json::Value) -> &[serde_json::Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// The unsigned numbers of the array at `v`.
+fn numbers(v: &serde_json::Value) -> impl Iterator<Item = u64> + '_ {
+    items(v).iter().filter_map(serde_json::Value::as_u64)
+}
+
 fn optional(pattern: String) -> Option<Regex> {
     Some(pattern)
         .filter(|s| !s.is_empty())
@@ -66,23 +76,14 @@ fn optional(pattern: String) -> Option<Regex> {
 }
 
 fn formats(v: &serde_json::Value) -> Vec<Format> {
-    let list = v.as_array().map(Vec::as_slice).unwrap_or_default();
-    list.iter()
+    items(v)
+        .iter()
         .map(|f| Format {
             leading: optional(text(f, "leading")),
             pattern: compile(&text(f, "pattern"), true),
-            groups: f["groups"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
+            groups: items(&f["groups"])
                 .iter()
-                .map(|g| {
-                    let ids = g.as_array().map(Vec::as_slice).unwrap_or_default();
-                    ids.iter()
-                        .filter_map(|i| i.as_u64())
-                        .map(|i| i as usize)
-                        .collect()
-                })
+                .map(|g| numbers(g).map(|i| i as usize).collect())
                 .collect(),
             alt: f["alt"].as_bool().unwrap_or(false),
             needs_prefix: f["needs_prefix"].as_bool().unwrap_or(false),
@@ -90,66 +91,60 @@ fn formats(v: &serde_json::Value) -> Vec<Format> {
         .collect()
 }
 
-/// One pass over the digits tells which plans could hold them (prefix and valid number, or a valid
-/// number alone); plans whose prefix is rewritten (AR, BR, JP, MS) are always tried.
-static CANDIDATES: LazyLock<RegexSet> = LazyLock::new(|| {
+/// The regions' plans, and one pass over the digits that tells which of them could hold a number
+/// (prefix and valid number, or a valid number alone); plans whose prefix is rewritten (AR, BR, JP,
+/// MS) are always tried.
+struct Table {
+    candidates: RegexSet,
+    plans: Vec<Plan>,
+}
+
+static TABLE: LazyLock<Table> = LazyLock::new(|| {
     let table: serde_json::Value =
         serde_json::from_str(include_str!("phone_plans.json")).expect("phone_plans.json");
-    let patterns: Vec<String> = table["plans"]
-        .as_array()
-        .expect("phone_plans.json: plans")
+    let rows = table["plans"].as_array().expect("phone_plans.json: plans");
+    let patterns = rows
         .iter()
         .map(|p| match (text(p, "prefix"), text(p, "transform")) {
             (_, t) if !t.is_empty() => "^".to_string(),
             (pre, _) if pre.is_empty() => format!("^(?:{})$", text(p, "valid")),
             (pre, _) => format!("^(?:{pre})?(?:{})$", text(p, "valid")),
-        })
-        .collect();
-    RegexSetBuilder::new(patterns)
+        });
+    let candidates = RegexSetBuilder::new(patterns)
         .unicode(false)
         .build()
-        .expect("phone_plans.json: candidate set")
-});
-
-static PLANS: LazyLock<Vec<Plan>> = LazyLock::new(|| {
-    let table: serde_json::Value =
-        serde_json::from_str(include_str!("phone_plans.json")).expect("phone_plans.json");
-    table["plans"]
-        .as_array()
-        .expect("phone_plans.json: plans")
+        .expect("phone_plans.json: candidate set");
+    let plans = rows
         .iter()
         .map(|p| Plan {
             prefix: optional(text(p, "prefix")),
             transform: text(p, "transform"),
             valid: compile(&text(p, "valid"), true),
-            lengths: p["lengths"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|n| n.as_u64())
+            lengths: numbers(&p["lengths"])
                 .filter(|&n| n < 64)
                 .fold(0, |bits, n| bits | 1 << n),
             national: formats(&p["national"]),
             formats: formats(&p["formats"]),
         })
-        .collect()
+        .collect();
+    Table { candidates, plans }
 });
 
 /// Compile the table now (it is compiled on first use otherwise); returns the number of regions.
 pub fn load() -> usize {
-    LazyLock::force(&CANDIDATES);
-    PLANS.len()
+    TABLE.plans.len()
 }
 
 /// True if some region writes the digits `groups` (as written, in order, no country code) as one of
 /// its valid numbers with exactly these groups.
 pub fn exactly_grouped(groups: &[&str]) -> bool {
     let digits: String = groups.concat();
-    CANDIDATES
+    let table = &*TABLE;
+    table
+        .candidates
         .matches(&digits)
         .iter()
-        .any(|i| plan_groups(&PLANS[i], &digits, groups))
+        .any(|i| plan_groups(&table.plans[i], &digits, groups))
 }
 
 impl Plan {

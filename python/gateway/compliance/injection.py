@@ -70,12 +70,10 @@ def evaluate(messages: list[Message], profile: Any) -> dict[str, Any] | None:
         score, ids, _, _ = scanner.scan(text, indirect)
         if indirect:
             i_score = max(i_score, score)
-            if ids:
-                i_rules.extend(r for r in ids if r not in i_rules)
+            i_rules.extend(r for r in ids if r not in i_rules)
         else:
             d_score = max(d_score, score)
-            if ids:
-                d_rules.extend(r for r in ids if r not in d_rules)
+            d_rules.extend(r for r in ids if r not in d_rules)
     hits = []
     if d_score >= profile.injection_threshold:
         hits.append(("direct", profile.injection_action, d_score, d_rules))
