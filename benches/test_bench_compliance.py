@@ -137,11 +137,8 @@ def _request(gw: Gateway, loop: asyncio.AbstractEventLoop) -> Callable[[bool], N
     principal = gw.auth.authenticate(KEY)
     # tokens as providers stream them (a word with its leading space), each chunk with its wire bytes, rendered
     # for the caller as the relay does: raw when no stage changed it, re-encoded when one did
-    words = ANSWER.split(" ")
-    chunks = [
-        (w if i == 0 else " " + w, orjson.dumps(chunk_dict(ChatChunk("c", "bench", [Delta(0, content=w)]))))
-        for i, w in enumerate(words)
-    ]
+    tokens = [w if i == 0 else " " + w for i, w in enumerate(ANSWER.split(" "))]
+    chunks = [(t, orjson.dumps(chunk_dict(ChatChunk("c", "bench", [Delta(0, content=t)])))) for t in tokens]
     pipeline = gw.pipeline
 
     async def request(stream: bool) -> None:

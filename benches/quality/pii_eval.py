@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import hashlib
 import json
 import math
@@ -400,13 +401,25 @@ def blank_phone_words(data):
     return [(PHONE_WORDS.sub(lambda m: "Q" * len(m.group()), text), gold) for text, gold in data]
 
 
+@functools.cache
+def _plan_regions() -> list[str]:
+    return [p["region"] for p in json.loads(PLANS.read_text())["plans"]]
+
+
+@functools.cache
+def _all_regions() -> list[str]:
+    import phonenumbers
+
+    return sorted(phonenumbers.SUPPORTED_REGIONS)
+
+
 def phone_categories(text: str, s: int, e: int, found) -> set[str]:
     """What a gold phone span offers a detector (libphonenumber's view, the phone words nearby)."""
     import phonenumbers
 
     value = text[s:e]
     groups = re.findall(r"\d+", value.split("x")[0])
-    plan_regions = [p["region"] for p in json.loads(PLANS.read_text())["plans"]]
+    plan_regions = _plan_regions()
 
     def any_region(regions, test) -> bool:
         for r in regions:
@@ -432,7 +445,7 @@ def phone_categories(text: str, s: int, e: int, found) -> set[str]:
         cats.add("country code written (+ or 00)")
     if len(groups) == 1:
         cats.add("one unbroken digit run")
-    all_regions = sorted(phonenumbers.SUPPORTED_REGIONS)
+    all_regions = _all_regions()
     if any_region(all_regions, phonenumbers.is_valid_number):
         cats.add("valid number in some region (all 245)")
     if any_region(all_regions, phonenumbers.is_possible_number):

@@ -318,16 +318,20 @@ impl ContentScanner {
         out
     }
 
+    /// Where the span categories start in `categories()` (the text categories come first).
+    fn first_span(&self) -> usize {
+        self.categories.len() - SPAN_CATEGORIES.len()
+    }
+
     fn span_wants(&self, floors: Option<&[f32]>) -> [bool; 3] {
-        let first = self.categories.len() - SPAN_CATEGORIES.len();
+        let first = self.first_span();
         floors.map_or([true; 3], |f| {
             std::array::from_fn(|k| f[first + k].is_finite())
         })
     }
 
     fn wants_classes(&self, floors: Option<&[f32]>) -> bool {
-        let spans = self.categories.len() - SPAN_CATEGORIES.len();
-        floors.is_none_or(|f| f[..spans].iter().any(|x| x.is_finite()))
+        floors.is_none_or(|f| f[..self.first_span()].iter().any(|x| x.is_finite()))
     }
 
     fn keep_reaching(&self, floors: Option<&[f32]>, out: &mut Vec<Finding>) {
